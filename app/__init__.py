@@ -1,0 +1,30 @@
+"""postbandit's HTTP service: ``create_app`` is the one place where it is assembled."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+
+from app import cli, errors, logs, metrics, runtime, views
+from app.config import Settings
+from app.schemas import MAX_BODY_BYTES
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the Flask app from ``config`` (tests) or the environment (production).
+
+    Raises:
+        app.config.ConfigError: a setting is invalid or missing in production.
+    """
+    settings = Settings.from_env() if config is None else Settings.from_mapping(config)
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
+    logs.init_app(app, settings.log_level)
+    errors.init_app(app)
+    runtime.init_app(app, settings)
+    metrics.init_app(app)
+    app.register_blueprint(views.bp)
+    cli.init_app(app)
+    return app

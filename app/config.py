@@ -1,0 +1,118 @@
+"""Service configuration: one line per environment variable, read once at start-up.
+
+Tests and tools pass a mapping instead of the environment (``Settings.from_mapping``).
+In production (``BANDIT_ENV=production``) the service refuses to start without an admin token.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+DEV_ADMIN_TOKEN = "dev-admin-token"  # development only; production refuses it
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or invalid; the message names the variable."""
+
+
+# (environment variable, attribute, parser, default, description) -- the README table is built
+# from the same facts, so keep descriptions short and true.
+VARIABLES: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
+    ("BANDIT_ENV", "env", str, "development", "`production` enforces required settings"),
+    ("REDIS_URL", "redis_url", str, "redis://127.0.0.1:6379/0", "Redis for statistics"),
+    ("CELERY_BROKER_URL", "broker_url", str, "", "Celery broker; empty means REDIS_URL"),
+    ("BANDIT_KEY_PREFIX", "key_prefix", str, "pb", "prefix of every Redis key"),
+    ("BANDIT_ADMIN_TOKEN", "admin_token", str, "", "bearer token for catalogue writes"),
+    ("BANDIT_APP_TOKEN", "app_token", str, "", "bearer token for event posts (empty: open)"),
+    ("BANDIT_POLICY", "policy", str, "two_level_ts", "slate policy served"),
+    ("BANDIT_PRIOR_STRENGTH", "prior_strength", float, 10.0, "pseudo-impressions of priors"),
+    ("BANDIT_PER_FORUM_CAP", "per_forum_cap", int, 0, "max posts per forum in a slate, 0 = none"),
+    ("BANDIT_ATTRIBUTION_SECONDS", "attribution_seconds", int, 86_400, "events count this long"),
+    ("BANDIT_POST_TTL_SECONDS", "post_ttl_seconds", int, 259_200, "default post lifetime"),
+    ("BANDIT_RECLICK_SECONDS", "reclick_seconds", int, 604_800, "clicked posts hidden this long"),
+    ("BANDIT_REFRESH_SECONDS", "refresh_seconds", float, 1.0, "statistics snapshot refresh"),
+    ("BANDIT_REDIS_TIMEOUT", "redis_timeout", float, 0.25, "socket timeout on request path (s)"),
+    ("BANDIT_VISIBILITY_TIMEOUT", "visibility_timeout", int, 300, "unacked task re-delivery (s)"),
+    ("BANDIT_WORKER_METRICS_PORT", "worker_metrics_port", int, 9100, "worker /metrics port, 0=off"),
+    ("BANDIT_SEED", "seed", int, 0, "RNG seed; 0 = from the OS (per process)"),
+    ("BANDIT_LOG_LEVEL", "log_level", str, "INFO", "log level"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Typed settings; build with :meth:`from_env` or :meth:`from_mapping`."""
+
+    env: str
+    redis_url: str
+    broker_url: str
+    key_prefix: str
+    admin_token: str
+    app_token: str
+    policy: str
+    prior_strength: float
+    per_forum_cap: int
+    attribution_seconds: int
+    post_ttl_seconds: int
+    reclick_seconds: int
+    refresh_seconds: float
+    redis_timeout: float
+    visibility_timeout: int
+    worker_metrics_port: int
+    seed: int
+    log_level: str
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], role: str = "web") -> Settings:
+        """Build settings from environment-style names (``REDIS_URL``...) or attribute names.
+
+        ``role`` is ``web`` or ``worker``; only the web tier needs the admin token.
+
+        Raises:
+            ConfigError: a value does not parse, or production lacks a required value.
+        """
+        kwargs = {attr: _read(values, name, attr, parse, default)
+                  for name, attr, parse, default, _ in VARIABLES}  # fmt: skip
+        if not kwargs["broker_url"]:
+            kwargs["broker_url"] = kwargs["redis_url"]
+        if not kwargs["admin_token"] and kwargs["env"] != "production":
+            kwargs["admin_token"] = DEV_ADMIN_TOKEN
+        settings = cls(**kwargs)
+        settings.check(role)
+        return settings
+
+    @classmethod
+    def from_env(cls, role: str = "web") -> Settings:
+        return cls.from_mapping(os.environ, role)
+
+    def check(self, role: str = "web") -> None:
+        """Raise :class:`ConfigError` for values out of range or missing in production."""
+        weak_token = not self.admin_token or self.admin_token == DEV_ADMIN_TOKEN
+        if self.env == "production" and role == "web" and weak_token:
+            raise ConfigError("BANDIT_ADMIN_TOKEN is required when BANDIT_ENV=production")
+        for name, attr, *_ in VARIABLES:
+            value = getattr(self, attr)
+            if isinstance(value, int | float) and value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value}")
+        if self.refresh_seconds <= 0 or self.redis_timeout <= 0:
+            raise ConfigError("BANDIT_REFRESH_SECONDS and BANDIT_REDIS_TIMEOUT must be > 0")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _read(
+    values: Mapping[str, Any], name: str, attr: str, parse: Callable[[str], Any], default: Any
+) -> Any:
+    raw = values.get(name, values.get(attr))
+    if raw is None:
+        return default
+    if not isinstance(raw, str):
+        return parse(str(raw)) if parse is not str else raw
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}") from exc

@@ -1,0 +1,103 @@
+"""How impression and click events are attributed and counted (run by the workers).
+
+An event counts only when its (request_id, post_id) was served within the attribution window,
+and at most once per (request_id, post_id, type). A click whose impression has not been counted
+counts that impression too, so clicks never exceed impressions for any post or forum.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from app.storage import Served, Storage, request_time
+
+KINDS = {"impression": "i", "click": "c"}
+
+# Outcomes of one event, used as the bounded ``result`` label of the applied-events metric.
+COUNTED = "counted"
+DUPLICATE = "duplicate"
+UNKNOWN_REQUEST = "unknown_request"
+NOT_SERVED = "not_served"
+EXPIRED = "expired"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one batch did: counts by result, and counted events by the policy that served them."""
+
+    results: Counter[str]
+    by_policy: Counter[str]
+    implied_impressions: Counter[str]
+
+
+def classify(
+    request_id: str, post_id: str, served: Served | None, now: float, window: int
+) -> str | None:
+    """Why an event cannot count, or None when it is attributable."""
+    if served is None:
+        issued = request_time(request_id)
+        return EXPIRED if issued is not None and now - issued > window else UNKNOWN_REQUEST
+    if post_id not in served.forums:
+        return NOT_SERVED
+    return None
+
+
+def apply_batch(
+    storage: Storage,
+    event_type: str,
+    events: Sequence[Sequence[str]],
+    now: float,
+    window: int,
+    reclick_window: int,
+) -> Outcome:
+    """Apply a batch of ``(request_id, post_id)`` events of one type, idempotently.
+
+    Raises:
+        ValueError: unknown ``event_type``.
+        redis.RedisError: Redis failed; nothing is lost, the task is retried and
+            re-application is a no-op for the events already counted.
+    """
+    kind = KINDS.get(event_type)
+    if kind is None:
+        raise ValueError(f"event_type must be one of {sorted(KINDS)}, got {event_type!r}")
+    served = storage.lookup_served(request_id for request_id, _ in events)
+    results: Counter[str] = Counter()
+    todo: list[tuple[str, str, str]] = []
+    for request_id, post_id in events:
+        record = served.get(request_id)
+        reason = classify(request_id, post_id, record, now, window)
+        if reason is not None:
+            results[reason] += 1
+        else:
+            assert record is not None
+            todo.append((request_id, post_id, record.forums[post_id]))
+    applied = storage.apply_events(kind, todo, window)
+    return _outcome(storage, kind, todo, applied, served, results, now, reclick_window)
+
+
+def _outcome(
+    storage: Storage,
+    kind: str,
+    todo: list[tuple[str, str, str]],
+    applied: list[int],
+    served: dict[str, Served],
+    results: Counter[str],
+    now: float,
+    reclick_window: int,
+) -> Outcome:
+    by_policy: Counter[str] = Counter()
+    implied: Counter[str] = Counter()
+    for (request_id, _, _), status in zip(todo, applied, strict=True):
+        results[COUNTED if status else DUPLICATE] += 1
+        if status:
+            by_policy[served[request_id].policy] += 1
+        if status == 2:
+            implied[served[request_id].policy] += 1
+    if kind == "c":
+        # Idempotent, so done for duplicates too: a retry after a crash between the two
+        # steps still records the click for re-recommendation filtering.
+        clicks = [(served[rid].user_id, post_id) for rid, post_id, _ in todo]
+        storage.remember_clicks(clicks, now, reclick_window)
+    return Outcome(results, by_policy, implied)

@@ -1,0 +1,75 @@
+"""Per-process resources of the web tier, kept in ``app.extensions["postbandit"]``.
+
+Redis connection pool, statistics snapshot, random generator and Celery producer are all
+created lazily in the process that uses them, so nothing is shared across gunicorn's fork.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import redis
+from bandits.policies import Policy
+from celery import Celery
+from flask import Flask, current_app
+
+from app.config import Settings
+from app.snapshot import Snapshot, SnapshotCache, build_snapshot
+from app.storage import Storage
+from bandits import make_policy
+from workers.celery_app import make_celery
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    storage: Storage
+    snapshots: SnapshotCache
+    policy: Policy
+    celery: Celery
+    _rng: np.random.Generator | None = field(default=None, repr=False)
+    _rng_pid: int = 0
+
+    @property
+    def rng(self) -> np.random.Generator:
+        """One generator per process, seeded after fork (else all workers draw alike)."""
+        if self._rng is None or self._rng_pid != os.getpid():
+            seed = self.settings.seed + os.getpid() if self.settings.seed else None
+            self._rng = np.random.default_rng(seed)
+            self._rng_pid = os.getpid()
+        return self._rng
+
+
+def make_runtime(settings: Settings) -> Runtime:
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=settings.redis_timeout,
+        socket_connect_timeout=settings.redis_timeout,
+        health_check_interval=30,
+    )
+    storage = Storage(client, settings.key_prefix)
+
+    def load() -> Snapshot:
+        now = time.time()
+        return build_snapshot(storage.read_catalog(now), now)
+
+    policy = make_policy(settings.policy, prior_strength=settings.prior_strength)
+    return Runtime(
+        settings=settings,
+        storage=storage,
+        snapshots=SnapshotCache(load, settings.refresh_seconds),
+        policy=policy,
+        celery=make_celery(settings),
+    )
+
+
+def init_app(app: Flask, settings: Settings) -> None:
+    app.extensions["postbandit"] = make_runtime(settings)
+
+
+def runtime() -> Runtime:
+    rt: Runtime = current_app.extensions["postbandit"]
+    return rt

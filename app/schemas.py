@@ -1,0 +1,84 @@
+"""Request and response models: every input limit of the API is declared here, once.
+
+The OpenAPI description and the validation both come from these models, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+ID_MAX = 64
+MAX_N = 50
+MAX_FORUMS = 100
+MAX_EXCLUDE = 500
+MAX_EVENTS = 1000
+MIN_TTL = 60
+MAX_TTL = 30 * 86_400
+MAX_BODY_BYTES = 512 * 1024
+
+Id = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part for part in value.split(",") if part] if value else []
+    return value
+
+
+CsvIds = Annotated[list[Id], BeforeValidator(_split_csv)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RecommendationQuery(Strict):
+    """Query string of ``GET /v1/recommendations``."""
+
+    user_id: Id
+    n: int = Field(default=10, ge=1, le=MAX_N)
+    forums: CsvIds | None = Field(default=None, max_length=MAX_FORUMS)
+    exclude: CsvIds = Field(default_factory=list, max_length=MAX_EXCLUDE)
+
+
+class Event(Strict):
+    request_id: Id
+    post_id: Id
+
+
+class EventBatch(Strict):
+    """Body of ``POST /v1/impressions`` and ``POST /v1/clicks``."""
+
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS)
+
+
+class PostIn(Strict):
+    """Body of ``PUT /v1/posts/{post_id}``."""
+
+    forum_id: Id
+    created_at: datetime | None = None
+    ttl_seconds: int | None = Field(default=None, ge=MIN_TTL, le=MAX_TTL)
+
+
+class Item(Strict):
+    post_id: str
+    forum_id: str
+    rank: int
+
+
+class Recommendations(Strict):
+    request_id: str
+    policy: str
+    items: list[Item]
+    degraded: bool
+
+
+class Accepted(Strict):
+    accepted: int
+
+
+EventType = Literal["impression", "click"]

@@ -1,0 +1,209 @@
+"""What the API does, one function per operation; views only parse, call one of these, shape."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import redis
+from kombu.exceptions import OperationalError
+
+from app import metrics
+from app.errors import Conflict, NotFound, Unavailable
+from app.runtime import Runtime
+from app.schemas import EventBatch, PostIn, RecommendationQuery
+from app.snapshot import Snapshot
+from app.storage import PostConflict, RequestContext, Served, new_request_id
+from bandits import beta_summary, post_posterior
+from workers.celery_app import APPLY_EVENTS
+
+log = logging.getLogger(__name__)
+
+
+def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
+    """Choose a slate for a member.
+
+    Raises:
+        Unavailable: no snapshot could ever be loaded (Redis down since start-up).
+    """
+    snap = rt.snapshots.get()
+    if snap is None:
+        metrics.RECOMMENDATIONS.labels(rt.policy.name, "unavailable").inc()
+        raise Unavailable("statistics are not available yet; Redis is unreachable")
+    now = time.time()
+    degraded = False
+    try:
+        context = rt.storage.request_context(
+            query.user_id, now, rt.settings.reclick_seconds, snap.built_at - 5.0
+        )
+    except redis.RedisError as exc:
+        degraded = _redis_failed("request_context", exc)
+        context = RequestContext()
+    slate = rt.policy.select(
+        snap.candidates, query.n, rt.rng,
+        allowed_forums=_forum_indices(snap, query.forums),
+        exclude=_excluded(snap, query.exclude, context, now),
+        per_forum_cap=rt.settings.per_forum_cap or None,
+    )  # fmt: skip
+    items = [
+        {"post_id": snap.post_ids[i], "forum_id": snap.forum_ids[snap.candidates.post_forum[i]],
+         "rank": rank}
+        for rank, i in enumerate(slate.posts.tolist(), start=1)
+    ]  # fmt: skip
+    request_id = new_request_id(now)
+    if items:
+        served = Served(
+            request_id,
+            query.user_id,
+            rt.policy.name,
+            {item["post_id"]: item["forum_id"] for item in items},
+        )
+        try:
+            rt.storage.remember_served(served, rt.settings.attribution_seconds)
+        except redis.RedisError as exc:
+            degraded = _redis_failed("remember_served", exc)
+    _count_slate(rt.policy.name, len(items), degraded)
+    return {
+        "request_id": request_id,
+        "policy": rt.policy.name,
+        "items": items,
+        "degraded": degraded,
+    }
+
+
+def _redis_failed(operation: str, exc: redis.RedisError) -> bool:
+    log.warning("redis %s failed: %s", operation, exc)
+    metrics.REDIS_ERRORS.labels(operation=operation).inc()
+    return True
+
+
+def _count_slate(policy: str, size: int, degraded: bool) -> None:
+    result = "degraded" if degraded else ("empty" if size == 0 else "ok")
+    metrics.RECOMMENDATIONS.labels(policy, result).inc()
+    metrics.SLATE_ITEMS.labels(policy).observe(size)
+
+
+def _forum_indices(snap: Snapshot, forums: list[str] | None) -> np.ndarray | None:
+    if forums is None:
+        return None
+    known = [snap.forum_index[f] for f in forums if f in snap.forum_index]
+    return np.array(known, dtype=np.intp)
+
+
+def _excluded(
+    snap: Snapshot, exclude: list[str], context: RequestContext, now: float
+) -> np.ndarray | None:
+    ids = [*exclude, *context.clicked, *context.withdrawn]
+    listed = [snap.post_index[p] for p in ids if p in snap.post_index]
+    expired = np.flatnonzero(snap.expires_at <= now)
+    if not listed and expired.size == 0:
+        return None
+    return np.concatenate([np.array(listed, dtype=np.intp), expired.astype(np.intp)])
+
+
+def submit_events(rt: Runtime, event_type: str, batch: EventBatch) -> int:
+    """Enqueue a validated batch for the workers; the count accepted.
+
+    Raises:
+        Unavailable: the broker did not take the batch (nothing was accepted).
+    """
+    events = [[e.request_id, e.post_id] for e in batch.events]
+    try:
+        rt.celery.send_task(APPLY_EVENTS, args=[event_type, events, time.time()])
+    except (OperationalError, redis.RedisError) as exc:
+        metrics.REDIS_ERRORS.labels(operation="enqueue").inc()
+        log.warning("enqueue failed: %s", exc)
+        raise Unavailable("the event queue is unreachable; retry later", retry_after=2) from exc
+    metrics.EVENTS_RECEIVED.labels(type=event_type).inc(len(events))
+    return len(events)
+
+
+def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], bool]:
+    """Register or update a candidate; returns its view and whether it was created.
+
+    Raises:
+        Conflict: the post belongs to another forum or was withdrawn.
+    """
+    now = time.time()
+    created_at = body.created_at.timestamp() if body.created_at else now
+    ttl = body.ttl_seconds or rt.settings.post_ttl_seconds
+    try:
+        created = rt.storage.put_post(
+            post_id, body.forum_id, created_at, created_at + ttl, rt.settings.attribution_seconds
+        )
+    except PostConflict as exc:
+        raise Conflict(str(exc), field="forum_id") from exc
+    return get_post(rt, post_id), created
+
+
+def delete_post(rt: Runtime, post_id: str) -> None:
+    """Withdraw a post; it is excluded from the next request on.
+
+    Raises:
+        NotFound: unknown post.
+    """
+    if not rt.storage.delete_post(post_id, time.time()):
+        raise NotFound(f"post {post_id} is not registered", field="post_id")
+
+
+def get_post(rt: Runtime, post_id: str) -> dict[str, Any]:
+    """A post's counts and posterior.
+
+    Raises:
+        NotFound: unknown (or long expired) post.
+    """
+    record = rt.storage.get_post(post_id)
+    if record is None:
+        raise NotFound(f"post {post_id} is not registered", field="post_id")
+    forum, totals = _forum_and_global(rt, record.forum_id)
+    alpha, beta = post_posterior(
+        np.array([record.impressions]), np.array([record.clicks]),
+        np.array([forum.impressions]), np.array([forum.clicks]),
+        totals[0], totals[1], rt.settings.prior_strength,
+    )  # fmt: skip
+    mean, low, high = beta_summary(alpha, beta, 0.95)
+    return {
+        "post_id": record.post_id, "forum_id": record.forum_id,
+        "impressions": record.impressions, "clicks": record.clicks,
+        "posterior": {"alpha": float(alpha[0]), "beta": float(beta[0]), "mean": float(mean[0]),
+                      "interval95": [float(low[0]), float(high[0])]},
+        "created_at": record.created_at, "expires_at": record.expires_at,
+        "live": not record.deleted and record.expires_at > time.time(),
+        "withdrawn": record.deleted,
+    }  # fmt: skip
+
+
+def _forum_and_global(rt: Runtime, forum_id: str) -> tuple[Any, tuple[int, int]]:
+    forums = rt.storage.get_forums(rt.storage.forum_ids(), time.time())
+    totals = (sum(f.impressions for f in forums), sum(f.clicks for f in forums))
+    forum = next(f for f in forums if f.forum_id == forum_id)
+    return forum, totals
+
+
+def list_forums(rt: Runtime) -> list[dict[str, Any]]:
+    forums = rt.storage.get_forums(rt.storage.forum_ids(), time.time())
+    return [_forum_view(f) for f in forums]
+
+
+def get_forum(rt: Runtime, forum_id: str) -> dict[str, Any]:
+    """One forum's totals and live post count.
+
+    Raises:
+        NotFound: unknown forum.
+    """
+    if not rt.storage.known_forums([forum_id])[0]:
+        raise NotFound(f"forum {forum_id} is not registered", field="forum_id")
+    return _forum_view(rt.storage.get_forums([forum_id], time.time())[0])
+
+
+def _forum_view(forum: Any) -> dict[str, Any]:
+    ctr = forum.clicks / forum.impressions if forum.impressions else None
+    return {
+        "forum_id": forum.forum_id,
+        "impressions": forum.impressions,
+        "clicks": forum.clicks,
+        "ctr": ctr,
+        "live_posts": forum.live_posts,
+    }

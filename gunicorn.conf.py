@@ -1,0 +1,40 @@
+"""gunicorn configuration for production (Procfile) and development (bin/run).
+
+Environment: ``PORT`` (default 8000), ``BIND_HOST`` (default 0.0.0.0, as Procfile platforms
+expect), ``WEB_CONCURRENCY`` (worker processes, default 2), ``PROMETHEUS_MULTIPROC_DIR``
+(metrics of all workers; required when more than one worker runs).
+"""
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "sync"
+timeout = 30
+graceful_timeout = 20
+keepalive = 5
+accesslog = None
+errorlog = "-"
+loglevel = os.environ.get("BANDIT_LOG_LEVEL", "info").lower()
+
+
+def on_starting(server: Any) -> None:
+    """Start every run with an empty multiprocess metrics directory."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        if workers > 1:
+            raise RuntimeError("PROMETHEUS_MULTIPROC_DIR must be set when WEB_CONCURRENCY > 1")
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+    Path(directory).mkdir(parents=True, exist_ok=True)
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    """Drop the live-gauge files of a dead worker so they do not haunt /metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,102 @@
+"""Shared fixtures: a real redis-server for the session, a clean database per test."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from app.config import Settings
+from app.runtime import Runtime
+from app.storage import Storage
+from devtools.redis_server import RedisServer
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(data_dir=tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """Statistics database 0, emptied before each test. Database 1 is the Celery broker."""
+    client = redis.Redis(port=redis_server.port)
+    client.flushdb()
+    client.close()
+    yield f"redis://127.0.0.1:{redis_server.port}/0"
+
+
+@pytest.fixture
+def broker_url(redis_server: RedisServer) -> str:
+    """Celery broker database 1, emptied before each test (no worker outlives a test)."""
+    client = redis.Redis(port=redis_server.port, db=1)
+    client.flushdb()
+    client.close()
+    return f"redis://127.0.0.1:{redis_server.port}/1"
+
+
+@pytest.fixture
+def rclient(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def storage(rclient: redis.Redis) -> Storage:
+    return Storage(rclient, "pb")
+
+
+@pytest.fixture
+def config(redis_url: str, broker_url: str) -> dict[str, Any]:
+    return {
+        "REDIS_URL": redis_url,
+        "CELERY_BROKER_URL": broker_url,
+        "BANDIT_ADMIN_TOKEN": "test-admin-token",
+        "BANDIT_SEED": "7",
+        "BANDIT_REFRESH_SECONDS": "30",
+    }
+
+
+@pytest.fixture
+def app(config: dict[str, Any]) -> Iterator[Flask]:
+    flask_app = create_app(config)
+    yield flask_app
+    flask_app.extensions["postbandit"].snapshots.stop()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def rt(app: Flask) -> Runtime:
+    runtime: Runtime = app.extensions["postbandit"]
+    return runtime
+
+
+@pytest.fixture
+def settings(config: dict[str, Any]) -> Settings:
+    return Settings.from_mapping(config)
+
+
+def register(client: FlaskClient, post_id: str, forum_id: str, **body: Any) -> None:
+    response = client.put(
+        f"/v1/posts/{post_id}", json={"forum_id": forum_id, **body}, headers=ADMIN
+    )
+    assert response.status_code in (200, 201), response.json
+
+
+@pytest.fixture
+def tmp(tmp_path: Path) -> Path:
+    return tmp_path

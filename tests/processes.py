@@ -1,0 +1,116 @@
+"""Real service processes for tests: gunicorn web and Celery worker, on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from devtools.redis_server import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str, step: float = 0.05) -> None:
+    """Poll ``predicate`` until true; AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class Proc:
+    """A child process with its output in a log file (shown when a test fails)."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> Proc:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.args, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
+        """Signal the whole process group and wait; SIGKILL if it does not exit in time."""
+        if not self.alive():
+            return
+        assert self.process is not None
+        os.killpg(self.process.pid, sig)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def service_env(redis_url: str, broker_url: str, tmp: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BANDIT_", "PROMETHEUS_"))}
+    env.update(
+        REDIS_URL=redis_url, CELERY_BROKER_URL=broker_url, PYTHONUNBUFFERED="1",
+        PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics"), BANDIT_REFRESH_SECONDS="0.2",
+        BANDIT_WORKER_METRICS_PORT="0", BANDIT_LOG_LEVEL="INFO",
+    )  # fmt: skip
+    env.update(extra)
+    return env
+
+
+def start_web(env: dict[str, str], tmp: Path, workers: int = 2) -> tuple[Proc, str]:
+    """gunicorn with the production config on a free loopback port; waits for /healthz."""
+    port = free_port()
+    env = {**env, "PORT": str(port), "BIND_HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers)}
+    args = [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), "app:create_app()"]
+    proc = Proc("web", args, env, tmp / "web.log").start()
+    base = f"http://127.0.0.1:{port}"
+    wait_for(lambda: _healthy(base) or not proc.alive(), 30, "gunicorn to answer /healthz")
+    assert proc.alive(), proc.output()
+    return proc, base
+
+
+def start_worker(env: dict[str, str], tmp: Path, name: str = "worker") -> Proc:
+    """A Celery worker process (threads pool, as in the Procfile); waits until it consumes."""
+    args = [str(BIN / "celery"), "--app", "workers.main", "worker", "--pool", "threads",
+            "--concurrency", "4", "--loglevel", "INFO", "--hostname", f"{name}-{free_port()}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+    proc = Proc(name, args, env, tmp / f"{name}.log").start()
+    wait_for(lambda: "ready." in proc.output() or not proc.alive(), 30, "celery worker ready")
+    assert proc.alive(), proc.output()
+    return proc
+
+
+def _healthy(base: str) -> bool:
+    try:
+        return requests.get(f"{base}/healthz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False

@@ -1,0 +1,170 @@
+"""The HTTP API through Flask's test client, against a real Redis."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+import redis
+from flask.testing import FlaskClient
+
+from app.events import apply_batch
+from app.runtime import Runtime
+from tests.conftest import ADMIN, register
+from workers.celery_app import QUEUE
+
+FORUMS = {"maths": 4, "physics": 3, "jobs": 2}
+
+
+@pytest.fixture
+def catalogue(client: FlaskClient) -> dict[str, str]:
+    posts = {}
+    for forum, count in FORUMS.items():
+        for i in range(count):
+            register(client, f"{forum}-{i}", forum)
+            posts[f"{forum}-{i}"] = forum
+    return posts
+
+
+def recommend(client: FlaskClient, **params: Any) -> dict[str, Any]:
+    response = client.get("/v1/recommendations", query_string={"user_id": "u1", **params})
+    assert response.status_code == 200, response.json
+    body: dict[str, Any] = response.json  # type: ignore[assignment]
+    return body
+
+
+def test_recommendations_are_distinct_registered_posts(
+    client: FlaskClient, catalogue: dict[str, str]
+) -> None:
+    body = recommend(client, n=5)
+    assert set(body) == {"request_id", "policy", "items", "degraded"}
+    assert body["policy"] == "two_level_ts" and body["degraded"] is False
+    posts = [item["post_id"] for item in body["items"]]
+    assert len(posts) == 5 == len(set(posts))
+    assert all(catalogue[item["post_id"]] == item["forum_id"] for item in body["items"])
+    assert [item["rank"] for item in body["items"]] == [1, 2, 3, 4, 5]
+
+
+def test_default_n_is_ten_and_fewer_candidates_return_what_there_is(
+    client: FlaskClient, catalogue: dict[str, str]
+) -> None:
+    assert len(recommend(client)["items"]) == len(catalogue) == 9
+    assert len(recommend(client, n=50)["items"]) == 9
+
+
+def test_forums_and_exclude_filter(client: FlaskClient, catalogue: dict[str, str]) -> None:
+    body = recommend(client, forums="physics,jobs,nosuchforum", exclude="jobs-0")
+    posts = {item["post_id"] for item in body["items"]}
+    assert posts == {"physics-0", "physics-1", "physics-2", "jobs-1"}
+
+
+def test_unknown_forums_only_give_an_empty_slate(
+    client: FlaskClient, catalogue: dict[str, str]
+) -> None:
+    assert recommend(client, forums="nosuchforum")["items"] == []
+
+
+def test_empty_catalogue_gives_an_empty_slate(client: FlaskClient) -> None:
+    body = recommend(client)
+    assert body["items"] == [] and body["degraded"] is False
+
+
+def test_withdrawn_post_is_gone_from_the_next_request(
+    client: FlaskClient, catalogue: dict[str, str]
+) -> None:
+    recommend(client)  # the snapshot now holds every post
+    assert client.delete("/v1/posts/maths-0", headers=ADMIN).status_code == 204
+    for _ in range(20):
+        assert "maths-0" not in {i["post_id"] for i in recommend(client)["items"]}
+    assert client.get("/v1/posts/maths-0").json["withdrawn"] is True  # type: ignore[index]
+
+
+def test_new_post_shows_after_a_refresh(
+    client: FlaskClient, rt: Runtime, catalogue: dict[str, str]
+) -> None:
+    recommend(client)
+    register(client, "fresh-1", "jobs")
+    assert rt.snapshots.refresh() is True
+    assert "fresh-1" in {i["post_id"] for i in recommend(client, n=50)["items"]}
+
+
+def test_clicked_posts_are_not_recommended_again(
+    client: FlaskClient, rt: Runtime, catalogue: dict[str, str]
+) -> None:
+    body = recommend(client, forums="jobs")
+    clicked = body["items"][0]["post_id"]
+    apply_batch(rt.storage, "click", [[body["request_id"], clicked]], time.time(), 3600, 3600)
+    for _ in range(10):
+        assert clicked not in {i["post_id"] for i in recommend(client, forums="jobs")["items"]}
+    other = client.get("/v1/recommendations", query_string={"user_id": "u2", "forums": "jobs"})
+    assert clicked in {i["post_id"] for i in other.json["items"]}  # type: ignore[index]
+
+
+def test_events_are_enqueued_for_the_workers(
+    client: FlaskClient, broker_url: str, catalogue: dict[str, str]
+) -> None:
+    rid = recommend(client)["request_id"]
+    events = [{"request_id": rid, "post_id": "maths-0"}] * 3
+    response = client.post("/v1/impressions", json={"events": events})
+    assert response.status_code == 202
+    assert response.json == {"accepted": 3}
+    assert client.post("/v1/clicks", json={"events": events[:1]}).json == {"accepted": 1}
+    assert redis.Redis.from_url(broker_url).llen(QUEUE) == 2
+
+
+def test_post_view_reports_counts_and_posterior(
+    client: FlaskClient, rt: Runtime, catalogue: dict[str, str]
+) -> None:
+    body = recommend(client, forums="jobs")
+    rid = body["request_id"]
+    apply_batch(rt.storage, "click", [[rid, body["items"][0]["post_id"]]], time.time(), 60, 60)
+    view = client.get(f"/v1/posts/{body['items'][0]['post_id']}").json
+    assert view is not None
+    assert (view["impressions"], view["clicks"], view["forum_id"]) == (1, 1, "jobs")
+    post = view["posterior"]
+    assert post["alpha"] > 1 and post["beta"] > 0
+    assert post["interval95"][0] < post["mean"] < post["interval95"][1]
+    assert view["live"] is True and view["expires_at"] > time.time()
+
+
+def test_forum_views(client: FlaskClient, catalogue: dict[str, str]) -> None:
+    forums = client.get("/v1/forums").json["forums"]  # type: ignore[index]
+    assert {f["forum_id"]: f["live_posts"] for f in forums} == FORUMS
+    maths = client.get("/v1/forums/maths").json
+    assert maths == {
+        "forum_id": "maths",
+        "impressions": 0,
+        "clicks": 0,
+        "ctr": None,
+        "live_posts": 4,
+    }
+
+
+def test_put_updates_ttl_and_reports_created(client: FlaskClient) -> None:
+    first = client.put("/v1/posts/p1", json={"forum_id": "f"}, headers=ADMIN)
+    again = client.put("/v1/posts/p1", json={"forum_id": "f", "ttl_seconds": 60}, headers=ADMIN)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json["expires_at"] < first.json["expires_at"]  # type: ignore[index]
+
+
+def test_expired_posts_are_not_candidates(client: FlaskClient, rt: Runtime) -> None:
+    register(client, "old", "f", created_at="2020-01-01T00:00:00Z", ttl_seconds=60)
+    register(client, "new", "f")
+    assert [i["post_id"] for i in recommend(client)["items"]] == ["new"]
+
+
+def test_health_and_readiness(client: FlaskClient) -> None:
+    assert client.get("/healthz").json == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json["checks"] == {"redis": True, "broker": True}  # type: ignore[index]
+
+
+def test_metrics_count_requests_by_rule(client: FlaskClient, catalogue: dict[str, str]) -> None:
+    recommend(client)
+    client.get("/v1/posts/nosuchpost")
+    text = client.get("/metrics").get_data(as_text=True)
+    assert 'endpoint="/v1/posts/<post_id>",method="GET",status="404"' in text
+    assert "nosuchpost" not in text
+    assert "postbandit_recommendations_total" in text

@@ -1,0 +1,53 @@
+"""Configuration: defaults, parsing, production requirements, Celery settings."""
+
+from __future__ import annotations
+
+import pytest
+from celery.app.defaults import flatten
+
+from app.config import DEV_ADMIN_TOKEN, ConfigError, Settings
+from workers.celery_app import celery_settings, make_celery
+
+
+def test_development_defaults() -> None:
+    settings = Settings.from_mapping({})
+    assert settings.broker_url == settings.redis_url
+    assert settings.admin_token == DEV_ADMIN_TOKEN
+    assert settings.attribution_seconds == 86_400
+    assert settings.post_ttl_seconds == 72 * 3600
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"BANDIT_ENV": "production"}, "BANDIT_ADMIN_TOKEN is required"),
+        (
+            {"BANDIT_ENV": "production", "BANDIT_ADMIN_TOKEN": DEV_ADMIN_TOKEN},
+            "BANDIT_ADMIN_TOKEN is required",
+        ),
+        ({"BANDIT_PRIOR_STRENGTH": "strong"}, "BANDIT_PRIOR_STRENGTH"),
+        ({"BANDIT_ATTRIBUTION_SECONDS": "-1"}, "BANDIT_ATTRIBUTION_SECONDS must be >= 0"),
+        ({"BANDIT_REFRESH_SECONDS": "0"}, "BANDIT_REFRESH_SECONDS"),
+    ],
+)
+def test_invalid_settings_are_refused(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_mapping(values)
+
+
+def test_worker_in_production_needs_no_admin_token() -> None:
+    assert Settings.from_mapping({"BANDIT_ENV": "production"}, role="worker").admin_token == ""
+
+
+def test_every_celery_setting_is_a_known_one() -> None:
+    known = {name for name, _ in flatten(__import__("celery").app.defaults.NAMESPACES)}
+    ours = set(celery_settings(Settings.from_mapping({})))
+    assert ours - known == set()
+
+
+def test_celery_app_is_configured_for_no_lost_events() -> None:
+    conf = make_celery(Settings.from_mapping({"BANDIT_VISIBILITY_TIMEOUT": "42"})).conf
+    assert conf.task_acks_late is True
+    assert conf.task_reject_on_worker_lost is True
+    assert conf.broker_transport_options["visibility_timeout"] == 42
+    assert conf.task_serializer == "json"

@@ -1,0 +1,109 @@
+"""Storage against a real Redis: key layout, atomic idempotent counting, TTLs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from app.storage import PostConflict, Served, Storage, new_request_id, request_time
+
+NOW = 1_700_000_000.0
+
+
+def put(storage: Storage, post_id: str, forum_id: str, expires: float = NOW + 3600) -> bool:
+    return storage.put_post(post_id, forum_id, NOW, expires, retention=60)
+
+
+def test_put_post_registers_candidate_and_forum(storage: Storage) -> None:
+    assert put(storage, "p1", "f1") is True
+    assert put(storage, "p1", "f1") is False
+    record = storage.get_post("p1")
+    assert record is not None
+    assert (record.forum_id, record.impressions, record.clicks) == ("f1", 0, 0)
+    assert storage.forum_ids() == ["f1"]
+
+
+def test_post_cannot_change_forum(storage: Storage) -> None:
+    put(storage, "p1", "f1")
+    with pytest.raises(PostConflict, match="belongs to forum f1"):
+        put(storage, "p1", "f2")
+
+
+def test_withdrawn_post_cannot_come_back(storage: Storage) -> None:
+    put(storage, "p1", "f1")
+    assert storage.delete_post("p1", NOW) is True
+    assert storage.delete_post("nope", NOW) is False
+    with pytest.raises(PostConflict, match="withdrawn"):
+        put(storage, "p1", "f1")
+
+
+def test_catalog_has_only_live_posts(storage: Storage) -> None:
+    put(storage, "old", "f1", expires=NOW - 1)
+    put(storage, "new", "f1", expires=NOW + 10)
+    put(storage, "gone", "f2")
+    storage.delete_post("gone", NOW)
+    catalog = {f.forum_id: f for f in storage.read_catalog(NOW)}
+    assert catalog["f1"].post_ids == ["new"]
+    assert catalog["f2"].post_ids == []
+
+
+def test_keys_share_a_hash_tag_per_forum(storage: Storage) -> None:
+    keys = storage.keys
+    tags = {
+        k[k.index("{") : k.index("}") + 1]
+        for k in (keys.live("f1"), keys.stats("f1"), keys.seen("f1", "r"))
+    }
+    assert tags == {"{f:f1}"}
+    assert keys.served("r").startswith("pb:{r:r}")
+
+
+def serve(storage: Storage, posts: dict[str, str], user: str = "u1") -> str:
+    request_id = new_request_id()
+    storage.remember_served(Served(request_id, user, "two_level_ts", posts), ttl=60)
+    return request_id
+
+
+def test_events_count_once_and_click_implies_impression(storage: Storage) -> None:
+    put(storage, "p1", "f1")
+    put(storage, "p2", "f1")
+    rid = serve(storage, {"p1": "f1", "p2": "f1"})
+    assert storage.apply_events("i", [(rid, "p1", "f1"), (rid, "p1", "f1")], 60) == [1, 0]
+    assert storage.apply_events("c", [(rid, "p2", "f1")], 60) == [2]
+    assert storage.apply_events("i", [(rid, "p2", "f1")], 60) == [0]
+    assert storage.apply_events("c", [(rid, "p2", "f1")], 60) == [0]
+    forum = storage.read_catalog(time.time())[0]
+    assert dict(
+        zip(forum.post_ids, zip(forum.impressions, forum.clicks, strict=True), strict=True)
+    ) == {"p1": (1, 0), "p2": (1, 1)}
+    assert (forum.total_impressions, forum.total_clicks) == (2, 1)
+
+
+def test_temporary_keys_expire(storage: Storage, rclient: redis.Redis) -> None:
+    put(storage, "p1", "f1")
+    rid = serve(storage, {"p1": "f1"})
+    storage.apply_events("i", [(rid, "p1", "f1")], 60)
+    storage.remember_clicks([("u1", "p1")], time.time(), 120)
+    for key in (
+        storage.keys.served(rid),
+        storage.keys.seen("f1", rid),
+        storage.keys.clicked("u1"),
+        storage.keys.post("p1"),
+    ):
+        assert rclient.ttl(key) > 0, key
+
+
+def test_lookup_served_returns_user_policy_and_forums(storage: Storage) -> None:
+    rid = serve(storage, {"p1": "f1", "p2": "f2"}, user="alice")
+    found = storage.lookup_served([rid, rid, "unknown"])
+    assert list(found) == [rid]
+    assert found[rid].user_id == "alice"
+    assert found[rid].forums == {"p1": "f1", "p2": "f2"}
+
+
+def test_request_ids_carry_their_time() -> None:
+    rid = new_request_id(NOW)
+    assert len(rid) == 28
+    assert request_time(rid) == NOW
+    assert request_time("not-a-generated-id") is None

@@ -1,0 +1,150 @@
+"""Tables of invalid requests for every endpoint: each a 4xx in the one error shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.conftest import ADMIN
+
+WRONG = {"Authorization": "Bearer not-the-token"}
+EVENT = {"request_id": "r1", "post_id": "p1"}
+
+
+def check_error(response: Any, status: int, field: str | None, text: str) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    error = response.json["error"]
+    assert set(error) == {"code", "message", "field"}
+    assert error["field"] == field
+    assert text in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "text"),
+    [
+        ({}, "user_id", "Field required"),
+        ({"user_id": ""}, "user_id", "at least 1 character"),
+        ({"user_id": "x" * 65}, "user_id", "at most 64 characters"),
+        ({"user_id": "a b"}, "user_id", "should match pattern"),
+        ({"user_id": "u{1}"}, "user_id", "should match pattern"),
+        ({"user_id": "u", "n": "0"}, "n", "greater than or equal to 1"),
+        ({"user_id": "u", "n": "51"}, "n", "less than or equal to 50"),
+        ({"user_id": "u", "n": "ten"}, "n", "valid integer"),
+        (
+            {"user_id": "u", "forums": ",".join(f"f{i}" for i in range(101))},
+            "forums",
+            "at most 100 items",
+        ),
+        (
+            {"user_id": "u", "exclude": ",".join(f"p{i}" for i in range(501))},
+            "exclude",
+            "at most 500 items",
+        ),
+        ({"user_id": "u", "forums": "ok,b@d"}, "forums[1]", "should match pattern"),
+        ({"user_id": "u", "colour": "red"}, "colour", "unknown field"),
+    ],
+)
+def test_recommendations_rejects(
+    client: FlaskClient, params: dict[str, str], field: str, text: str
+) -> None:
+    check_error(client.get("/v1/recommendations", query_string=params), 400, field, text)
+
+
+@pytest.mark.parametrize("path", ["/v1/impressions", "/v1/clicks"])
+@pytest.mark.parametrize(
+    ("body", "field", "text"),
+    [
+        ({}, "events", "Field required"),
+        ({"events": []}, "events", "at least 1 item"),
+        ({"events": [EVENT] * 1001}, "events", "at most 1000 items"),
+        ({"events": "r1"}, "events", "valid list"),
+        ({"events": [EVENT, {"request_id": "r2"}]}, "events[1].post_id", "Field required"),
+        ({"events": [EVENT, EVENT, {**EVENT, "post_id": 7}]}, "events[2].post_id", "valid string"),
+        ({"events": [{**EVENT, "post_id": "p" * 65}]}, "events[0].post_id", "at most 64"),
+        ({"events": [{**EVENT, "extra": 1}]}, "events[0].extra", "unknown field"),
+        ({"events": [EVENT], "more": 1}, "more", "unknown field"),
+        ([EVENT], "body", "JSON object"),
+    ],
+)
+def test_events_reject(client: FlaskClient, path: str, body: Any, field: str, text: str) -> None:
+    check_error(client.post(path, json=body), 400, field, text)
+
+
+@pytest.mark.parametrize("path", ["/v1/impressions", "/v1/clicks"])
+def test_events_reject_non_json(client: FlaskClient, path: str) -> None:
+    check_error(client.post(path, data="events=1"), 400, "body", "must be JSON")
+    check_error(
+        client.post(path, data="{not json", content_type="application/json"),
+        400,
+        "body",
+        "JSON object",
+    )
+
+
+def test_oversized_body_is_413(client: FlaskClient) -> None:
+    body = b'{"events": [' + b" " * (600 * 1024) + b"]}"
+    response = client.post("/v1/clicks", data=body, content_type="application/json")
+    check_error(response, 413, None, "")
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "text"),
+    [
+        ({}, "forum_id", "Field required"),
+        ({"forum_id": "f", "ttl_seconds": 59}, "ttl_seconds", "greater than or equal to 60"),
+        ({"forum_id": "f", "ttl_seconds": 2_592_001}, "ttl_seconds", "less than or equal to"),
+        ({"forum_id": "f", "created_at": "yesterday"}, "created_at", "valid datetime"),
+        ({"forum_id": "f f"}, "forum_id", "should match pattern"),
+        ({"forum_id": "f", "title": "x"}, "title", "unknown field"),
+    ],
+)
+def test_put_post_rejects(client: FlaskClient, body: dict[str, Any], field: str, text: str) -> None:
+    check_error(client.put("/v1/posts/p1", json=body, headers=ADMIN), 400, field, text)
+
+
+@pytest.mark.parametrize(
+    ("method", "headers", "status", "text"),
+    [
+        ("put", {}, 401, "bearer token is required"),
+        ("put", {"Authorization": "Basic abc"}, 401, "bearer token is required"),
+        ("put", WRONG, 403, "not valid"),
+        ("delete", {}, 401, "bearer token is required"),
+        ("delete", WRONG, 403, "not valid"),
+    ],
+)
+def test_catalogue_writes_need_the_admin_token(
+    client: FlaskClient, method: str, headers: dict[str, str], status: int, text: str
+) -> None:
+    response = getattr(client, method)("/v1/posts/p1", json={"forum_id": "f"}, headers=headers)
+    check_error(response, status, None, text)
+
+
+def test_forum_change_is_a_conflict(client: FlaskClient) -> None:
+    client.put("/v1/posts/p1", json={"forum_id": "f1"}, headers=ADMIN)
+    response = client.put("/v1/posts/p1", json={"forum_id": "f2"}, headers=ADMIN)
+    check_error(response, 409, "forum_id", "belongs to forum f1")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "field"),
+    [
+        ("get", "/v1/posts/nosuch", 404, "post_id"),
+        ("delete", "/v1/posts/nosuch", 404, "post_id"),
+        ("get", "/v1/posts/" + "p" * 65, 400, "post_id"),
+        ("get", "/v1/posts/b@d", 400, "post_id"),
+        ("get", "/v1/forums/nosuch", 404, "forum_id"),
+        ("get", "/v1/forums/b@d", 400, "forum_id"),
+    ],
+)
+def test_unknown_or_malformed_ids(
+    client: FlaskClient, method: str, path: str, status: int, field: str
+) -> None:
+    check_error(getattr(client, method)(path, headers=ADMIN), status, field, "")
+
+
+def test_unknown_route_and_method(client: FlaskClient) -> None:
+    check_error(client.get("/v2/nothing"), 404, None, "")
+    check_error(client.post("/v1/recommendations"), 405, None, "")

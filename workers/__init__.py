@@ -1,0 +1,1 @@
+"""Celery workers that apply impression and click events to the statistics in Redis."""
