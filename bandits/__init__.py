@@ -1,0 +1,52 @@
+"""Thompson-sampling slate selection for a forum homepage: pure algorithms, no I/O.
+
+Public API::
+
+    Candidates(post_forum, post_impressions, post_clicks, forum_impressions, forum_clicks)
+    make_policy(name, **params) -> Policy          # name in POLICIES
+    Policy.select(cands, n, rng, allowed_forums=None, exclude=None, per_forum_cap=None) -> Slate
+    post_posterior(...), forum_posterior(...), beta_bernoulli(...) -> (alpha, beta)
+    beta_summary(alpha, beta, level=0.95) -> (mean, lo, hi)
+"""
+
+from bandits.candidates import Candidates
+from bandits.policies import (
+    POLICIES,
+    EpsilonGreedy,
+    FlatTS,
+    Greedy,
+    Policy,
+    RandomPolicy,
+    TwoLevelTS,
+    make_policy,
+)
+from bandits.posterior import (
+    beta_bernoulli,
+    beta_summary,
+    forum_posterior,
+    global_posterior,
+    kl_bernoulli,
+    lai_robbins_bound,
+    post_posterior,
+)
+from bandits.slate import Slate
+
+__all__ = [
+    "POLICIES",
+    "Candidates",
+    "EpsilonGreedy",
+    "FlatTS",
+    "Greedy",
+    "Policy",
+    "RandomPolicy",
+    "Slate",
+    "TwoLevelTS",
+    "beta_bernoulli",
+    "beta_summary",
+    "forum_posterior",
+    "global_posterior",
+    "kl_bernoulli",
+    "lai_robbins_bound",
+    "make_policy",
+    "post_posterior",
+]

@@ -1,0 +1,158 @@
+"""The candidate posts of one statistics snapshot, validated once.
+
+The service builds one :class:`Candidates` per statistics refresh and calls
+``policy.select`` on it for every request, so everything that does not depend on the
+request or the random draw is computed here, once, and cached.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from bandits.posterior import FloatArray, as_counts, check_clicks
+
+IntArray = npt.NDArray[np.intp]
+_ArrayT = TypeVar("_ArrayT", bound=np.ndarray)
+
+
+def _index_array(name: str, values: npt.ArrayLike) -> IntArray:
+    """Return ``values`` as a read-only 1-D intp copy.
+
+    Raises:
+        ValueError: if the values are not a 1-D array of integers.
+    """
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {array.shape}")
+    if array.dtype.kind not in "iu" and array.size:
+        raise ValueError(f"{name} must hold integers, got dtype {array.dtype}")
+    return _frozen(array.astype(np.intp))
+
+
+def _count_array(name: str, values: npt.ArrayLike, length: int) -> FloatArray:
+    """Return a read-only float64 copy of a count array of shape (length,).
+
+    Raises:
+        ValueError: for a wrong shape, non-real, non-finite or negative values.
+    """
+    array = as_counts(name, values)
+    if array.shape != (length,):
+        raise ValueError(f"{name} must have shape ({length},), got {array.shape}")
+    return _frozen(array.copy())
+
+
+def _frozen(array: _ArrayT) -> _ArrayT:
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(frozen=True, eq=False)
+class Candidates:
+    """Statistics of P candidate posts spread over F forums.
+
+    Attributes:
+        post_forum: forum index (0..F-1) of each post, shape (P,).
+        post_impressions, post_clicks: counts of each post, shape (P,).
+        forum_impressions, forum_clicks: counts of each forum, shape (F,). They may include
+            posts that are no longer candidates; the global totals are their sums.
+
+    The arrays are copied and made read-only. Integer or float counts are accepted.
+
+    Raises:
+        ValueError: for a wrong shape, a non-integer or out-of-range forum index, negative or
+            non-finite counts, or clicks above impressions; the message names the argument.
+    """
+
+    post_forum: IntArray
+    post_impressions: FloatArray
+    post_clicks: FloatArray
+    forum_impressions: FloatArray
+    forum_clicks: FloatArray
+
+    def __post_init__(self) -> None:
+        forum = _index_array("post_forum", self.post_forum)
+        n_posts = forum.shape[0]
+        f_imps = np.asarray(self.forum_impressions)
+        n_forums = f_imps.shape[0] if f_imps.ndim == 1 else -1
+        if n_forums < 0:
+            raise ValueError(f"forum_impressions must be 1-D, got shape {f_imps.shape}")
+        fields = {
+            "post_forum": forum,
+            "post_impressions": _count_array("post_impressions", self.post_impressions, n_posts),
+            "post_clicks": _count_array("post_clicks", self.post_clicks, n_posts),
+            "forum_impressions": _count_array("forum_impressions", f_imps, n_forums),
+            "forum_clicks": _count_array("forum_clicks", self.forum_clicks, n_forums),
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+        self._check_relations()
+
+    def _check_relations(self) -> None:
+        check_clicks(self.post_impressions, self.post_clicks, "post_impressions", "post_clicks")
+        check_clicks(self.forum_impressions, self.forum_clicks, "forum_impressions", "forum_clicks")
+        if self.n_posts and (self.post_forum.min() < 0 or self.post_forum.max() >= self.n_forums):
+            bad = self.post_forum[(self.post_forum < 0) | (self.post_forum >= self.n_forums)][0]
+            raise ValueError(
+                f"post_forum values must be in [0, {self.n_forums - 1}] "
+                f"(F = len(forum_impressions) = {self.n_forums}), found {bad}"
+            )
+
+    @property
+    def n_posts(self) -> int:
+        """Number of candidate posts P."""
+        return int(self.post_forum.shape[0])
+
+    @property
+    def n_forums(self) -> int:
+        """Number of forums F."""
+        return int(self.forum_impressions.shape[0])
+
+    @cached_property
+    def global_impressions(self) -> float:
+        """Site-wide impressions: the sum of the forum impressions."""
+        return float(self.forum_impressions.sum())
+
+    @cached_property
+    def global_clicks(self) -> float:
+        """Site-wide clicks: the sum of the forum clicks."""
+        return float(self.forum_clicks.sum())
+
+    @cached_property
+    def post_failures(self) -> FloatArray:
+        """Impressions without a click, per post."""
+        return _frozen(self.post_impressions - self.post_clicks)
+
+    @cached_property
+    def forum_failures(self) -> FloatArray:
+        """Impressions without a click, per forum."""
+        return _frozen(self.forum_impressions - self.forum_clicks)
+
+    @cached_property
+    def forum_post_counts(self) -> IntArray:
+        """Number of candidate posts in each forum, shape (F,)."""
+        return _frozen(np.bincount(self.post_forum, minlength=self.n_forums).astype(np.intp))
+
+    @cached_property
+    def posts_by_forum(self) -> IntArray:
+        """Post indices grouped by forum (ascending forum, then ascending post index)."""
+        return _frozen(np.argsort(self.post_forum, kind="stable").astype(np.intp))
+
+    @cached_property
+    def forum_starts(self) -> IntArray:
+        """Offsets of each forum's group in :attr:`posts_by_forum`, shape (F + 1,)."""
+        starts = np.zeros(self.n_forums + 1, np.intp)
+        np.cumsum(self.forum_post_counts, out=starts[1:])
+        return _frozen(starts)
+
+    def posts_in(self, forums: IntArray) -> IntArray:
+        """Indices of the posts of the given distinct forums, grouped by forum."""
+        starts, ends = self.forum_starts[forums], self.forum_starts[forums + 1]
+        lengths = ends - starts
+        total = int(lengths.sum())
+        offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths)
+        return self.posts_by_forum[np.arange(total, dtype=np.intp) + offsets]

@@ -1,0 +1,336 @@
+"""Slate policies: two-level Thompson sampling and the baselines it must beat.
+
+Every policy is a small frozen dataclass whose parameters are checked once, at
+construction. ``select`` takes a :class:`~bandits.candidates.Candidates` snapshot, the slate
+size ``n`` and an injected ``numpy.random.Generator`` and returns a
+:class:`~bandits.slate.Slate`; it is a pure function of its arguments and the generator
+state, so a given seed reproduces the slate.
+
+Two-level Thompson sampling (``two_level_ts``), for one request:
+
+1. Forum level. For every forum f draw ``theta_f ~ Beta(alpha_f, beta_f)``, the forum's
+   posterior: a prior centred on the global posterior mean with ``forum_prior_strength``
+   pseudo-impressions, updated by the forum's clicks and impressions.
+2. Post level. For every eligible post p of forum f draw
+   ``theta_p ~ Beta(s * theta_f + clicks_p, s * (1 - theta_f) + impressions_p - clicks_p)``
+   with ``s = prior_strength``: the post's prior is centred on its forum's *sampled* CTR,
+   so one forum draw moves all of that forum's posts together (forum-level exploration),
+   while each post's own draw ranks it against every other post (post-level exploration).
+   ``theta_f`` is clipped to [1e-12, 1 - 1e-12] so both parameters stay > 0.
+3. The slate is the ``n`` eligible posts with the largest ``theta_p``, best first, skipping
+   a post whose forum already holds ``per_forum_cap`` posts of the slate.
+
+This is one draw from the joint posterior of the hierarchical model (forum CTR first, then
+post CTR given the forum CTR), which is Thompson sampling for that model. With
+``forum_draw=False`` step 1 uses the forum's posterior mean instead of a draw (an ablation).
+
+Baselines, behind the same interface:
+
+* ``flat_ts``: Beta(1, 1) prior per post, no hierarchy, posts ranked by their draws.
+* ``greedy``: posts ranked by posterior mean ("most clicked" per impression); the flat
+  Beta(1, 1) prior unless ``prior_strength`` is given, then the hierarchical prior.
+* ``epsilon_greedy``: the greedy slate, except that each of the n slots is, with probability
+  ``epsilon``, given to a uniformly random eligible post (placed in a random slot).
+* ``random``: uniformly random eligible posts.
+
+Greedy ties (for example between new posts) are broken at random by a jitter below 1e-12.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import numpy.typing as npt
+
+from bandits.candidates import Candidates, IntArray
+from bandits.eligibility import check_cap, check_n, check_rng, eligible_pool
+from bandits.posterior import FloatArray, check_strength, shrunk_params
+from bandits.slate import Slate, top_with_cap
+
+Scored = tuple[FloatArray, FloatArray, FloatArray]
+
+_CLIP = 1e-12
+_TIE_JITTER = 1e-12
+
+
+def _take(values: FloatArray | IntArray, index: IntArray | None) -> Any:
+    return values if index is None else values[index]
+
+
+def _flat_params(
+    cands: Candidates, index: IntArray | None, prior: tuple[float, float]
+) -> tuple[FloatArray, FloatArray]:
+    alpha = _take(cands.post_clicks, index) + prior[0]
+    beta = _take(cands.post_failures, index) + prior[1]
+    return alpha, beta
+
+
+def _forum_params(cands: Candidates, strength: float) -> tuple[FloatArray, FloatArray]:
+    g_alpha = 1.0 + cands.global_clicks
+    g_beta = 1.0 + (cands.global_impressions - cands.global_clicks)
+    return shrunk_params(cands.forum_clicks, cands.forum_failures, g_alpha, g_beta, strength)
+
+
+def _hier_params(
+    cands: Candidates, index: IntArray | None, forum_ctr: FloatArray, strength: float
+) -> tuple[FloatArray, FloatArray]:
+    """Post parameters with priors centred on the given per-forum CTRs (in (0, 1))."""
+    forum = _take(cands.post_forum, index)
+    alpha = (strength * forum_ctr)[forum]
+    alpha += _take(cands.post_clicks, index)
+    beta = (strength * (1.0 - forum_ctr))[forum]
+    beta += _take(cands.post_failures, index)
+    return alpha, beta
+
+
+def _forum_means(cands: Candidates, strength: float) -> FloatArray:
+    f_alpha, f_beta = _forum_params(cands, strength)
+    return np.clip(f_alpha / (f_alpha + f_beta), _CLIP, 1.0 - _CLIP)
+
+
+def _with_ties_broken(means: FloatArray, rng: np.random.Generator) -> FloatArray:
+    return means + rng.random(means.shape[0]) * _TIE_JITTER
+
+
+@dataclass(frozen=True)
+class _Request:
+    n: int
+    cap: int | None
+    n_valid: int
+
+
+class Policy(ABC):
+    """A slate policy. Subclasses score the eligible posts; ranking is shared."""
+
+    name: ClassVar[str]
+
+    def select(
+        self,
+        cands: Candidates,
+        n: int,
+        rng: np.random.Generator,
+        *,
+        allowed_forums: npt.ArrayLike | None = None,
+        exclude: npt.ArrayLike | None = None,
+        per_forum_cap: int | None = None,
+    ) -> Slate:
+        """Choose up to ``n`` distinct posts from ``cands``, best first.
+
+        Eligible posts are those of ``allowed_forums`` (all forums if ``None``) not in
+        ``exclude``. The slate holds ``min(n, eligible)`` posts, or fewer when
+        ``per_forum_cap`` leaves no eligible forum with room; no eligible post gives an
+        empty slate.
+
+        Raises:
+            ValueError: if ``n`` is not an integer >= 1, ``rng`` is not a numpy Generator,
+                ``per_forum_cap`` is not ``None`` or an integer >= 1, or an index in
+                ``allowed_forums`` / ``exclude`` is outside [0, F) / [0, P).
+        """
+        n, cap = check_n(n), check_cap(per_forum_cap)
+        check_rng(rng)
+        pool = eligible_pool(cands, allowed_forums, exclude)
+        if pool.size == 0:
+            return Slate.empty(self.name)
+        scores, alpha, beta = self._score(cands, pool.index, rng)
+        if pool.blank is not None:
+            scores[pool.blank] = -np.inf
+        forums = None if cap is None else _take(cands.post_forum, pool.index)
+        pos = self._rank(scores, forums, _Request(n, cap, pool.size), rng)
+        posts = pos if pool.index is None else pool.index[pos]
+        return Slate(posts, scores[pos], alpha[pos], beta[pos], self.name)
+
+    @abstractmethod
+    def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
+        """(scores, alpha, beta) of the posts ``index`` (all posts if ``None``)."""
+
+    def _rank(
+        self,
+        scores: FloatArray,
+        forums: IntArray | None,
+        request: _Request,
+        rng: np.random.Generator,
+    ) -> IntArray:
+        return top_with_cap(scores, forums, request.n, request.n_valid, request.cap)
+
+
+@dataclass(frozen=True)
+class TwoLevelTS(Policy):
+    """Two-level Thompson sampling with hierarchical priors (see the module docstring).
+
+    Raises:
+        ValueError: if a strength is outside [1e-3, 1e9].
+    """
+
+    name: ClassVar[str] = "two_level_ts"
+    prior_strength: float = 10.0
+    forum_prior_strength: float = 10.0
+    forum_draw: bool = True
+
+    def __post_init__(self) -> None:
+        check_strength("prior_strength", self.prior_strength)
+        check_strength("forum_prior_strength", self.forum_prior_strength)
+        if not isinstance(self.forum_draw, bool):
+            raise ValueError(f"forum_draw must be True or False, got {self.forum_draw!r}")
+
+    def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
+        if self.forum_draw:
+            f_alpha, f_beta = _forum_params(cands, self.forum_prior_strength)
+            forum_ctr = np.clip(rng.beta(f_alpha, f_beta), _CLIP, 1.0 - _CLIP)
+        else:
+            forum_ctr = _forum_means(cands, self.forum_prior_strength)
+        alpha, beta = _hier_params(cands, index, forum_ctr, self.prior_strength)
+        return rng.beta(alpha, beta), alpha, beta
+
+
+@dataclass(frozen=True)
+class FlatTS(Policy):
+    """Thompson sampling with an independent Beta(prior_alpha, prior_beta) prior per post.
+
+    Raises:
+        ValueError: if a prior parameter is outside [1e-3, 1e9].
+    """
+
+    name: ClassVar[str] = "flat_ts"
+    prior_alpha: float = 1.0
+    prior_beta: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_strength("prior_alpha", self.prior_alpha)
+        check_strength("prior_beta", self.prior_beta)
+
+    def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
+        alpha, beta = _flat_params(cands, index, (self.prior_alpha, self.prior_beta))
+        return rng.beta(alpha, beta), alpha, beta
+
+
+def _mean_params(
+    cands: Candidates, index: IntArray | None, prior_strength: float | None
+) -> tuple[FloatArray, FloatArray]:
+    if prior_strength is None:
+        return _flat_params(cands, index, (1.0, 1.0))
+    return _hier_params(cands, index, _forum_means(cands, prior_strength), prior_strength)
+
+
+def _check_optional_strength(value: float | None) -> None:
+    if value is not None:
+        check_strength("prior_strength", value)
+
+
+@dataclass(frozen=True)
+class Greedy(Policy):
+    """Rank by posterior mean: flat Beta(1, 1), or hierarchical if ``prior_strength`` is set.
+
+    The hierarchical variant uses ``prior_strength`` at both the forum and the post level.
+
+    Raises:
+        ValueError: if ``prior_strength`` is not ``None`` or in [1e-3, 1e9].
+    """
+
+    name: ClassVar[str] = "greedy"
+    prior_strength: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_optional_strength(self.prior_strength)
+
+    def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
+        alpha, beta = _mean_params(cands, index, self.prior_strength)
+        return _with_ties_broken(alpha / (alpha + beta), rng), alpha, beta
+
+
+@dataclass(frozen=True)
+class EpsilonGreedy(Greedy):
+    """Greedy, but each slot goes with probability ``epsilon`` to a random eligible post.
+
+    The number of explored slots is Binomial(n, epsilon); the explored posts are uniform
+    among the eligible posts not otherwise chosen, and take uniformly random slots. Their
+    score is their posterior mean, so the slate is not in score order.
+
+    Raises:
+        ValueError: if ``epsilon`` is not in [0, 1] or ``prior_strength`` is invalid.
+    """
+
+    name: ClassVar[str] = "epsilon_greedy"
+    epsilon: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        eps = self.epsilon
+        if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps <= 1:
+            raise ValueError(f"epsilon must be in [0, 1], got {eps!r}")
+
+    def _rank(
+        self,
+        scores: FloatArray,
+        forums: IntArray | None,
+        request: _Request,
+        rng: np.random.Generator,
+    ) -> IntArray:
+        n, n_valid, cap = request.n, request.n_valid, request.cap
+        explore = int(rng.binomial(min(n, n_valid), self.epsilon))
+        if explore == 0:
+            return top_with_cap(scores, forums, n, n_valid, cap)
+        valid = np.flatnonzero(scores > -np.inf)
+        keys = scores.copy()
+        keys[rng.choice(valid, size=explore, replace=False)] = 2.0 + rng.random(explore)
+        pos = top_with_cap(keys, forums, n, n_valid, cap)
+        return _scatter_explored(pos, keys[pos] >= 2.0, rng)
+
+
+def _scatter_explored(
+    pos: IntArray, explored: npt.NDArray[np.bool_], rng: np.random.Generator
+) -> IntArray:
+    """Move the explored positions (first in ``pos``) to uniformly random slots."""
+    slots = np.zeros(pos.shape[0], bool)
+    slots[rng.choice(pos.shape[0], size=int(explored.sum()), replace=False)] = True
+    out = np.empty_like(pos)
+    out[slots] = pos[explored]
+    out[~slots] = pos[~explored]
+    return out
+
+
+@dataclass(frozen=True)
+class RandomPolicy(Policy):
+    """Uniformly random eligible posts; reports the flat Beta(1, 1) posterior."""
+
+    name: ClassVar[str] = "random"
+
+    def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
+        alpha, beta = _flat_params(cands, index, (1.0, 1.0))
+        return rng.random(int(alpha.shape[0])), alpha, beta
+
+
+_FACTORIES: Mapping[str, Callable[..., Policy]] = {
+    "two_level_ts": TwoLevelTS,
+    "flat_ts": FlatTS,
+    "greedy": Greedy,
+    "epsilon_greedy": EpsilonGreedy,
+    "random": RandomPolicy,
+}
+
+#: Names accepted by :func:`make_policy`.
+POLICIES: tuple[str, ...] = tuple(_FACTORIES)
+
+
+def make_policy(name: str, **params: Any) -> Policy:
+    """Build the policy called ``name`` with the given parameters.
+
+    Raises:
+        ValueError: for an unknown name or parameter, or a parameter outside its limits
+            (the message names the parameter and the limit).
+    """
+    if name not in _FACTORIES:
+        raise ValueError(f"unknown policy {name!r}; expected one of {', '.join(POLICIES)}")
+    factory = _FACTORIES[name]
+    accepted = sorted(f.name for f in dataclasses.fields(factory))  # type: ignore[arg-type]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter {unknown[0]!r} for policy {name!r}; "
+            f"accepted: {', '.join(accepted) or 'none'}"
+        )
+    return factory(**params)
