@@ -29,9 +29,9 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
+from redis.typing import EncodableT
 
 WITHDRAWN_KEEP_SECONDS = 3600
 REQUEST_ID_LENGTH = 28
@@ -195,7 +195,7 @@ class Storage:
                 "deleted": 0,
             },
         )
-        pipe.expireat(meta_key, int(expires_at) + retention)
+        pipe.expireat(meta_key, int(max(expires_at, time.time())) + retention)
         pipe.sadd(self.keys.forums, forum_id)
         pipe.zadd(self.keys.live(forum_id), {post_id: expires_at})
         pipe.execute()
@@ -280,12 +280,11 @@ class Storage:
     def remember_served(self, served: Served, ttl: int) -> None:
         """Remember a served slate for attribution of its events (expires after ``ttl``)."""
         key = self.keys.served(served.request_id)
-        mapping: dict[str, Any] = {
-            "_u": served.user_id,
-            "_p": served.policy,
-            "_t": int(time.time() * 1000),
-            **served.forums,
-        }
+        mapping: dict[EncodableT, EncodableT] = {
+            "_u": served.user_id, "_p": served.policy, "_t": int(time.time() * 1000),
+        }  # fmt: skip
+        for post_id, forum_id in served.forums.items():
+            mapping[post_id] = forum_id
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, ttl)

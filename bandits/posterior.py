@@ -157,7 +157,7 @@ def forum_posterior(
     return shrunk_params(clks, imps - clks, g_alpha, g_beta, strength)
 
 
-def post_posterior(  # noqa: PLR0917 (the service calls it positionally, as agreed)
+def post_posterior(
     impressions: ArrayLike,
     clicks: ArrayLike,
     forum_impressions: ArrayLike,

@@ -152,6 +152,7 @@ def test_expired_posts_are_not_candidates(client: FlaskClient, rt: Runtime) -> N
     register(client, "old", "f", created_at="2020-01-01T00:00:00Z", ttl_seconds=60)
     register(client, "new", "f")
     assert [i["post_id"] for i in recommend(client)["items"]] == ["new"]
+    assert client.get("/v1/posts/old").json["live"] is False  # type: ignore[index]
 
 
 def test_health_and_readiness(client: FlaskClient) -> None:

@@ -73,7 +73,7 @@ def test_events_count_once_and_click_implies_impression(storage: Storage) -> Non
     assert storage.apply_events("c", [(rid, "p2", "f1")], 60) == [2]
     assert storage.apply_events("i", [(rid, "p2", "f1")], 60) == [0]
     assert storage.apply_events("c", [(rid, "p2", "f1")], 60) == [0]
-    forum = storage.read_catalog(time.time())[0]
+    forum = storage.read_catalog(NOW)[0]
     assert dict(
         zip(forum.post_ids, zip(forum.impressions, forum.clicks, strict=True), strict=True)
     ) == {"p1": (1, 0), "p2": (1, 1)}

@@ -53,5 +53,5 @@ def make_celery(settings: Settings) -> Celery:
     celery = Celery("postbandit", set_as_current=False)
     celery.conf.update(celery_settings(settings))
     celery.conf.update(include=["workers.tasks"])
-    celery.postbandit_settings = settings  # type: ignore[attr-defined]
+    celery.postbandit_settings = settings
     return celery
