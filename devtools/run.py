@@ -22,15 +22,11 @@ VAR = ROOT / "var"
 BIN = Path(sys.executable).parent
 
 
-def service_env(redis_url: str, port: int, metrics_dir: Path) -> dict[str, str]:
+def service_env(redis_url: str, port: int) -> dict[str, str]:
     env = dict(os.environ)
-    env.update(
-        REDIS_URL=redis_url,
-        PORT=str(port),
-        BIND_HOST=env.get("BIND_HOST", "127.0.0.1"),
-        PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-        PYTHONUNBUFFERED="1",
-    )
+    env.update(REDIS_URL=redis_url, PORT=str(port), BIND_HOST=env.get("BIND_HOST", "127.0.0.1"),
+               PYTHONUNBUFFERED="1")  # fmt: skip
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return env
 
 
@@ -80,15 +76,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     redis_server = None
     redis_url = os.environ.get("REDIS_URL")
-    if not redis_url:
-        redis_server = RedisServer(data_dir=VAR / "redis", appendonly=True).start()
-        redis_url = redis_server.url
-        print(f"embedded redis-server at {redis_url} (data in {VAR / 'redis'})", file=sys.stderr)
-    env = service_env(redis_url, args.port, VAR / "metrics")
     try:
+        if not redis_url:
+            redis_server = RedisServer(data_dir=VAR / "redis", appendonly=True).start()
+            redis_url = redis_server.url
+            print(f"embedded redis-server at {redis_url} (data in {VAR / 'redis'})",
+                  file=sys.stderr)  # fmt: skip
+        env = service_env(redis_url, args.port)
+        # gunicorn's workers share one multiprocess metrics directory; the worker has its own.
+        web_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(VAR / "metrics")}
         if not args.no_demo and redis_server is not None:
             load_demo(env)
-        procs = {name: subprocess.Popen(cmd, env=env, cwd=ROOT)
+        procs = {name: subprocess.Popen(cmd, env=web_env if name == "web" else env, cwd=ROOT)
                  for name, cmd in commands().items()}  # fmt: skip
         print(f"postbandit on http://127.0.0.1:{args.port}  (Ctrl-C stops)", file=sys.stderr)
         return supervise(procs)

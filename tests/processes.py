@@ -79,7 +79,7 @@ def service_env(redis_url: str, broker_url: str, tmp: Path, **extra: str) -> dic
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BANDIT_", "PROMETHEUS_"))}
     env.update(
         REDIS_URL=redis_url, CELERY_BROKER_URL=broker_url, PYTHONUNBUFFERED="1",
-        PROMETHEUS_MULTIPROC_DIR=str(tmp / "metrics"), BANDIT_REFRESH_SECONDS="0.2",
+        BANDIT_REFRESH_SECONDS="0.2",
         BANDIT_WORKER_METRICS_PORT="0", BANDIT_LOG_LEVEL="INFO",
     )  # fmt: skip
     env.update(extra)
@@ -89,7 +89,13 @@ def service_env(redis_url: str, broker_url: str, tmp: Path, **extra: str) -> dic
 def start_web(env: dict[str, str], tmp: Path, workers: int = 2) -> tuple[Proc, str]:
     """gunicorn with the production config on a free loopback port; waits for /healthz."""
     port = free_port()
-    env = {**env, "PORT": str(port), "BIND_HOST": "127.0.0.1", "WEB_CONCURRENCY": str(workers)}
+    env = {
+        **env,
+        "PORT": str(port),
+        "BIND_HOST": "127.0.0.1",
+        "WEB_CONCURRENCY": str(workers),
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp / "web-metrics"),
+    }
     args = [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), "app:create_app()"]
     proc = Proc("web", args, env, tmp / "web.log").start()
     base = f"http://127.0.0.1:{port}"
