@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import redis
-from bandits.policies import Policy
 from celery import Celery
 from flask import Flask, current_app
 
@@ -20,6 +19,7 @@ from app.config import Settings
 from app.snapshot import Snapshot, SnapshotCache, build_snapshot
 from app.storage import Storage
 from bandits import make_policy
+from bandits.policies import Policy
 from workers.celery_app import make_celery
 
 
