@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import pydantic
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, jsonify
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,11 @@ class Forbidden(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
+
+
+class TooLarge(ApiError):
+    status = 413
+    code = "too_large"
 
 
 class Conflict(ApiError):
@@ -92,6 +97,12 @@ def field_path(loc: Sequence[Any]) -> str:
     return path
 
 
+_BODY_ERRORS = {  # errors about the body as a whole, when it is parsed by the model
+    "json_invalid": "{msg}",
+    "model_type": "the body must be a JSON object",
+}
+
+
 def from_validation_error(exc: pydantic.ValidationError) -> InvalidInput:
     """The first validation failure, with its field path and the limit it broke."""
     first = exc.errors(include_url=False)[0]
@@ -99,6 +110,8 @@ def from_validation_error(exc: pydantic.ValidationError) -> InvalidInput:
     message = first["msg"]
     if first["type"] == "extra_forbidden":
         message = "unknown field"
+    elif first["type"] in _BODY_ERRORS:
+        field, message = "body", _BODY_ERRORS[first["type"]].format(msg=message)
     return InvalidInput(f"{field}: {message}" if field else message, field=field)
 
 
@@ -112,6 +125,11 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(pydantic.ValidationError)
     def _validation_error(exc: pydantic.ValidationError) -> Response:
         return _api_error(from_validation_error(exc))
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(exc: RequestEntityTooLarge) -> Response:
+        limit = current_app.config["MAX_CONTENT_LENGTH"]
+        return _api_error(TooLarge(f"body: larger than the limit of {limit} bytes", "body"))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:

@@ -81,4 +81,58 @@ class Accepted(Strict):
     accepted: int
 
 
+class Posterior(Strict):
+    alpha: float
+    beta: float
+    mean: float
+    interval95: list[float] = Field(min_length=2, max_length=2)
+
+
+class PostView(Strict):
+    """A post's counts and posterior (``GET``/``PUT /v1/posts/{post_id}``)."""
+
+    post_id: str
+    forum_id: str
+    impressions: int
+    clicks: int
+    posterior: Posterior
+    created_at: float
+    expires_at: float
+    live: bool
+    withdrawn: bool
+
+
+class ForumView(Strict):
+    forum_id: str
+    impressions: int
+    clicks: int
+    ctr: float | None
+    live_posts: int
+
+
+class ForumList(Strict):
+    forums: list[ForumView]
+
+
+class Status(Strict):
+    status: Literal["ok"]
+
+
+class Readiness(Strict):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, bool]
+
+
+class ErrorDetail(Strict):
+    code: str
+    message: str
+    field: str | None
+
+
+class ErrorBody(Strict):
+    """The one error shape of the API (see app.errors)."""
+
+    error: ErrorDetail
+
+
 EventType = Literal["impression", "click"]

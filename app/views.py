@@ -5,28 +5,28 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from flask import Blueprint, Response, jsonify, request
 from kombu.exceptions import OperationalError
 
-from app import metrics, service
+from app import metrics, openapi, service
 from app.errors import ApiError, Forbidden, InvalidInput, Unauthorized, Unavailable
 from app.runtime import runtime
-from app.schemas import ID_MAX, ID_PATTERN, EventBatch, PostIn, RecommendationQuery
+from app.schemas import ID_MAX, ID_PATTERN, EventBatch, PostIn, RecommendationQuery, Strict
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
+Body = TypeVar("Body", bound=Strict)
 
 
-def _json_body() -> Any:
+def _json_body(model: type[Body]) -> Body:
+    """The request body parsed and validated by ``model`` in one step (pydantic's parser has a
+    nesting limit, so a deeply nested body is a 400, not a recursion error)."""
     if not request.is_json:
         raise InvalidInput("the body must be JSON (Content-Type: application/json)", "body")
-    body = request.get_json(silent=True)
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object", "body")
-    return body
+    return model.model_validate_json(request.get_data())
 
 
 def _path_id(value: str, name: str) -> str:
@@ -52,9 +52,17 @@ def _redis_down(exc: redis.RedisError) -> Response:
     raise Unavailable("storage is unreachable; retry later") from exc
 
 
+def _query_args() -> dict[str, str]:
+    """The query string as a mapping; a parameter given twice is refused, not half-read."""
+    for name, values in request.args.lists():
+        if len(values) > 1:
+            raise InvalidInput(f"{name}: given more than once (lists are comma-separated)", name)
+    return request.args.to_dict()
+
+
 @bp.get("/v1/recommendations")
 def recommendations() -> Response:
-    query = RecommendationQuery.model_validate(request.args.to_dict())
+    query = RecommendationQuery.model_validate(_query_args())
     return jsonify(service.recommend(runtime(), query))
 
 
@@ -62,7 +70,7 @@ def _events(event_type: str) -> tuple[Response, int]:
     rt = runtime()
     if rt.settings.app_token:
         _require_token(rt.settings.app_token)
-    batch = EventBatch.model_validate(_json_body())
+    batch = _json_body(EventBatch)
     return jsonify({"accepted": service.submit_events(rt, event_type, batch)}), 202
 
 
@@ -80,7 +88,7 @@ def clicks() -> tuple[Response, int]:
 def put_post(post_id: str) -> tuple[Response, int]:
     rt = runtime()
     _require_token(rt.settings.admin_token)
-    body = PostIn.model_validate(_json_body())
+    body = _json_body(PostIn)
     view, created = service.put_post(rt, _path_id(post_id, "post_id"), body)
     return jsonify(view), 201 if created else 200
 
@@ -111,6 +119,11 @@ def forum(forum_id: str) -> Response:
 @bp.get("/healthz")
 def healthz() -> Response:
     return jsonify({"status": "ok"})
+
+
+@bp.get("/openapi.json")
+def openapi_document() -> Response:
+    return jsonify(openapi.document())
 
 
 @bp.get("/readyz")

@@ -45,10 +45,16 @@ def check_error(response: Any, status: int, field: str | None, text: str) -> Non
         ),
         ({"user_id": "u", "forums": "ok,b@d"}, "forums[1]", "should match pattern"),
         ({"user_id": "u", "colour": "red"}, "colour", "unknown field"),
+        ({"user_id": ["u", "v"]}, "user_id", "given more than once"),
+        ({"user_id": "u", "n": ["1", "2"]}, "n", "given more than once"),
+        ({"user_id": "u", "n": "1.5"}, "n", "valid integer"),
+        ({"user_id": "u", "n": "true"}, "n", "valid integer"),
+        ({"user_id": "u\u00e9"}, "user_id", "should match pattern"),
+        ({"user_id": "u\n"}, "user_id", "should match pattern"),
     ],
 )
 def test_recommendations_rejects(
-    client: FlaskClient, params: dict[str, str], field: str, text: str
+    client: FlaskClient, params: dict[str, Any], field: str, text: str
 ) -> None:
     check_error(client.get("/v1/recommendations", query_string=params), 400, field, text)
 
@@ -60,7 +66,7 @@ def test_recommendations_rejects(
         ({}, "events", "Field required"),
         ({"events": []}, "events", "at least 1 item"),
         ({"events": [EVENT] * 1001}, "events", "at most 1000 items"),
-        ({"events": "r1"}, "events", "valid list"),
+        ({"events": "r1"}, "events", "valid array"),
         ({"events": [EVENT, {"request_id": "r2"}]}, "events[1].post_id", "Field required"),
         ({"events": [EVENT, EVENT, {**EVENT, "post_id": 7}]}, "events[2].post_id", "valid string"),
         ({"events": [{**EVENT, "post_id": "p" * 65}]}, "events[0].post_id", "at most 64"),
@@ -80,14 +86,30 @@ def test_events_reject_non_json(client: FlaskClient, path: str) -> None:
         client.post(path, data="{not json", content_type="application/json"),
         400,
         "body",
-        "JSON object",
+        "Invalid JSON",
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "recursion limit exceeded"),
+        (b'{"events": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "recursion limit exceeded"),
+        (b"", "EOF while parsing"),
+        (b"\xff\xfe{", "expected value"),
+        (b'"events"', "must be a JSON object"),
+        (b'{"events": [{"request_id": "\\ud800", "post_id": "p"}]}', "Invalid JSON"),
+    ],
+)
+def test_events_reject_malformed_json(client: FlaskClient, body: bytes, text: str) -> None:
+    response = client.post("/v1/clicks", data=body, content_type="application/json")
+    check_error(response, 400, "body", text)
 
 
 def test_oversized_body_is_413(client: FlaskClient) -> None:
     body = b'{"events": [' + b" " * (600 * 1024) + b"]}"
     response = client.post("/v1/clicks", data=body, content_type="application/json")
-    check_error(response, 413, None, "")
+    check_error(response, 413, "body", "larger than the limit of 524288 bytes")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,187 @@
+"""The OpenAPI 3.1 description of the API, served at ``/openapi.json``.
+
+Schemas come from the pydantic models in :mod:`app.schemas` (the same ones that validate
+requests); this module adds only the route table below. tests/test_contract.py checks that the
+table and the Flask URL map list the same operations, and fuzzes every operation from this
+document, validating each response against it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from app.schemas import (
+    MAX_BODY_BYTES,
+    Accepted,
+    ErrorBody,
+    EventBatch,
+    ForumList,
+    ForumView,
+    Id,
+    PostIn,
+    PostView,
+    Readiness,
+    RecommendationQuery,
+    Recommendations,
+    Status,
+)
+
+REF = "#/components/schemas/{model}"
+ERROR_STATUSES = {
+    400: "invalid input: the error names the field and the limit",
+    401: "no bearer token",
+    403: "wrong bearer token",
+    404: "unknown resource",
+    409: "conflicting catalogue change",
+    413: f"request body larger than {MAX_BODY_BYTES} bytes",
+    503: "Redis or the broker is unreachable; retry after `Retry-After` seconds",
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One route and method: its input models, answers and the token it needs."""
+
+    method: str
+    path: str
+    summary: str
+    responses: dict[int, type[BaseModel] | str]
+    errors: tuple[int, ...] = ()
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    security: str | None = None
+    tags: tuple[str, ...] = field(default=("api",))
+
+
+EVENT_ERRORS = (400, 401, 403, 413, 503)
+OPERATIONS: tuple[Operation, ...] = (
+    Operation("GET", "/v1/recommendations", "A slate of posts for a member",
+              {200: Recommendations}, (400, 503), query=RecommendationQuery),
+    Operation("POST", "/v1/impressions", "Report shown posts", {202: Accepted}, EVENT_ERRORS,
+              body=EventBatch, security="app"),
+    Operation("POST", "/v1/clicks", "Report clicked posts", {202: Accepted}, EVENT_ERRORS,
+              body=EventBatch, security="app"),
+    Operation("PUT", "/v1/posts/{post_id}", "Register or update a candidate post",
+              {200: PostView, 201: PostView}, (400, 401, 403, 409, 413, 503),
+              body=PostIn, security="admin"),
+    Operation("DELETE", "/v1/posts/{post_id}", "Withdraw a post for good",
+              {204: "withdrawn"}, (400, 401, 403, 404, 503), security="admin"),
+    Operation("GET", "/v1/posts/{post_id}", "A post's counts and posterior",
+              {200: PostView}, (400, 404, 503)),
+    Operation("GET", "/v1/forums", "Every forum's totals", {200: ForumList}, (503,)),
+    Operation("GET", "/v1/forums/{forum_id}", "One forum's totals",
+              {200: ForumView}, (400, 404, 503)),
+    Operation("GET", "/healthz", "The process is up", {200: Status}, tags=("ops",)),
+    Operation("GET", "/readyz", "Redis and the broker are reachable",
+              {200: Readiness, 503: Readiness}, tags=("ops",)),
+    Operation("GET", "/metrics", "Prometheus exposition", {200: "text"}, tags=("ops",)),
+    Operation("GET", "/openapi.json", "This document", {200: "json"}, tags=("ops",)),
+)  # fmt: skip
+
+SECURITY_SCHEMES = {
+    "admin": {"type": "http", "scheme": "bearer", "description": "BANDIT_ADMIN_TOKEN"},
+    "app": {"type": "http", "scheme": "bearer",
+            "description": "BANDIT_APP_TOKEN; required only when it is set"},
+}  # fmt: skip
+
+
+@cache
+def document() -> dict[str, Any]:
+    """The OpenAPI document (built once per process)."""
+    refs, schemas = _components()
+    paths: dict[str, dict[str, Any]] = {}
+    for op in OPERATIONS:
+        paths.setdefault(op.path, {})[op.method.lower()] = _operation(op, refs)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "postbandit", "version": "1",
+                 "description": "Thompson-sampling recommendations for a forum homepage."},
+        "paths": paths,
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
+    }  # fmt: skip
+
+
+def _components() -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
+    """JSON schemas of every model named in OPERATIONS, as ``$ref``s into components."""
+    models: set[type[BaseModel]] = {ErrorBody}
+    for op in OPERATIONS:
+        models.update(m for m in op.responses.values() if isinstance(m, type))
+        if op.body is not None:
+            models.add(op.body)
+    keyed: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (m, "validation" if m in {EventBatch, PostIn} else "serialization")
+        for m in sorted(models, key=lambda m: m.__name__)
+    ]
+    refs, defs = models_json_schema(keyed, ref_template=REF)
+    return {model: ref for (model, _), ref in refs.items()}, defs.get("$defs", {})
+
+
+def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "summary": op.summary,
+        "operationId": f"{op.method.lower()}{op.path.replace('/', '_').replace('.', '_')}",
+        "tags": list(op.tags),
+        "parameters": _path_parameters(op.path) + _query_parameters(op.query),
+        "responses": {str(s): _response(a, refs) for s, a in op.responses.items()},
+    }
+    for status in op.errors:
+        spec["responses"][str(status)] = {
+            "description": ERROR_STATUSES[status],
+            "content": {"application/json": {"schema": refs[ErrorBody]}},
+        }
+    if op.body is not None:
+        spec["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": refs[op.body]}},
+        }
+    if op.security is not None:
+        spec["security"] = [{op.security: []}]
+    return spec
+
+
+def _response(answer: type[BaseModel] | str, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]:
+    if answer == "text":
+        return {"description": "text", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    if answer == "json":
+        return {"description": "JSON", "content": {"application/json": {"schema": {}}}}
+    if isinstance(answer, str):
+        return {"description": answer}
+    return {
+        "description": answer.__doc__ or answer.__name__,
+        "content": {"application/json": {"schema": refs[answer]}},
+    }
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    id_schema = TypeAdapter(Id).json_schema()
+    names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
+    return [{"name": name, "in": "path", "required": True, "schema": id_schema} for name in names]
+
+
+def _query_parameters(model: type[BaseModel] | None) -> list[dict[str, Any]]:
+    """Query parameters from a model; lists travel comma-separated (``forums=a,b``)."""
+    if model is None:
+        return []
+    schema = model.model_json_schema()
+    params = []
+    for name, raw in schema["properties"].items():
+        prop = _without_null(raw)
+        param = {"name": name, "in": "query", "required": name in schema.get("required", ())}
+        if prop.get("type") == "array":
+            param.update(style="form", explode=False)
+        params.append({**param, "schema": prop})
+    return params
+
+
+def _without_null(prop: dict[str, Any]) -> dict[str, Any]:
+    """``X | None`` means "absent" in a query string: describe X only."""
+    branches = [b for b in prop.get("anyOf", ()) if b.get("type") != "null"]
+    if len(branches) != 1:
+        return {k: v for k, v in prop.items() if k != "title"}
+    extra = {k: v for k, v in prop.items() if k not in {"anyOf", "title", "default"}}
+    return {**branches[0], **extra}
