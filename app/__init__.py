@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import cli, errors, logs, metrics, runtime, views
+from app import cli, errors, logs, metrics, runtime, service, views
 from app.config import Settings
 from app.schemas import MAX_BODY_BYTES
 
@@ -24,7 +24,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app, settings.log_level)
     errors.init_app(app)
     runtime.init_app(app, settings)
-    metrics.init_app(app)
+    metrics.init_app(app, settings.policy, lambda: service.dependencies(runtime.runtime()))
     app.register_blueprint(views.bp)
     cli.init_app(app)
     return app

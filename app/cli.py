@@ -2,11 +2,36 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+from typing import IO, Any
+
 import click
 from flask import Flask
 
-from app import demo
+from app import decisions, demo
 from app.runtime import runtime
+
+
+class Moment(click.ParamType):
+    """A point in time: unix seconds, or an ISO 8601 date-time (UTC unless it says otherwise)."""
+
+    name = "time"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither unix seconds nor an ISO 8601 date-time", param, ctx)
+        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def init_app(app: Flask) -> None:
@@ -16,3 +41,30 @@ def init_app(app: Flask) -> None:
         """Register a small demo catalogue (a few forums and posts)."""
         count = demo.load(runtime(), posts_per_forum)
         click.echo(f"registered {count} demo posts")
+
+    @app.cli.command("export-decisions")
+    @click.option("--since", type=Moment(), help="first serving time [default: 24 h ago]")
+    @click.option("--until", type=Moment(), help="last serving time [default: now]")
+    @click.option("--output", "-o", type=click.File("w"), default="-", show_default=True)
+    def export_decisions(since: float | None, until: float | None, output: IO[str]) -> None:
+        """Write served slates with their impressions and clicks as JSON lines.
+
+        One line per decision (see app/decisions.py for the fields); ``final`` marks decisions
+        whose attribution window has closed.
+        """
+        rt, now = runtime(), time.time()
+        summary = decisions.export(
+            rt.storage,
+            now - 86_400 if since is None else since,
+            now if until is None else until,
+            rt.settings.attribution_seconds,
+            now,
+            output,
+        )
+        click.echo(f"exported {summary.decisions} decisions ({summary.final} final)", err=True)
+        if summary.outcomes_trimmed:
+            click.echo(
+                "warning: the outcome stream was trimmed after --since; the oldest decisions "
+                "may lack outcomes (raise BANDIT_DECISION_LOG_MAXLEN or export more often)",
+                err=True,
+            )

@@ -6,6 +6,7 @@ In production (``BANDIT_ENV=production``) the service refuses to start without a
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -37,6 +38,8 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("BANDIT_REDIS_TIMEOUT", "redis_timeout", float, 0.25, "socket timeout on request path (s)"),
     ("BANDIT_VISIBILITY_TIMEOUT", "visibility_timeout", int, 300, "unacked task re-delivery (s)"),
     ("BANDIT_WORKER_METRICS_PORT", "worker_metrics_port", int, 9100, "worker /metrics port, 0=off"),
+    ("BANDIT_WORKER_METRICS_HOST", "worker_metrics_host", str, "0.0.0.0", "worker /metrics bind"),
+    ("BANDIT_DECISION_LOG_MAXLEN", "decision_log_maxlen", int, 100_000, "decisions kept, 0=off"),
     ("BANDIT_SEED", "seed", int, 0, "RNG seed; 0 = from the OS (per process)"),
     ("BANDIT_LOG_LEVEL", "log_level", str, "INFO", "log level"),
 )
@@ -62,6 +65,8 @@ class Settings:
     redis_timeout: float
     visibility_timeout: int
     worker_metrics_port: int
+    worker_metrics_host: str
+    decision_log_maxlen: int
     seed: int
     log_level: str
 
@@ -99,6 +104,8 @@ class Settings:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
         if self.refresh_seconds <= 0 or self.redis_timeout <= 0:
             raise ConfigError("BANDIT_REFRESH_SECONDS and BANDIT_REDIS_TIMEOUT must be > 0")
+        if self.log_level.upper() not in logging.getLevelNamesMapping():
+            raise ConfigError(f"BANDIT_LOG_LEVEL must be a level name, got {self.log_level}")
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -21,6 +21,7 @@ DUPLICATE = "duplicate"
 UNKNOWN_REQUEST = "unknown_request"
 NOT_SERVED = "not_served"
 EXPIRED = "expired"
+RESULTS = (COUNTED, DUPLICATE, UNKNOWN_REQUEST, NOT_SERVED, EXPIRED)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,25 @@
 """Every Prometheus metric of postbandit, defined once, with bounded labels only.
 
 Labels are drawn from small fixed sets (endpoint rule, method, status, policy, type, result,
-task, operation): never a user id, post id or raw path. Under gunicorn the web tier runs in
-prometheus-client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``); see gunicorn.conf.py.
+task, operation, role, queue): never a user id, post id or raw path. docs/metrics.md is the
+catalogue (a test keeps it in step with this module).
+
+Two exposures, two registries:
+
+* ``WEB``: the gunicorn workers. Under gunicorn they run in prometheus-client's multiprocess
+  mode (``PROMETHEUS_MULTIPROC_DIR``, wiped at start and with dead workers' live gauges dropped
+  by gunicorn.conf.py); counters and histograms of dead workers stay in the sum, as
+  prometheus-client documents, so totals never go backwards.
+* ``WORKER``: the Celery worker serves its own ``/metrics`` (workers/monitoring.py): under a
+  Procfile platform web and worker run on different hosts and cannot share a directory.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 from flask import Flask, Response, g, request
 from prometheus_client import (
@@ -17,62 +28,203 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
+    disable_created_metrics,
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+WEB = CollectorRegistry(auto_describe=True)
+WORKER = CollectorRegistry(auto_describe=True)
 
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+EVENT_TYPES = ("impression", "click")
+RECOMMENDATION_RESULTS = ("ok", "empty", "unavailable")
+WEB_REDIS_OPERATIONS = ("snapshot", "request_context", "remember_served", "enqueue", "probe")
+TASK_OUTCOMES = ("retried", "failed")
+
+# ---- web tier ------------------------------------------------------------------------------
 
 HTTP_REQUESTS = Counter(
-    "postbandit_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"]
-)
+    "postbandit_http_requests_total", "HTTP requests answered", ["endpoint", "method", "status"],
+    registry=WEB,
+)  # fmt: skip
 HTTP_LATENCY = Histogram(
     "postbandit_http_request_duration_seconds", "HTTP request latency",
-    ["endpoint", "method"], buckets=LATENCY_BUCKETS,
+    ["endpoint", "method"], buckets=LATENCY_BUCKETS, registry=WEB,
 )  # fmt: skip
-RECOMMENDATIONS = Counter("postbandit_recommendations_total", "Slates served", ["policy", "result"])
+RECOMMENDATIONS = Counter(
+    "postbandit_recommendations_total", "Recommendation requests (ok, empty, unavailable)",
+    ["policy", "result"], registry=WEB,
+)  # fmt: skip
+DEGRADED = Counter(
+    "postbandit_recommendations_degraded_total",
+    "Slates served degraded (a Redis read or write of the request failed)", ["policy"],
+    registry=WEB,
+)  # fmt: skip
 SLATE_ITEMS = Histogram(
     "postbandit_slate_items", "Posts per served slate", ["policy"],
-    buckets=(0, 1, 2, 5, 10, 20, 50),
+    buckets=(0, 1, 2, 5, 10, 20, 50), registry=WEB,
 )  # fmt: skip
 EVENTS_RECEIVED = Counter(
-    "postbandit_events_received_total", "Events accepted for processing", ["type"]
-)
-EVENTS_APPLIED = Counter(
-    "postbandit_events_applied_total", "Events processed by the workers, by outcome",
-    ["type", "result"],
+    "postbandit_events_received_total", "Events accepted (202) and queued for the workers",
+    ["type"], registry=WEB,
 )  # fmt: skip
-TASK_SECONDS = Histogram(
-    "postbandit_task_duration_seconds", "Celery task run time", ["task"], buckets=LATENCY_BUCKETS
-)
-TASK_FAILURES = Counter("postbandit_task_failures_total", "Celery task failures", ["task"])
-REDIS_ERRORS = Counter(
-    "postbandit_redis_errors_total", "Redis errors caught at a boundary", ["operation"]
-)
 SNAPSHOT_SECONDS = Histogram(
     "postbandit_snapshot_refresh_seconds", "Time to refresh the statistics snapshot",
-    buckets=LATENCY_BUCKETS,
+    buckets=LATENCY_BUCKETS, registry=WEB,
 )  # fmt: skip
 LIVE_POSTS = Gauge(
-    "postbandit_live_posts", "Live candidate posts in the snapshot", multiprocess_mode="max"
-)
-LIVE_FORUMS = Gauge("postbandit_live_forums", "Forums in the snapshot", multiprocess_mode="max")
+    "postbandit_live_posts", "Live candidate posts in the statistics snapshot",
+    multiprocess_mode="livemostrecent", registry=WEB,
+)  # fmt: skip
+LIVE_FORUMS = Gauge(
+    "postbandit_live_forums", "Forums with at least one live post in the snapshot",
+    multiprocess_mode="livemostrecent", registry=WEB,
+)  # fmt: skip
+
+# ---- worker --------------------------------------------------------------------------------
+
+EVENTS_APPLIED = Counter(
+    "postbandit_events_applied_total", "Events processed by the workers, by outcome",
+    ["type", "result"], registry=WORKER,
+)  # fmt: skip
+EVENT_LAG = Histogram(
+    "postbandit_event_lag_seconds",
+    "Time from the API accepting an event batch to the worker having applied it",
+    ["type"], buckets=LAG_BUCKETS, registry=WORKER,
+)  # fmt: skip
+IMPRESSIONS = Counter(
+    "postbandit_impressions_total", "Impressions counted, by the policy that served the slate",
+    ["policy"], registry=WORKER,
+)  # fmt: skip
+CLICKS = Counter(
+    "postbandit_clicks_total", "Clicks counted, by the policy that served the slate",
+    ["policy"], registry=WORKER,
+)  # fmt: skip
+TASK_SECONDS = Histogram(
+    "postbandit_task_duration_seconds", "Celery task run time (every attempt)", ["task"],
+    buckets=LATENCY_BUCKETS, registry=WORKER,
+)  # fmt: skip
+TASK_FAILURES = Counter(
+    "postbandit_task_failures_total",
+    "Celery task attempts that raised: retried (will run again) or failed (given up)",
+    ["task", "outcome"], registry=WORKER,
+)  # fmt: skip
+
+# ---- both ----------------------------------------------------------------------------------
+
+REDIS_ERRORS = Counter(
+    "postbandit_redis_errors_total", "Redis errors caught at a boundary", ["operation"],
+    registry=WEB,
+)  # fmt: skip
+PROCESS_MEMORY = Gauge(
+    "postbandit_process_resident_memory_bytes", "Resident memory of the process",
+    multiprocess_mode="liveall", registry=WEB,
+)  # fmt: skip
+WORKER.register(REDIS_ERRORS)
+WORKER.register(PROCESS_MEMORY)
+
+_process = ProcessCollector(registry=None)
 
 
-def render() -> Response:
+def resident_memory() -> float:
+    """This process's resident memory in bytes (0 where /proc is not available)."""
+    for family in _process.collect():
+        if family.name == "process_resident_memory_bytes":
+            return float(family.samples[0].value)
+    return 0.0
+
+
+def init_web_labels(policy: str) -> None:
+    """Create the web tier's series at zero, so that rates and ratios exist before traffic."""
+    for result in RECOMMENDATION_RESULTS:
+        RECOMMENDATIONS.labels(policy, result)
+    DEGRADED.labels(policy)
+    SLATE_ITEMS.labels(policy)
+    for event_type in EVENT_TYPES:
+        EVENTS_RECEIVED.labels(event_type)
+    for operation in WEB_REDIS_OPERATIONS:
+        REDIS_ERRORS.labels(operation)
+
+
+def init_worker_labels(policy: str, results: Iterable[str], tasks: Iterable[str]) -> None:
+    """Create the worker's series at zero (results: the event outcomes; tasks: task names)."""
+    results = tuple(results)
+    for event_type in EVENT_TYPES:
+        EVENT_LAG.labels(event_type)
+        for result in results:
+            EVENTS_APPLIED.labels(event_type, result)
+    IMPRESSIONS.labels(policy)
+    CLICKS.labels(policy)
+    for task in tasks:
+        TASK_SECONDS.labels(task)
+        REDIS_ERRORS.labels(task)
+        for outcome in TASK_OUTCOMES:
+            TASK_FAILURES.labels(task, outcome)
+
+
+# ---- read at scrape time -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Dependencies:
+    """What the web tier reads when scraped: Redis reachability by role, and queue depths."""
+
+    redis_up: dict[str, bool] = field(default_factory=dict)
+    queue_depth: dict[str, int] = field(default_factory=dict)
+
+
+class DependencyCollector(Collector):
+    """``postbandit_redis_up`` and ``postbandit_queue_depth``, read live on every scrape.
+
+    The web tier reads them (not the worker) so they stay visible when no worker is alive.
+    """
+
+    def __init__(self, read: Callable[[], Dependencies]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        deps = self._read()
+        up = GaugeMetricFamily(
+            "postbandit_redis_up", "1 if Redis answered this scrape's probe, by role",
+            labels=["role"],
+        )  # fmt: skip
+        for role, ok in sorted(deps.redis_up.items()):
+            up.add_metric([role], 1.0 if ok else 0.0)
+        depth = GaugeMetricFamily(
+            "postbandit_queue_depth", "Messages (event batches) waiting in a broker queue",
+            labels=["queue"],
+        )  # fmt: skip
+        for queue, length in sorted(deps.queue_depth.items()):
+            depth.add_metric([queue], float(length))
+        yield up
+        yield depth
+
+
+def render(read_dependencies: Callable[[], Dependencies]) -> Response:
     """The exposition of this process, or of all gunicorn workers in multiprocess mode."""
+    live = CollectorRegistry()
+    live.register(DependencyCollector(read_dependencies))
+    read_now = generate_latest(live)  # first: errors it counts are in this very scrape
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         data = generate_latest(registry)
     else:
-        data = generate_latest()
-    return Response(data, mimetype=CONTENT_TYPE_LATEST)
+        data = generate_latest(WEB)
+    return Response(data + read_now, mimetype=CONTENT_TYPE_LATEST)
 
 
-def init_app(app: Flask) -> None:
-    """Time and count every request by its URL rule (bounded), method and status."""
+def init_app(app: Flask, policy: str, read_dependencies: Callable[[], Dependencies]) -> None:
+    """Time and count every request by its URL rule (bounded), method and status; /metrics."""
+    disable_created_metrics()  # no ``*_created`` series: Prometheus has no use for them
+    init_web_labels(policy)
+    memory_sampled = 0.0
 
     @app.before_request
     def _start_timer() -> None:
@@ -80,11 +232,15 @@ def init_app(app: Flask) -> None:
 
     @app.after_request
     def _record(response: Response) -> Response:
+        nonlocal memory_sampled
         endpoint = request.url_rule.rule if request.url_rule else "unmatched"
         method = request.method if request.method in METHODS else "OTHER"
         started = g.get("metrics_started", time.perf_counter())
         HTTP_LATENCY.labels(endpoint, method).observe(time.perf_counter() - started)
         HTTP_REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
+        if started - memory_sampled >= 1.0:  # at most once a second per process
+            memory_sampled = started
+            PROCESS_MEMORY.set(resident_memory())
         return response
 
-    app.add_url_rule("/metrics", "metrics", render)
+    app.add_url_rule("/metrics", "metrics", lambda: render(read_dependencies))

@@ -27,6 +27,7 @@ from workers.celery_app import make_celery
 class Runtime:
     settings: Settings
     storage: Storage
+    broker: redis.Redis  # the Celery broker's Redis, read for the queue depth
     snapshots: SnapshotCache
     policy: Policy
     celery: Celery
@@ -43,14 +44,18 @@ class Runtime:
         return self._rng
 
 
-def make_runtime(settings: Settings) -> Runtime:
-    client = redis.Redis.from_url(
-        settings.redis_url,
+def _redis(url: str, settings: Settings) -> redis.Redis:
+    return redis.Redis.from_url(
+        url,
         socket_timeout=settings.redis_timeout,
         socket_connect_timeout=settings.redis_timeout,
         health_check_interval=30,
     )
-    storage = Storage(client, settings.key_prefix)
+
+
+def make_runtime(settings: Settings) -> Runtime:
+    client = _redis(settings.redis_url, settings)
+    storage = Storage(client, settings.key_prefix, settings.decision_log_maxlen)
 
     def load() -> Snapshot:
         now = time.time()
@@ -60,6 +65,7 @@ def make_runtime(settings: Settings) -> Runtime:
     return Runtime(
         settings=settings,
         storage=storage,
+        broker=_redis(settings.broker_url, settings),
         snapshots=SnapshotCache(load, settings.refresh_seconds),
         policy=policy,
         celery=make_celery(settings),

@@ -10,24 +10,26 @@ import numpy as np
 import redis
 from kombu.exceptions import OperationalError
 
-from app import metrics
+from app import decisions, metrics
 from app.errors import Conflict, NotFound, Unavailable
 from app.runtime import Runtime
 from app.schemas import EventBatch, PostIn, RecommendationQuery
 from app.snapshot import Snapshot
-from app.storage import PostConflict, RequestContext, Served, new_request_id
+from app.storage import PostConflict, RequestContext, Served, new_request_id, queue_length
 from bandits import beta_summary, post_posterior
-from workers.celery_app import APPLY_EVENTS
+from bandits.eligibility import eligible_pool
+from workers.celery_app import APPLY_EVENTS, QUEUE
 
 log = logging.getLogger(__name__)
 
 
 def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
-    """Choose a slate for a member.
+    """Choose a slate for a member; remember it (and log the decision); log one line.
 
     Raises:
         Unavailable: no snapshot could ever be loaded (Redis down since start-up).
     """
+    started = time.perf_counter()
     snap = rt.snapshots.get()
     if snap is None:
         metrics.RECOMMENDATIONS.labels(rt.policy.name, "unavailable").inc()
@@ -41,10 +43,10 @@ def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
     except redis.RedisError as exc:
         degraded = _redis_failed("request_context", exc)
         context = RequestContext()
+    allowed = _forum_indices(snap, query.forums)
+    excluded = _excluded(snap, query.exclude, context, now)
     slate = rt.policy.select(
-        snap.candidates, query.n, rt.rng,
-        allowed_forums=_forum_indices(snap, query.forums),
-        exclude=_excluded(snap, query.exclude, context, now),
+        snap.candidates, query.n, rt.rng, allowed_forums=allowed, exclude=excluded,
         per_forum_cap=rt.settings.per_forum_cap or None,
     )  # fmt: skip
     items = [
@@ -54,23 +56,32 @@ def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
     ]  # fmt: skip
     request_id = new_request_id(now)
     if items:
-        served = Served(
-            request_id,
-            query.user_id,
-            rt.policy.name,
-            {item["post_id"]: item["forum_id"] for item in items},
-        )
+        served = Served(request_id, query.user_id, rt.policy.name,
+                        {item["post_id"]: item["forum_id"] for item in items})  # fmt: skip
+        decision = None
+        if rt.storage.decision_log_maxlen:
+            candidates = eligible_pool(snap.candidates, allowed, excluded).size
+            decision = decisions.fields(request_id, now, query.user_id, candidates, slate, items)
         try:
-            rt.storage.remember_served(served, rt.settings.attribution_seconds)
+            rt.storage.remember_served(served, rt.settings.attribution_seconds, decision)
         except redis.RedisError as exc:
             degraded = _redis_failed("remember_served", exc)
     _count_slate(rt.policy.name, len(items), degraded)
-    return {
-        "request_id": request_id,
-        "policy": rt.policy.name,
-        "items": items,
-        "degraded": degraded,
-    }
+    body = {"request_id": request_id, "policy": rt.policy.name, "items": items,
+            "degraded": degraded}  # fmt: skip
+    _log_slate(body, query, time.perf_counter() - started)
+    return body
+
+
+def _log_slate(body: dict[str, Any], query: RecommendationQuery, seconds: float) -> None:
+    log.info(
+        "recommendation",
+        extra={
+            "request_id": body["request_id"], "user_id": query.user_id, "policy": body["policy"],
+            "n": query.n, "items": [item["post_id"] for item in body["items"]],
+            "latency_ms": round(seconds * 1000, 3), "degraded": body["degraded"],
+        },
+    )  # fmt: skip
 
 
 def _redis_failed(operation: str, exc: redis.RedisError) -> bool:
@@ -80,9 +91,10 @@ def _redis_failed(operation: str, exc: redis.RedisError) -> bool:
 
 
 def _count_slate(policy: str, size: int, degraded: bool) -> None:
-    result = "degraded" if degraded else ("empty" if size == 0 else "ok")
-    metrics.RECOMMENDATIONS.labels(policy, result).inc()
+    metrics.RECOMMENDATIONS.labels(policy, "ok" if size else "empty").inc()
     metrics.SLATE_ITEMS.labels(policy).observe(size)
+    if degraded:
+        metrics.DEGRADED.labels(policy).inc()
 
 
 def _forum_indices(snap: Snapshot, forums: list[str] | None) -> np.ndarray | None:
@@ -117,7 +129,26 @@ def submit_events(rt: Runtime, event_type: str, batch: EventBatch) -> int:
         log.warning("enqueue failed: %s", exc)
         raise Unavailable("the event queue is unreachable; retry later", retry_after=2) from exc
     metrics.EVENTS_RECEIVED.labels(type=event_type).inc(len(events))
+    log.info("events accepted", extra={"type": event_type, "events": len(events)})
     return len(events)
+
+
+def dependencies(rt: Runtime) -> metrics.Dependencies:
+    """Whether Redis (statistics, broker) answers now, and the event queue's depth (/metrics).
+
+    Failures are logged and counted (operation ``probe``), never raised.
+    """
+    up, depth = {}, {}
+    try:
+        up["statistics"] = rt.storage.ping()
+    except redis.RedisError as exc:
+        up["statistics"] = not _redis_failed("probe", exc)
+    try:
+        depth[QUEUE] = queue_length(rt.broker, QUEUE)
+        up["broker"] = True
+    except redis.RedisError as exc:
+        up["broker"] = not _redis_failed("probe", exc)
+    return metrics.Dependencies(redis_up=up, queue_depth=depth)
 
 
 def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], bool]:

@@ -41,6 +41,11 @@ class Snapshot:
     def size(self) -> int:
         return len(self.post_ids)
 
+    @property
+    def live_forums(self) -> int:
+        """Forums with at least one post in the snapshot."""
+        return int(np.unique(self.candidates.post_forum).size)
+
 
 def build_snapshot(catalog: Sequence[ForumCatalog], built_at: float) -> Snapshot:
     """Flatten per-forum reads into the arrays the policies take."""
@@ -104,6 +109,8 @@ class SnapshotCache:
             metrics.REDIS_ERRORS.labels(operation="snapshot").inc()
             return False
         metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
+        metrics.LIVE_POSTS.set(snapshot.size)
+        metrics.LIVE_FORUMS.set(snapshot.live_forums)
         self._snapshot = snapshot
         return True
 

@@ -16,11 +16,18 @@ key                             type      content
                                           ``_t`` served ms, ``<post>`` -> forum (TTL)
 ``P:{u:U}:clicked``             zset      post id -> click time for member U (TTL)
 ``P:withdrawn``                 zset      post id -> withdrawal time, the last hour only
+``P:decisions``                 stream    served slates for offline evaluation (capped)
+``P:outcomes``                  stream    attributable events ``r`` request, ``p`` post,
+                                          ``k`` kind ``i``/``c`` (capped)
 ==============================  ========  ==================================================
 
 Counts only ever change through :data:`APPLY_EVENT` (a Lua script), which marks the event as
 seen and increments the post and forum counters in one atomic step; a marker that is already
 present makes the event a no-op, so retries and redelivered tasks never count twice.
+
+The decision log (``P:decisions``, ``P:outcomes``) is append-only and capped by length
+(``XADD MAXLEN ~``): it outlives the attribution window, so an export can join a slate with
+its final outcomes. It is written in the same round trip as the served slate and the events.
 """
 
 from __future__ import annotations
@@ -29,12 +36,20 @@ import secrets
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
+from kombu.transport.redis import PRIORITY_STEPS
+from kombu.transport.redis import Channel as RedisChannel
 from redis.typing import EncodableT
 
 WITHDRAWN_KEEP_SECONDS = 3600
 REQUEST_ID_LENGTH = 28
+# The outcome stream keeps this many entries per decision kept: room for an impression and a
+# click of every post of a ten-post slate.
+OUTCOMES_PER_DECISION = 20
+
+StreamEntry = tuple[str, dict[str, str]]
 
 APPLY_EVENT = """
 local stats, seen = KEYS[1], KEYS[2]
@@ -88,6 +103,14 @@ class Keys:
 
     def clicked(self, user_id: str) -> str:
         return f"{self.prefix}:{{u:{user_id}}}:clicked"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}:decisions"
+
+    @property
+    def outcomes(self) -> str:
+        return f"{self.prefix}:outcomes"
 
 
 def new_request_id(now: float | None = None) -> str:
@@ -161,11 +184,17 @@ class PostConflict(Exception):
 
 
 class Storage:
-    """Redis access for the service and the workers. The client is passed in."""
+    """Redis access for the service and the workers. The client is passed in.
 
-    def __init__(self, client: redis.Redis, prefix: str = "pb") -> None:
+    ``decision_log_maxlen`` is how many decisions the decision log keeps (0: no log).
+    """
+
+    def __init__(
+        self, client: redis.Redis, prefix: str = "pb", decision_log_maxlen: int = 0
+    ) -> None:
         self.client = client
         self.keys = Keys(prefix)
+        self.decision_log_maxlen = decision_log_maxlen
         self._apply = client.register_script(APPLY_EVENT)
 
     # ---- catalogue -------------------------------------------------------------------------
@@ -277,8 +306,14 @@ class Storage:
         clicked, withdrawn = pipe.execute()
         return RequestContext([str(_text(p)) for p in clicked], [str(_text(p)) for p in withdrawn])
 
-    def remember_served(self, served: Served, ttl: int) -> None:
-        """Remember a served slate for attribution of its events (expires after ``ttl``)."""
+    def remember_served(
+        self, served: Served, ttl: int, decision: dict[EncodableT, EncodableT] | None = None
+    ) -> None:
+        """Remember a served slate for attribution of its events (expires after ``ttl``).
+
+        ``decision`` (stream fields) is appended to the decision log in the same round trip
+        when the log is on.
+        """
         key = self.keys.served(served.request_id)
         mapping: dict[EncodableT, EncodableT] = {
             "_u": served.user_id, "_p": served.policy, "_t": int(time.time() * 1000),
@@ -288,6 +323,8 @@ class Storage:
         pipe = self.client.pipeline(transaction=True)
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, ttl)
+        if decision is not None and self.decision_log_maxlen:
+            pipe.xadd(self.keys.decisions, decision, maxlen=self.decision_log_maxlen)
         pipe.execute()
 
     # ---- events (worker side) --------------------------------------------------------------
@@ -310,7 +347,9 @@ class Storage:
         """Apply (request id, post id, forum id) events of ``kind`` ('i' or 'c') atomically.
 
         Returns per event 0 (already counted), 1 (counted) or 2 (a click that also counted
-        its missing impression).
+        its missing impression). With the decision log on, every event is also appended to
+        the outcome stream in the same round trip (a replay appends it again: readers of the
+        stream treat it as a set).
         """
         pipe = self.client.pipeline(transaction=False)
         for request_id, post_id, forum_id in events:
@@ -319,7 +358,12 @@ class Storage:
                 args=[kind, post_id, ttl],
                 client=pipe,
             )
-        return [int(x) for x in pipe.execute()]
+        if self.decision_log_maxlen:
+            maxlen = self.decision_log_maxlen * OUTCOMES_PER_DECISION
+            for request_id, post_id, _ in events:
+                pipe.xadd(self.keys.outcomes, {"r": request_id, "p": post_id, "k": kind},
+                          maxlen=maxlen)  # fmt: skip
+        return [int(x) for x in pipe.execute()[: len(events)]]
 
     def remember_clicks(self, clicks: Sequence[tuple[str, str]], now: float, window: int) -> None:
         """Record (user id, post id) clicks so the posts are not recommended again in ``window``."""
@@ -331,8 +375,37 @@ class Storage:
             pipe.expire(key, window)
         pipe.execute()
 
+    # ---- decision log -----------------------------------------------------------------------
+
+    def read_decisions(self, start: str, end: str, count: int) -> list[StreamEntry]:
+        """Up to ``count`` decision-log entries with ids in [start, end] (XRANGE syntax)."""
+        return _entries(self.client.xrange(self.keys.decisions, start, end, count=count))
+
+    def read_outcomes(self, start: str, end: str, count: int) -> list[StreamEntry]:
+        """Up to ``count`` outcome-stream entries with ids in [start, end] (XRANGE syntax)."""
+        return _entries(self.client.xrange(self.keys.outcomes, start, end, count=count))
+
+    def outcomes_kept_since(self) -> float | None:
+        """Unix time of the oldest outcome kept once the outcome stream is at its cap (older
+        ones may have been trimmed away); None while nothing was trimmed."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xlen(self.keys.outcomes)
+        pipe.xrange(self.keys.outcomes, "-", "+", count=1)
+        length, first = pipe.execute()
+        if not first or length < self.decision_log_maxlen * OUTCOMES_PER_DECISION:
+            return None
+        return int(_entries(first)[0][0].split("-")[0]) / 1000.0
+
     def ping(self) -> bool:
         return bool(self.client.ping())
+
+
+def queue_length(client: redis.Redis, queue: str) -> int:
+    """Messages waiting in a Celery queue of the Redis transport (all its priority lists)."""
+    pipe = client.pipeline(transaction=False)
+    for step in PRIORITY_STEPS:
+        pipe.llen(f"{queue}{RedisChannel.sep}{step}" if step else queue)
+    return sum(int(n) for n in pipe.execute())
 
 
 def _text(value: bytes | str | None) -> str | None:
@@ -355,6 +428,11 @@ def _forum_catalog(
         total_impressions=counts.get("_i", 0),
         total_clicks=counts.get("_c", 0),
     )
+
+
+def _entries(raw: Any) -> list[StreamEntry]:
+    """XRANGE's reply as (id, fields) with text everywhere."""
+    return [(str(_text(i)), {str(_text(k)): str(_text(v)) for k, v in f.items()}) for i, f in raw]
 
 
 def _served(request_id: str, raw: dict[bytes, bytes]) -> Served:

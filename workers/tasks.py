@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
+from typing import Any
 
 import redis
 from celery import Task, shared_task
+from celery.exceptions import Retry
 
 from app import metrics
 from app.config import Settings
-from app.events import apply_batch
+from app.events import Outcome, apply_batch
 from app.storage import Storage
 
 log = logging.getLogger(__name__)
@@ -20,20 +23,39 @@ _storage: dict[int, Storage] = {}
 
 def storage_for(settings: Settings) -> Storage:
     """One Redis connection pool per worker process, created on first use (after fork)."""
-    import os
-
     pid = os.getpid()
     if pid not in _storage:
         client = redis.Redis.from_url(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
         )
         _storage.clear()
-        _storage[pid] = Storage(client, settings.key_prefix)
+        _storage[pid] = Storage(client, settings.key_prefix, settings.decision_log_maxlen)
     return _storage[pid]
 
 
+class MeteredTask(Task):
+    """Times every attempt of a task and counts the ones that raise, by task name."""
+
+    @property
+    def metric_name(self) -> str:
+        return str(self.name).rsplit(".", 1)[-1]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return super().__call__(*args, **kwargs)
+        except Retry:
+            metrics.TASK_FAILURES.labels(self.metric_name, "retried").inc()
+            raise
+        except Exception:
+            metrics.TASK_FAILURES.labels(self.metric_name, "failed").inc()
+            raise
+        finally:
+            metrics.TASK_SECONDS.labels(self.metric_name).observe(time.perf_counter() - started)
+
+
 @shared_task(
-    name="postbandit.apply_events", bind=True, acks_late=True,
+    name="postbandit.apply_events", bind=True, base=MeteredTask, acks_late=True,
     autoretry_for=(redis.RedisError,), retry_backoff=True, retry_backoff_max=30,
     max_retries=None,
 )  # fmt: skip
@@ -46,7 +68,6 @@ def apply_events(
     dropped, and re-applying the ones already counted is a no-op.
     """
     settings: Settings = self.app.postbandit_settings
-    started = time.perf_counter()
     try:
         outcome = apply_batch(
             storage_for(settings),
@@ -56,13 +77,26 @@ def apply_events(
             settings.attribution_seconds,
             settings.reclick_seconds,
         )
-    except redis.RedisError:
-        metrics.TASK_FAILURES.labels(task="apply_events").inc()
+    except redis.RedisError as exc:
         metrics.REDIS_ERRORS.labels(operation="apply_events").inc()
+        log.warning("redis failed applying %s events, retrying: %s", event_type, exc)
         raise
-    finally:
-        metrics.TASK_SECONDS.labels(task="apply_events").observe(time.perf_counter() - started)
+    lag = max(0.0, time.time() - received_at)
+    _count(event_type, outcome, lag)
+    log.info(
+        "events applied",
+        extra={"type": event_type, "events": len(events), "results": dict(outcome.results),
+               "lag_seconds": round(lag, 3)},
+    )  # fmt: skip
+    return dict(outcome.results)
+
+
+def _count(event_type: str, outcome: Outcome, lag: float) -> None:
+    metrics.EVENT_LAG.labels(event_type).observe(lag)
     for result, count in outcome.results.items():
         metrics.EVENTS_APPLIED.labels(type=event_type, result=result).inc(count)
-    log.info("applied %s batch", event_type, extra={"results": dict(outcome.results)})
-    return dict(outcome.results)
+    counted = metrics.CLICKS if event_type == "click" else metrics.IMPRESSIONS
+    for policy, count in outcome.by_policy.items():
+        counted.labels(policy).inc(count)
+    for policy, count in outcome.implied_impressions.items():
+        metrics.IMPRESSIONS.labels(policy).inc(count)

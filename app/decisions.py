@@ -1,0 +1,133 @@
+"""The decision log: every served slate, kept for offline evaluation and joined with outcomes.
+
+The web tier appends each non-empty slate to a capped Redis Stream in the same round trip that
+remembers it for attribution (an empty slate has nothing to evaluate; it is counted in
+``postbandit_recommendations_total{result="empty"}`` and logged). The workers append every
+attributable event to the outcome stream. :func:`export` joins the two as JSON lines, one per
+decision::
+
+    {"request_id", "time", "user_id", "policy", "candidates", "final",
+     "items": [{"rank", "post_id", "forum_id", "score", "alpha", "beta",
+                "impression", "click"}]}
+
+``candidates`` is how many posts were eligible for the request; ``score`` is the sampled
+(Thompson), mean (greedy) or random score that ranked the post and ``alpha``/``beta`` the
+posterior the policy used. ``final`` is true once the attribution window of the slate has
+closed, so no later event can change its outcomes. A click counts its impression too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+from redis.typing import EncodableT
+
+from app.storage import Storage, StreamEntry, request_time
+from bandits import Slate
+
+PAGE = 1000
+# Stream ids are the Redis server's clock, request ids the web process's: allow for skew.
+CLOCK_SKEW_SECONDS = 60.0
+
+
+def fields(
+    request_id: str,
+    now: float,
+    user_id: str,
+    candidates: int,
+    slate: Slate,
+    items: Sequence[dict[str, Any]],
+) -> dict[EncodableT, EncodableT]:
+    """The stream entry of one served slate (``items`` as served, aligned with ``slate``)."""
+    scored = [
+        {"post_id": item["post_id"], "forum_id": item["forum_id"], "score": float(score),
+         "alpha": float(alpha), "beta": float(beta)}
+        for item, score, alpha, beta in zip(items, slate.scores, slate.alpha, slate.beta,
+                                            strict=True)
+    ]  # fmt: skip
+    return {
+        "request_id": request_id,
+        "time": round(now, 3),
+        "user_id": user_id,
+        "policy": slate.policy,
+        "candidates": candidates,
+        "items": json.dumps(scored, separators=(",", ":")),
+    }
+
+
+@dataclass
+class ExportSummary:
+    decisions: int = 0
+    final: int = 0
+    outcomes_trimmed: bool = False  # outcomes older than the oldest kept may be missing
+
+
+def export(
+    storage: Storage, since: float, until: float, window: int, now: float, out: IO[str]
+) -> ExportSummary:
+    """Write the decisions served in [since, until] (unix seconds) with their outcomes to ``out``.
+
+    Raises:
+        redis.RedisError: Redis failed (the output is then incomplete).
+    """
+    outcomes = _outcomes(storage, since, until, window)
+    kept_since = storage.outcomes_kept_since()
+    summary = ExportSummary(outcomes_trimmed=kept_since is not None and kept_since > since)
+    for _, entry in _scan(storage.read_decisions, since, until):
+        record = _joined(entry, outcomes.get(entry["request_id"], {}), now, window)
+        out.write(json.dumps(record) + "\n")
+        summary.decisions += 1
+        summary.final += record["final"]
+    return summary
+
+
+def _joined(
+    entry: dict[str, str], seen: dict[str, set[str]], now: float, window: int
+) -> dict[str, Any]:
+    served_at = float(entry["time"])
+    items = []
+    for rank, item in enumerate(json.loads(entry["items"]), start=1):
+        kinds = seen.get(item["post_id"], set())
+        items.append({"rank": rank, **item, "impression": bool(kinds), "click": "c" in kinds})
+    return {
+        "request_id": entry["request_id"],
+        "time": served_at,
+        "user_id": entry["user_id"],
+        "policy": entry["policy"],
+        "candidates": int(entry["candidates"]),
+        "final": now > served_at + window,
+        "items": items,
+    }
+
+
+def _outcomes(
+    storage: Storage, since: float, until: float, window: int
+) -> dict[str, dict[str, set[str]]]:
+    """request id -> post id -> kinds seen ('i', 'c'), for requests issued in [since, until]."""
+    found: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for _, entry in _scan(storage.read_outcomes, since, until + window):
+        issued = request_time(entry["r"])
+        if (
+            issued is not None
+            and since - CLOCK_SKEW_SECONDS <= issued <= until + CLOCK_SKEW_SECONDS
+        ):
+            found[entry["r"]][entry["p"]].add(entry["k"])
+    return found
+
+
+Reader = Callable[[str, str, int], list[StreamEntry]]
+
+
+def _scan(read: Reader, since: float, until: float) -> Iterator[StreamEntry]:
+    """Every entry of a stream with ids in [since, until], a page at a time."""
+    start, end = str(int(since * 1000)), str(int(until * 1000))
+    while True:
+        page: list[StreamEntry] = read(start, end, PAGE)
+        yield from page
+        if len(page) < PAGE:
+            return
+        start = f"({page[-1][0]}"

@@ -1,0 +1,174 @@
+"""The decision log: served slates in a capped stream, joined with outcomes, exported as JSONL."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import decisions
+from app.events import apply_batch
+from app.runtime import Runtime
+from app.storage import OUTCOMES_PER_DECISION, Served, Storage, new_request_id
+from tests.conftest import register
+
+FORUMS = {"maths": 4, "physics": 3, "jobs": 2}
+WINDOW = 86_400
+
+
+@pytest.fixture
+def catalogue(client: FlaskClient) -> None:
+    for forum, count in FORUMS.items():
+        for i in range(count):
+            register(client, f"{forum}-{i}", forum)
+
+
+def recommend(client: FlaskClient, **params: Any) -> dict[str, Any]:
+    response = client.get("/v1/recommendations", query_string={"user_id": "u1", **params})
+    assert response.status_code == 200, response.json
+    body: dict[str, Any] = response.json  # type: ignore[assignment]
+    return body
+
+
+def logged(rt: Runtime) -> list[dict[str, str]]:
+    return [entry for _, entry in rt.storage.read_decisions("-", "+", 1000)]
+
+
+def events(rt: Runtime, event_type: str, pairs: list[tuple[str, str]]) -> dict[str, int]:
+    outcome = apply_batch(rt.storage, event_type, [list(p) for p in pairs], time.time(),
+                          WINDOW, WINDOW)  # fmt: skip
+    return dict(outcome.results)
+
+
+def export(rt: Runtime, now: float | None = None) -> tuple[list[dict[str, Any]], Any]:
+    out = io.StringIO()
+    now = time.time() if now is None else now
+    summary = decisions.export(rt.storage, now - 3600, now, WINDOW, now, out)
+    return [json.loads(line) for line in out.getvalue().splitlines()], summary
+
+
+def test_every_served_slate_is_logged_with_scores_and_posteriors(
+    client: FlaskClient, rt: Runtime, catalogue: None
+) -> None:
+    body = recommend(client, n=4, forums="maths,physics", exclude="maths-0")
+    [entry] = logged(rt)
+    assert entry["request_id"] == body["request_id"]
+    assert (entry["user_id"], entry["policy"]) == ("u1", "two_level_ts")
+    assert int(entry["candidates"]) == 6  # 4 + 3 posts in the two forums, one excluded
+    assert abs(float(entry["time"]) - time.time()) < 5
+    items = json.loads(entry["items"])
+    assert [i["post_id"] for i in items] == [i["post_id"] for i in body["items"]]
+    assert [i["forum_id"] for i in items] == [i["forum_id"] for i in body["items"]]
+    scores = [i["score"] for i in items]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
+    assert all(i["alpha"] > 0 and i["beta"] > 0 for i in items)
+
+
+def test_empty_slates_are_not_logged(client: FlaskClient, rt: Runtime, catalogue: None) -> None:
+    assert recommend(client, forums="nosuchforum")["items"] == []
+    assert logged(rt) == []
+
+
+def test_export_joins_each_decision_with_its_impressions_and_clicks(
+    client: FlaskClient, rt: Runtime, catalogue: None
+) -> None:
+    first, second = recommend(client, n=3), recommend(client, n=2)
+    a, b, c = (item["post_id"] for item in first["items"])
+    rid = first["request_id"]
+    events(rt, "impression", [(rid, a), (rid, a)])  # a duplicate changes nothing
+    events(rt, "click", [(rid, b)])  # a click counts its impression too
+    events(rt, "impression", [(rid, "jobs-99")])  # not served: not an outcome
+
+    records, summary = export(rt)
+    assert (summary.decisions, summary.final, summary.outcomes_trimmed) == (2, 0, False)
+    by_id = {r["request_id"]: r for r in records}
+    outcomes = {i["post_id"]: (i["impression"], i["click"]) for i in by_id[rid]["items"]}
+    assert outcomes == {a: (True, False), b: (True, True), c: (False, False)}
+    assert [i["rank"] for i in by_id[rid]["items"]] == [1, 2, 3]
+    assert not any(i["impression"] for i in by_id[second["request_id"]]["items"])
+    assert set(by_id[rid]) == {"request_id", "time", "user_id", "policy", "candidates",
+                               "final", "items"}  # fmt: skip
+
+    later, _ = export(rt, now=time.time() + WINDOW + 1)
+    assert later == []  # outside --since/--until
+    out = io.StringIO()
+    summary = decisions.export(rt.storage, 0, time.time(), WINDOW, time.time() + WINDOW + 1, out)
+    assert summary.final == 2  # the attribution windows have closed
+
+
+def test_export_cli_writes_json_lines(
+    app: Flask, client: FlaskClient, rt: Runtime, catalogue: None
+) -> None:
+    body = recommend(client, n=2)
+    events(rt, "click", [(body["request_id"], body["items"][0]["post_id"])])
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() - 60))
+    result = app.test_cli_runner().invoke(args=["export-decisions", "--since", since])
+    assert result.exit_code == 0, result.output
+    [line] = [json.loads(x) for x in result.stdout.splitlines()]
+    assert line["request_id"] == body["request_id"] and line["items"][0]["click"] is True
+    assert "exported 1 decisions (0 final)" in result.stderr
+
+    future = app.test_cli_runner().invoke(args=["export-decisions", "--since", str(time.time())])
+    assert future.exit_code == 0 and future.stdout == ""
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2024-13-01", ""])
+def test_export_cli_refuses_a_bad_time(app: Flask, value: str) -> None:
+    result = app.test_cli_runner().invoke(args=["export-decisions", "--since", value])
+    assert result.exit_code == 2
+    assert "neither unix seconds nor an ISO 8601 date-time" in result.output
+
+
+def test_streams_are_capped(rclient: redis.Redis) -> None:
+    storage = Storage(rclient, "pb", decision_log_maxlen=50)
+    for _ in range(300):
+        served = Served(new_request_id(), "u", "random", {"p": "f"})
+        storage.remember_served(served, 60, {"request_id": served.request_id})
+    # XADD MAXLEN ~ trims whole stream nodes (100 entries each), never below the cap.
+    assert 50 <= rclient.xlen(storage.keys.decisions) <= 150
+    assert OUTCOMES_PER_DECISION * 50 >= 1000  # room for 20 events per kept decision
+
+
+def test_a_trimmed_outcome_stream_is_reported(rclient: redis.Redis) -> None:
+    storage = Storage(rclient, "pb", decision_log_maxlen=1)  # keeps ~20 outcomes
+    since = time.time() - 1
+    storage.put_post("p", "f", time.time(), time.time() + 3600, 60)
+    for _ in range(300):
+        rid = new_request_id()
+        storage.remember_served(Served(rid, "u", "random", {"p": "f"}), 60)
+        storage.apply_events("i", [(rid, "p", "f")], 60)
+    summary = decisions.export(storage, since, time.time(), 60, time.time(), io.StringIO())
+    assert summary.outcomes_trimmed is True
+
+
+def test_outcomes_are_appended_in_the_apply_round_trip(rclient: redis.Redis) -> None:
+    storage = Storage(rclient, "pb", decision_log_maxlen=10)
+    storage.put_post("p", "f", time.time(), time.time() + 3600, 60)
+    rid = new_request_id()
+    storage.remember_served(Served(rid, "u", "random", {"p": "f"}), 60)
+    assert storage.apply_events("c", [(rid, "p", "f")], 60) == [2]
+    assert storage.apply_events("c", [(rid, "p", "f")], 60) == [0]  # replayed: appended again
+    entries = [e for _, e in storage.read_outcomes("-", "+", 10)]
+    assert entries == [{"r": rid, "p": "p", "k": "c"}] * 2
+
+
+def test_decision_log_off(config: dict[str, Any], rclient: redis.Redis) -> None:
+    from app import create_app
+
+    flask_app = create_app({**config, "BANDIT_DECISION_LOG_MAXLEN": "0"})
+    try:
+        test_client = flask_app.test_client()
+        register(test_client, "p1", "f1")
+        body = recommend(test_client)
+        assert len(body["items"]) == 1
+        rt: Runtime = flask_app.extensions["postbandit"]
+        events(rt, "impression", [(body["request_id"], "p1")])
+        assert not rclient.exists(rt.storage.keys.decisions, rt.storage.keys.outcomes)
+    finally:
+        flask_app.extensions["postbandit"].snapshots.stop()
