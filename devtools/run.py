@@ -26,6 +26,7 @@ def service_env(redis_url: str, port: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(REDIS_URL=redis_url, PORT=str(port), BIND_HOST=env.get("BIND_HOST", "127.0.0.1"),
                PYTHONUNBUFFERED="1")  # fmt: skip
+    env.setdefault("BANDIT_WORKER_METRICS_HOST", env["BIND_HOST"])
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     return env
 

@@ -1,0 +1,154 @@
+"""Observability of the real processes: the worker's own /metrics, JSON logs without secrets,
+and the web tier's multiprocess metrics surviving a dead gunicorn worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from app.config import Settings
+from devtools.redis_server import free_port
+from tests.exposition import samples, value
+from tests.processes import Proc, service_env, start_web, start_worker, wait_for
+from workers.celery_app import APPLY_EVENTS, make_celery
+
+pytestmark = pytest.mark.e2e
+ADMIN_TOKEN, APP_TOKEN = "obs-admin-token", "obs-app-token"
+POLICY = "two_level_ts"
+
+
+@dataclass
+class Stack:
+    base: str
+    worker_metrics: str
+    web: Proc
+    worker: Proc
+    env: dict[str, str]
+    metrics_dir: Path  # the web tier's PROMETHEUS_MULTIPROC_DIR
+
+
+@pytest.fixture
+def stack(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[Stack]:
+    port = free_port()
+    env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
+                      BANDIT_APP_TOKEN=APP_TOKEN, BANDIT_WORKER_METRICS_PORT=str(port),
+                      BANDIT_WORKER_METRICS_HOST="127.0.0.1")  # fmt: skip
+    procs: list[Proc] = []
+    try:
+        web, base = start_web(env, tmp_path, workers=2)
+        procs.append(web)
+        procs.append(start_worker(env, tmp_path))
+        yield Stack(base, f"http://127.0.0.1:{port}/metrics", web, procs[1], env,
+                    Path(web.env["PROMETHEUS_MULTIPROC_DIR"]))  # fmt: skip
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def get(url: str, **params: Any) -> requests.Response:
+    response = requests.get(url, params=params, timeout=5)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def send(base: str, kind: str, rid: str, posts: list[str]) -> None:
+    events = [{"request_id": rid, "post_id": p} for p in posts]
+    response = requests.post(f"{base}/v1/{kind}", json={"events": events}, timeout=5,
+                             headers={"Authorization": f"Bearer {APP_TOKEN}"})  # fmt: skip
+    assert response.status_code == 202, response.text
+
+
+def serve_and_report(stack: Stack) -> list[str]:
+    """Register 4 posts, serve a slate of 3, report 3 impressions and 1 click; the slate."""
+    for i in range(4):
+        response = requests.put(f"{stack.base}/v1/posts/p{i}", json={"forum_id": "f"}, timeout=5,
+                                headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
+        assert response.status_code == 201
+    wait_for(lambda: len(get(f"{stack.base}/v1/recommendations", user_id="m", n=4).json()["items"])
+             == 4, 10, "the posts in the snapshots")  # fmt: skip
+    body = get(f"{stack.base}/v1/recommendations", user_id="alice", n=3).json()
+    posts = [item["post_id"] for item in body["items"]]
+    send(stack.base, "impressions", body["request_id"], posts)
+    send(stack.base, "clicks", body["request_id"], posts[:1])
+    return posts
+
+
+def test_the_worker_exports_its_own_metrics(stack: Stack) -> None:
+    serve_and_report(stack)
+    wait_for(lambda: 'result="counted",type="click"} 1.0' in get(stack.worker_metrics).text,
+             15, "the click applied")  # fmt: skip
+    text = get(stack.worker_metrics).text
+    assert value(text, "postbandit_events_applied_total", type="impression", result="counted") == 3
+    assert value(text, "postbandit_impressions_total", policy=POLICY) == 3
+    assert value(text, "postbandit_clicks_total", policy=POLICY) == 1
+    assert value(text, "postbandit_event_lag_seconds_count", type="impression") == 1
+    assert 0 <= value(text, "postbandit_event_lag_seconds_sum", type="click") < 15
+    assert value(text, "postbandit_task_duration_seconds_count", task="apply_events") == 2
+    assert value(text, "postbandit_process_resident_memory_bytes") > 10_000_000
+    assert value(text, "process_resident_memory_bytes") > 10_000_000
+    assert "postbandit_live_posts" not in text and "postbandit_http_requests" not in text
+    assert "_created" not in text
+    web = get(f"{stack.base}/metrics").text
+    assert "postbandit_events_applied_total" not in web  # each tier exports its own
+
+    # A batch the worker cannot process (the API never sends one) is counted as failed.
+    celery = make_celery(Settings.from_mapping(stack.env, role="worker"))
+    celery.send_task(APPLY_EVENTS, args=["view", [["r", "p"]], time.time()])
+    wait_for(lambda: 'outcome="failed",task="apply_events"} 1.0' in get(stack.worker_metrics).text,
+             15, "the failed task counted")  # fmt: skip
+
+
+def json_lines(proc: Proc) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
+
+
+def test_logs_are_json_lines_without_secrets(stack: Stack) -> None:
+    posts = serve_and_report(stack)
+    wait_for(lambda: sum(x["msg"] == "events applied" for x in json_lines(stack.worker)) == 2,
+             15, "two 'events applied' lines")  # fmt: skip
+    [slate] = [x for x in json_lines(stack.web)
+               if x["msg"] == "recommendation" and x["user_id"] == "alice"]  # fmt: skip
+    assert slate["items"] == posts and slate["policy"] == POLICY and slate["degraded"] is False
+    assert {"request_id", "latency_ms", "n"} <= set(slate)
+    accepted = [(x["type"], x["events"]) for x in json_lines(stack.web)
+                if x["msg"] == "events accepted"]  # fmt: skip
+    assert accepted == [("impression", 3), ("click", 1)]
+    applied = {x["type"]: x for x in json_lines(stack.worker) if x["msg"] == "events applied"}
+    assert applied["impression"]["results"] == {"counted": 3}
+    assert applied["click"]["events"] == 1 and applied["click"]["lag_seconds"] >= 0
+    for proc in (stack.web, stack.worker):
+        assert ADMIN_TOKEN not in proc.output() and APP_TOKEN not in proc.output()
+
+
+def test_a_dead_gunicorn_worker_leaves_totals_and_takes_its_live_gauges(stack: Stack) -> None:
+    serve_and_report(stack)
+
+    def pids() -> set[str]:
+        text = get(f"{stack.base}/metrics").text
+        return {s[0]["pid"] for s in samples(text, "postbandit_process_resident_memory_bytes")}
+
+    def recommendations() -> float:
+        text = get(f"{stack.base}/metrics").text
+        return sum(v for _, v in samples(text, "postbandit_recommendations_total"))
+
+    for _ in range(20):  # fresh connections: both workers serve some
+        get(f"{stack.base}/v1/recommendations", user_id="bob", n=1)
+    wait_for(lambda: len(pids()) == 2, 10, "both gunicorn workers in /metrics")
+    before_pids, before = pids(), recommendations()
+    victim = sorted(before_pids)[0]
+    assert (stack.metrics_dir / f"gauge_liveall_{victim}.db").exists()
+    os.kill(int(victim), signal.SIGKILL)
+    wait_for(lambda: len(pids() - before_pids) == 1, 20, "gunicorn to replace the worker")
+    assert victim not in pids()
+    assert not (stack.metrics_dir / f"gauge_liveall_{victim}.db").exists()
+    assert (stack.metrics_dir / f"counter_{victim}.db").exists()
+    assert recommendations() >= before  # the dead worker's counts are still in the totals
