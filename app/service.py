@@ -16,7 +16,7 @@ from app.runtime import Runtime
 from app.schemas import EventBatch, PostIn, RecommendationQuery
 from app.snapshot import Snapshot
 from app.storage import PostConflict, RequestContext, Served, new_request_id, queue_length
-from bandits import beta_summary, post_posterior
+from bandits import Slate, beta_summary, post_posterior
 from bandits.eligibility import eligible_pool
 from workers.celery_app import APPLY_EVENTS, QUEUE
 
@@ -56,21 +56,40 @@ def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
     ]  # fmt: skip
     request_id = new_request_id(now)
     if items:
-        served = Served(request_id, query.user_id, rt.policy.name,
-                        {item["post_id"]: item["forum_id"] for item in items})  # fmt: skip
-        decision = None
-        if rt.storage.decision_log_maxlen:
-            candidates = eligible_pool(snap.candidates, allowed, excluded).size
-            decision = decisions.fields(request_id, now, query.user_id, candidates, slate, items)
-        try:
-            rt.storage.remember_served(served, rt.settings.attribution_seconds, decision)
-        except redis.RedisError as exc:
-            degraded = _redis_failed("remember_served", exc)
+        logged = rt.storage.decision_log_maxlen  # the eligible count is only for the log
+        eligible = eligible_pool(snap.candidates, allowed, excluded).size if logged else 0
+        remembered = _remember(rt, query.user_id, request_id, now, slate, items, eligible)
+        degraded = degraded or not remembered
     _count_slate(rt.policy.name, len(items), degraded)
     body = {"request_id": request_id, "policy": rt.policy.name, "items": items,
             "degraded": degraded}  # fmt: skip
     _log_slate(body, query, time.perf_counter() - started)
     return body
+
+
+def _remember(
+    rt: Runtime,
+    user_id: str,
+    request_id: str,
+    now: float,
+    slate: Slate,
+    items: list[dict[str, Any]],
+    eligible: int,
+) -> bool:
+    """Remember a served slate for attribution, and in the decision log when that is on.
+
+    Returns False (logged and counted) when Redis failed: the slate is then served degraded.
+    """
+    served = Served(request_id, user_id, rt.policy.name,
+                    {item["post_id"]: item["forum_id"] for item in items})  # fmt: skip
+    decision = None
+    if rt.storage.decision_log_maxlen:
+        decision = decisions.fields(request_id, now, user_id, eligible, slate, items)
+    try:
+        rt.storage.remember_served(served, rt.settings.attribution_seconds, decision)
+    except redis.RedisError as exc:
+        return not _redis_failed("remember_served", exc)
+    return True
 
 
 def _log_slate(body: dict[str, Any], query: RecommendationQuery, seconds: float) -> None:

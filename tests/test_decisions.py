@@ -62,12 +62,12 @@ def test_every_served_slate_is_logged_with_scores_and_posteriors(
     assert (entry["user_id"], entry["policy"]) == ("u1", "two_level_ts")
     assert int(entry["candidates"]) == 6  # 4 + 3 posts in the two forums, one excluded
     assert abs(float(entry["time"]) - time.time()) < 5
-    items = json.loads(entry["items"])
-    assert [i["post_id"] for i in items] == [i["post_id"] for i in body["items"]]
-    assert [i["forum_id"] for i in items] == [i["forum_id"] for i in body["items"]]
-    scores = [i["score"] for i in items]
+    assert json.loads(entry["posts"]) == [i["post_id"] for i in body["items"]]
+    assert json.loads(entry["forums"]) == [i["forum_id"] for i in body["items"]]
+    scores = json.loads(entry["scores"])
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores)
-    assert all(i["alpha"] > 0 and i["beta"] > 0 for i in items)
+    alpha, beta = json.loads(entry["alpha"]), json.loads(entry["beta"])
+    assert len(alpha) == len(beta) == 4 and min(alpha + beta) > 0
 
 
 def test_empty_slates_are_not_logged(client: FlaskClient, rt: Runtime, catalogue: None) -> None:
@@ -94,6 +94,8 @@ def test_export_joins_each_decision_with_its_impressions_and_clicks(
     assert not any(i["impression"] for i in by_id[second["request_id"]]["items"])
     assert set(by_id[rid]) == {"request_id", "time", "user_id", "policy", "candidates",
                                "final", "items"}  # fmt: skip
+    assert set(by_id[rid]["items"][0]) == {"rank", "post_id", "forum_id", "score", "alpha",
+                                           "beta", "impression", "click"}  # fmt: skip
 
     later, _ = export(rt, now=time.time() + WINDOW + 1)
     assert later == []  # outside --since/--until

@@ -25,10 +25,10 @@ from prometheus_client import (
 from app import logs, metrics
 from app.config import Settings
 from app.events import RESULTS
+from workers.tasks import MeteredTask
 
 log = logging.getLogger(__name__)
 
-TASKS = ("apply_events",)
 QUIET_LOGGERS = ("celery.app.trace", "celery.worker.strategy")
 
 
@@ -49,7 +49,8 @@ def install(celery: Celery) -> None:
     @signals.worker_ready.connect(weak=False)
     def _serve(**_: Any) -> None:
         if settings.worker_metrics_port:
-            servers.append(serve_metrics(settings))
+            tasks = [t.metric_name for t in celery.tasks.values() if isinstance(t, MeteredTask)]
+            servers.append(serve_metrics(settings, sorted(tasks)))
 
     @signals.worker_shutdown.connect(weak=False)
     def _stop(**_: Any) -> None:
@@ -57,8 +58,8 @@ def install(celery: Celery) -> None:
             server.shutdown()
 
 
-def serve_metrics(settings: Settings) -> WSGIServer:
-    """Start the worker's /metrics server (a daemon thread) and its series at zero.
+def serve_metrics(settings: Settings, tasks: list[str]) -> WSGIServer:
+    """Start the worker's /metrics server (a daemon thread) and its series (``tasks``) at zero.
 
     Raises:
         OSError: the port is taken (Celery logs it; the worker keeps consuming).
@@ -68,7 +69,7 @@ def serve_metrics(settings: Settings) -> WSGIServer:
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
     metrics.PROCESS_MEMORY.set_function(metrics.resident_memory)
-    metrics.init_worker_labels(settings.policy, RESULTS, TASKS)
+    metrics.init_worker_labels(settings.policy, RESULTS, tasks)
     host, port = settings.worker_metrics_host, settings.worker_metrics_port
     server, _ = start_http_server(port, host, registry=registry)
     log.info("worker metrics on http://%s:%d/metrics", host, port)
