@@ -86,6 +86,11 @@ LIVE_FORUMS = Gauge(
     "postbandit_live_forums", "Forums with at least one live post in the snapshot",
     multiprocess_mode="livemostrecent", registry=WEB,
 )  # fmt: skip
+SNAPSHOT_TIMESTAMP = Gauge(
+    "postbandit_snapshot_timestamp_seconds",
+    "When the statistics snapshot of each live web process began reading Redis (unix s)",
+    multiprocess_mode="liveall", registry=WEB,
+)  # fmt: skip
 
 # ---- worker --------------------------------------------------------------------------------
 

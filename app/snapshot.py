@@ -112,6 +112,7 @@ class SnapshotCache:
         metrics.LIVE_POSTS.set(snapshot.size)
         metrics.LIVE_FORUMS.set(snapshot.live_forums)
         self._snapshot = snapshot
+        metrics.SNAPSHOT_TIMESTAMP.set(snapshot.built_at)
         return True
 
     def stop(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,7 @@ def test_slates_empty_slates_and_live_candidates(
     before = scrape(client)
     client.get("/v1/recommendations", query_string={"user_id": "u", "n": 3})
     client.get("/v1/recommendations", query_string={"user_id": "u", "forums": "nosuch"})
+    refreshed = time.time()
     rt.snapshots.refresh()
     after = scrape(client)
 
@@ -99,6 +101,7 @@ def test_slates_empty_slates_and_live_candidates(
     assert delta("postbandit_slate_items_sum", policy=POLICY) == 3
     assert value(after, "postbandit_live_posts") == 5
     assert value(after, "postbandit_live_forums") == 2
+    assert refreshed <= value(after, "postbandit_snapshot_timestamp_seconds") <= time.time()
     assert value(after, "postbandit_process_resident_memory_bytes") > 10_000_000
 
 

@@ -1,0 +1,1 @@
+"""The benchmark of the production stack (``bin/bench``); see ``__main__`` for its phases."""
