@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,21 +44,38 @@ def run_wrk(
     connections: int,
     script: str = "report.lua",
     args: tuple[str, ...] = (),
-    threads: int = 1,
 ) -> WrkResult:
-    """Load ``url`` for ``seconds`` with ``connections`` keep-alive connections.
+    """Load ``url`` for ``seconds`` with ``connections`` connections (one wrk thread).
 
     Raises:
         RuntimeError: wrk failed or printed no result line.
     """
+    return finish_wrk(start_wrk(url, seconds, connections, script, args))
+
+
+def start_wrk(
+    url: str, seconds: float, connections: int, script: str, args: tuple[str, ...] = ()
+) -> subprocess.Popen[str]:
+    """Start wrk in the background (see :func:`finish_wrk`)."""
     command = [
-        wrk_path(), f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+        wrk_path(), "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s",
         "--timeout", "10s", "-s", str(HERE / script), url, *args,
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
-    lines = [line for line in done.stdout.splitlines() if line.startswith('{"requests"')]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stdout}\n{done.stderr}")
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish_wrk(proc: subprocess.Popen[str], interrupt: bool = False) -> WrkResult:
+    """Wait for wrk (or stop it now with SIGINT, as Ctrl-C would) and read its result line.
+
+    Raises:
+        RuntimeError: wrk failed or printed no result line.
+    """
+    if interrupt:
+        proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate()
+    lines = [line for line in stdout.splitlines() if line.startswith('{"requests"')]
+    if not lines:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {stdout}\n{stderr}")
     raw = json.loads(lines[-1])
     return WrkResult(
         requests=raw["requests"], seconds=raw["duration_us"] / 1e6,
