@@ -7,7 +7,6 @@ created lazily in the process that uses them, so nothing is shared across gunico
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -16,7 +15,7 @@ from celery import Celery
 from flask import Flask, current_app
 
 from app.config import Settings
-from app.snapshot import Snapshot, SnapshotCache, build_snapshot
+from app.snapshot import Refresher, SnapshotCache
 from app.storage import Storage
 from bandits import make_policy
 from bandits.policies import Policy
@@ -57,16 +56,12 @@ def make_runtime(settings: Settings) -> Runtime:
     client = _redis(settings.redis_url, settings)
     storage = Storage(client, settings.key_prefix, settings.decision_log_maxlen)
 
-    def load() -> Snapshot:
-        now = time.time()
-        return build_snapshot(storage.read_catalog(now), now)
-
     policy = make_policy(settings.policy, prior_strength=settings.prior_strength)
     return Runtime(
         settings=settings,
         storage=storage,
         broker=_redis(settings.broker_url, settings),
-        snapshots=SnapshotCache(load, settings.refresh_seconds),
+        snapshots=SnapshotCache(Refresher(storage), settings.refresh_seconds),
         policy=policy,
         celery=make_celery(settings),
     )

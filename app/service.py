@@ -14,7 +14,6 @@ from app import decisions, metrics
 from app.errors import Conflict, NotFound, Unavailable
 from app.runtime import Runtime
 from app.schemas import EventBatch, PostIn, RecommendationQuery
-from app.snapshot import Snapshot
 from app.storage import PostConflict, RequestContext, Served, new_request_id, queue_length
 from bandits import Slate, beta_summary, post_posterior
 from bandits.eligibility import eligible_pool
@@ -43,17 +42,16 @@ def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
     except redis.RedisError as exc:
         degraded = _redis_failed("request_context", exc)
         context = RequestContext()
-    allowed = _forum_indices(snap, query.forums)
-    excluded = _excluded(snap, query.exclude, context, now)
+    allowed = None if query.forums is None else snap.forum_indices(query.forums)
+    excluded = snap.excluded([*query.exclude, *context.clicked, *context.withdrawn], now)
     slate = rt.policy.select(
         snap.candidates, query.n, rt.rng, allowed_forums=allowed, exclude=excluded,
         per_forum_cap=rt.settings.per_forum_cap or None,
     )  # fmt: skip
-    items = [
-        {"post_id": snap.post_ids[i], "forum_id": snap.forum_ids[snap.candidates.post_forum[i]],
-         "rank": rank}
-        for rank, i in enumerate(slate.posts.tolist(), start=1)
-    ]  # fmt: skip
+    items: list[dict[str, Any]] = []
+    for rank, i in enumerate(slate.posts.tolist(), start=1):
+        post_id, forum_id = snap.item(i)
+        items.append({"post_id": post_id, "forum_id": forum_id, "rank": rank})
     request_id = new_request_id(now)
     if items:
         logged = rt.storage.decision_log_maxlen  # the eligible count is only for the log
@@ -114,24 +112,6 @@ def _count_slate(policy: str, size: int, degraded: bool) -> None:
     metrics.SLATE_ITEMS.labels(policy).observe(size)
     if degraded:
         metrics.DEGRADED.labels(policy).inc()
-
-
-def _forum_indices(snap: Snapshot, forums: list[str] | None) -> np.ndarray | None:
-    if forums is None:
-        return None
-    known = [snap.forum_index[f] for f in forums if f in snap.forum_index]
-    return np.array(known, dtype=np.intp)
-
-
-def _excluded(
-    snap: Snapshot, exclude: list[str], context: RequestContext, now: float
-) -> np.ndarray | None:
-    ids = [*exclude, *context.clicked, *context.withdrawn]
-    listed = [snap.post_index[p] for p in ids if p in snap.post_index]
-    expired = np.flatnonzero(snap.expires_at <= now)
-    if not listed and expired.size == 0:
-        return None
-    return np.concatenate([np.array(listed, dtype=np.intp), expired.astype(np.intp)])
 
 
 def submit_events(rt: Runtime, event_type: str, batch: EventBatch) -> int:

@@ -4,75 +4,216 @@ Reading every candidate's statistics from Redis on each request would cost far m
 Thompson draw itself, and statistics a second old cost no measurable regret, so each web process
 keeps a snapshot that a background thread refreshes every ``BANDIT_REFRESH_SECONDS``. The last
 good snapshot also serves, marked degraded, while Redis is unreachable.
+
+A refresh reads only the posts that changed since the previous one (Redis keeps a change log
+per forum, see app.storage) into this process's :class:`Catalogue`, a set of growable arrays,
+and then builds the candidates' arrays with numpy: no Python work per unchanged post. Every
+``FULL_RELOAD_SECONDS`` the catalogue is read afresh, which also drops withdrawn and expired
+posts from its arrays.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import redis
 
 from app import metrics
-from app.storage import ForumCatalog
+from app.storage import ForumRead, PostStates, Storage
 from bandits import Candidates
 
 log = logging.getLogger(__name__)
 
+FULL_RELOAD_SECONDS = 300.0
+_NO_POSTS = np.zeros(0, np.intp)
+
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Candidates and their statistics as of ``built_at`` (unix seconds)."""
+    """Candidates and their statistics as of ``built_at`` (unix seconds, when the read began).
+
+    Candidate ``i`` is row ``rows[i]`` of the catalogue's append-only ``post_ids``;
+    ``candidate_of_row`` maps back (-1: not a candidate). ``post_index`` and ``forum_index``
+    are shared with the refresh thread, which only adds to them, so lookups are bounded by
+    this snapshot's sizes.
+    """
 
     built_at: float
     forum_ids: list[str]
     forum_index: dict[str, int]
     post_ids: list[str]
     post_index: dict[str, int]
+    rows: np.ndarray
+    candidate_of_row: np.ndarray
     expires_at: np.ndarray
+    next_expiry: float
     candidates: Candidates
 
     @property
     def size(self) -> int:
-        return len(self.post_ids)
+        return self.candidates.n_posts
 
     @property
     def live_forums(self) -> int:
         """Forums with at least one post in the snapshot."""
-        return int(np.unique(self.candidates.post_forum).size)
+        return int(np.count_nonzero(self.candidates.forum_post_counts))
+
+    def item(self, candidate: int) -> tuple[str, str]:
+        """(post id, forum id) of a candidate."""
+        forum = self.candidates.post_forum[candidate]
+        return self.post_ids[self.rows[candidate]], self.forum_ids[forum]
+
+    def forum_indices(self, forum_ids: Iterable[str]) -> np.ndarray:
+        """Indices of the given forums that the snapshot knows (others are ignored)."""
+        n_forums = self.candidates.n_forums
+        found = [self.forum_index.get(f, n_forums) for f in forum_ids]
+        return np.array([i for i in found if i < n_forums], dtype=np.intp)
+
+    def excluded(self, post_ids: Iterable[str], now: float) -> np.ndarray | None:
+        """Candidate indices of ``post_ids`` and of candidates expired by ``now``; None if none."""
+        n_rows = self.candidate_of_row.shape[0]
+        rows = [r for r in map(self.post_index.get, post_ids) if r is not None and r < n_rows]
+        listed = self.candidate_of_row[rows] if rows else _NO_POSTS
+        listed = listed[listed >= 0]
+        if now >= self.next_expiry:
+            listed = np.concatenate([listed, np.flatnonzero(self.expires_at <= now)])
+        return listed if listed.size else None
 
 
-def build_snapshot(catalog: Sequence[ForumCatalog], built_at: float) -> Snapshot:
-    """Flatten per-forum reads into the arrays the policies take."""
-    forum_ids = [forum.forum_id for forum in catalog]
-    post_ids = [post for forum in catalog for post in forum.post_ids]
-    sizes = [len(forum.post_ids) for forum in catalog]
-    candidates = Candidates(
-        post_forum=np.repeat(np.arange(len(catalog), dtype=np.intp), sizes),
-        post_impressions=_flat(catalog, "impressions"),
-        post_clicks=_flat(catalog, "clicks"),
-        forum_impressions=np.array([f.total_impressions for f in catalog], dtype=np.float64),
-        forum_clicks=np.array([f.total_clicks for f in catalog], dtype=np.float64),
-    )
-    return Snapshot(
-        built_at=built_at,
-        forum_ids=forum_ids,
-        forum_index={forum_id: i for i, forum_id in enumerate(forum_ids)},
-        post_ids=post_ids,
-        post_index={post_id: i for i, post_id in enumerate(post_ids)},
-        expires_at=_flat(catalog, "expires_at"),
-        candidates=candidates,
-    )
+class Catalogue:
+    """Every post this process has read, as growable arrays; owned by the refresh thread.
+
+    Rows are only appended (a withdrawn post's row stays, with expiry NaN), so a snapshot
+    keeps valid row numbers while the catalogue moves on.
+    """
+
+    def __init__(self) -> None:
+        self.forum_ids: list[str] = []
+        self.forum_index: dict[str, int] = {}
+        self.forum_totals: list[tuple[int, int]] = []
+        self.cursors: dict[str, float] = {}
+        self.post_ids: list[str] = []
+        self.post_index: dict[str, int] = {}
+        self._forum = np.zeros(0, np.intp)
+        self._expires = np.zeros(0)
+        self._counts = np.zeros((0, 2))
+        self.changed = True
+
+    def apply(self, reads: Sequence[ForumRead]) -> None:
+        """Take in what a read found: totals, cursors and the posts' current state."""
+        for read in reads:
+            forum = self.forum_index.get(read.forum_id)
+            if forum is None:
+                forum = self.forum_index[read.forum_id] = len(self.forum_ids)
+                self.forum_ids.append(read.forum_id)
+                self.forum_totals.append(read.totals)
+                self.changed = True
+            if self.forum_totals[forum] != read.totals:
+                self.forum_totals[forum] = read.totals
+                self.changed = True
+            self.cursors[read.forum_id] = read.cursor
+            if read.posts is not None and read.posts.post_ids:
+                self._apply_posts(forum, read.posts)
+                self.changed = True
+
+    def _apply_posts(self, forum: int, posts: PostStates) -> None:
+        index = self.post_index
+        rows = np.fromiter((index.get(p, -1) for p in posts.post_ids), np.intp, len(posts.post_ids))
+        expires = np.array(posts.expires_at)  # NaN once withdrawn: never > now, never a candidate
+        new = np.flatnonzero((rows < 0) & ~np.isnan(expires))
+        if new.size:
+            rows[new] = self._append([posts.post_ids[i] for i in new], forum)
+        known = rows >= 0
+        self._expires[rows[known]] = expires[known]
+        counts = np.column_stack([posts.impressions, posts.clicks]).astype(np.float64)
+        self._counts[rows[known]] = counts[known]
+
+    def _append(self, post_ids: list[str], forum: int) -> np.ndarray:
+        start, end = len(self.post_ids), len(self.post_ids) + len(post_ids)
+        if end > self._forum.shape[0]:
+            capacity = max(1024, 2 * end)
+            self._forum = np.resize(self._forum, capacity)
+            self._expires = np.resize(self._expires, capacity)
+            self._counts = np.resize(self._counts, (capacity, 2))
+        self._forum[start:end] = forum
+        self.post_index.update(zip(post_ids, range(start, end), strict=True))
+        self.post_ids.extend(post_ids)
+        return np.arange(start, end, dtype=np.intp)
+
+    def snapshot(self, built_at: float, now: float) -> Snapshot:
+        """The live posts (expiring after ``now``) as candidates."""
+        n_rows = len(self.post_ids)
+        expires = self._expires[:n_rows]
+        rows = np.flatnonzero(expires > now)
+        candidate_of_row = np.full(n_rows, -1, np.intp)
+        candidate_of_row[rows] = np.arange(rows.shape[0])
+        totals = np.array(self.forum_totals, dtype=np.float64).reshape(-1, 2)
+        candidates = Candidates(
+            post_forum=self._forum[rows],
+            post_impressions=self._counts[rows, 0],
+            post_clicks=self._counts[rows, 1],
+            forum_impressions=totals[:, 0],
+            forum_clicks=totals[:, 1],
+        )
+        live_expiry = expires[rows]
+        self.changed = False
+        return Snapshot(
+            built_at=built_at, forum_ids=self.forum_ids, forum_index=self.forum_index,
+            post_ids=self.post_ids, post_index=self.post_index, rows=rows,
+            candidate_of_row=candidate_of_row, expires_at=live_expiry,
+            next_expiry=float(live_expiry.min()) if rows.size else math.inf,
+            candidates=candidates,
+        )  # fmt: skip
 
 
-def _flat(catalog: Sequence[ForumCatalog], attr: str) -> np.ndarray:
-    parts = [np.asarray(getattr(forum, attr), dtype=np.float64) for forum in catalog]
-    return np.concatenate(parts) if parts else np.zeros(0)
+class Refresher:
+    """Loads snapshots for one process: the changes since the last read, or everything every
+    ``FULL_RELOAD_SECONDS`` (and when the last read is too old for the change log)."""
+
+    def __init__(self, storage: Storage, full_every: float = FULL_RELOAD_SECONDS) -> None:
+        self.storage = storage
+        self.full_every = full_every
+        self._catalogue: Catalogue | None = None
+        self._previous: Snapshot | None = None
+        self._full_at = self._read_at = 0.0
+        self._pid = 0
+
+    def __call__(self) -> Snapshot:
+        """A snapshot as of now.
+
+        Raises:
+            redis.RedisError: Redis failed; the process keeps its state for the next try.
+        """
+        started, now = time.monotonic(), time.time()
+        catalogue = self._catalogue
+        if catalogue is None or self._pid != os.getpid() or self._full_due(started):
+            catalogue = Catalogue()
+            catalogue.apply(self.storage.read_changes({}, now))
+            self._catalogue, self._full_at, self._pid = catalogue, started, os.getpid()
+            self._previous = None
+        else:
+            catalogue.apply(self.storage.read_changes(catalogue.cursors, now))
+        self._read_at = started
+        previous = self._previous
+        if previous is not None and not catalogue.changed and time.time() < previous.next_expiry:
+            self._previous = dataclasses.replace(previous, built_at=now)
+        else:
+            self._previous = catalogue.snapshot(now, time.time())
+        return self._previous
+
+    def _full_due(self, now: float) -> bool:
+        return (
+            now - self._full_at >= self.full_every
+            or now - self._read_at >= self.storage.changes_keep_us / 2e6
+        )
 
 
 class SnapshotCache:
@@ -86,6 +227,7 @@ class SnapshotCache:
         self._interval = interval
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
+        self._refreshing = threading.Lock()
         self._owner_pid = 0
         self._stop = threading.Event()
 
@@ -103,7 +245,8 @@ class SnapshotCache:
         """Load a new snapshot now; False (and the old one kept) when Redis fails."""
         started = time.perf_counter()
         try:
-            snapshot = self._load()
+            with self._refreshing:
+                snapshot = self._load()
         except redis.RedisError as exc:
             log.warning("snapshot refresh failed: %s", exc)
             metrics.REDIS_ERRORS.labels(operation="snapshot").inc()

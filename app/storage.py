@@ -10,6 +10,8 @@ key                             type      content
 ``P:forums``                    set       every forum id ever registered
 ``P:{f:F}:live``                zset      post id -> expiry (unix seconds) of forum F's posts
 ``P:{f:F}:stats``               hash      ``i:<post>``/``c:<post>`` counts; ``_i``/``_c`` totals
+``P:{f:F}:changes``             zset      post id -> when its counts or liveness last changed
+                                          (Redis clock, microseconds; the last 10 minutes; TTL)
 ``P:{f:F}:seen:R``              set       ``i:<post>``/``c:<post>`` counted for request R (TTL)
 ``P:post:ID``                   hash      forum_id, created_at, expires_at, deleted (TTL)
 ``P:{r:R}``                     hash      served request R: ``_u`` user, ``_p`` policy,
@@ -25,6 +27,11 @@ Counts only ever change through :data:`APPLY_EVENT` (a Lua script), which marks 
 seen and increments the post and forum counters in one atomic step; a marker that is already
 present makes the event a no-op, so retries and redelivered tasks never count twice.
 
+Every change of a post's counts (:data:`APPLY_EVENT`) or liveness (:data:`SET_LIVE`: register,
+update, withdraw) also records the post in its forum's change log, in the same atomic step. The
+web processes' snapshots read only what changed since their last read (:meth:`Storage.read_changes`)
+instead of every statistic every second.
+
 The decision log (``P:decisions``, ``P:outcomes``) is append-only and capped by length
 (``XADD MAXLEN ~``): it outlives the attribution window, so an export can join a slate with
 its final outcomes. It is written in the same round trip as the served slate and the events.
@@ -32,9 +39,10 @@ its final outcomes. It is written in the same round trip as the served slate and
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,8 +59,44 @@ OUTCOMES_PER_DECISION = 20
 
 StreamEntry = tuple[str, dict[str, str]]
 
-APPLY_EVENT = """
-local stats, seen = KEYS[1], KEYS[2]
+# How long the change log remembers a change; a snapshot that has not read it for half of
+# this reloads in full.
+CHANGES_KEEP_SECONDS = 600
+
+# Lua: note that ``post`` changed, at the server's clock in microseconds, strictly increasing
+# within the forum (so a reader's cursor never skips a change), and forget old changes (the
+# whole log expires after a quiet ``keep``).
+_NOTE_CHANGE = """
+local function note_change(changes, post, keep_us)
+  local t = redis.call('TIME')
+  local at = tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local last = redis.call('ZREVRANGE', changes, 0, 0, 'WITHSCORES')[2]
+  if last and tonumber(last) >= at then
+    at = tonumber(last) + 1
+  end
+  redis.call('ZADD', changes, at, post)
+  redis.call('ZREMRANGEBYSCORE', changes, '-inf', at - keep_us)
+  redis.call('PEXPIRE', changes, math.ceil(keep_us / 1000))
+end
+"""
+
+# KEYS: live set, change log of the forum. ARGV: post, expiry ('' withdraws), keep (us).
+SET_LIVE = (
+    _NOTE_CHANGE
+    + """
+if ARGV[2] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
+end
+note_change(KEYS[2], ARGV[1], tonumber(ARGV[3]))
+"""
+)
+
+APPLY_EVENT = (
+    _NOTE_CHANGE
+    + """
+local stats, seen, changes = KEYS[1], KEYS[2], KEYS[3]
 local kind, post, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if redis.call('SADD', seen, kind .. ':' .. post) == 0 then
   return 0
@@ -68,8 +112,10 @@ if kind == 'c' and redis.call('SADD', seen, 'i:' .. post) == 1 then
 end
 redis.call('HINCRBY', stats, kind .. ':' .. post, 1)
 redis.call('HINCRBY', stats, '_' .. kind, 1)
+note_change(changes, post, tonumber(ARGV[4]))
 return applied
 """
+)
 
 
 @dataclass(frozen=True)
@@ -91,6 +137,9 @@ class Keys:
 
     def stats(self, forum_id: str) -> str:
         return f"{self.prefix}:{{f:{forum_id}}}:stats"
+
+    def changes(self, forum_id: str) -> str:
+        return f"{self.prefix}:{{f:{forum_id}}}:changes"
 
     def seen(self, forum_id: str, request_id: str) -> str:
         return f"{self.prefix}:{{f:{forum_id}}}:seen:{request_id}"
@@ -149,16 +198,24 @@ class ForumRecord:
 
 
 @dataclass(frozen=True)
-class ForumCatalog:
-    """One forum as read for a snapshot: its live posts, their expiry and statistics."""
+class PostStates:
+    """Some posts of one forum as they are now: expiry (NaN once withdrawn) and counts."""
 
-    forum_id: str
     post_ids: list[str]
     expires_at: list[float]
     impressions: list[int]
     clicks: list[int]
-    total_impressions: int
-    total_clicks: int
+
+
+@dataclass(frozen=True)
+class ForumRead:
+    """One forum as read for a snapshot: its totals, and its posts that changed after the
+    previous cursor (every live post on a full read; None when nothing changed)."""
+
+    forum_id: str
+    cursor: float
+    totals: tuple[int, int]
+    posts: PostStates | None
 
 
 @dataclass(frozen=True)
@@ -196,6 +253,8 @@ class Storage:
         self.keys = Keys(prefix)
         self.decision_log_maxlen = decision_log_maxlen
         self._apply = client.register_script(APPLY_EVENT)
+        self._set_live = client.register_script(SET_LIVE)
+        self.changes_keep_us = CHANGES_KEEP_SECONDS * 1_000_000
 
     # ---- catalogue -------------------------------------------------------------------------
 
@@ -226,7 +285,7 @@ class Storage:
         )
         pipe.expireat(meta_key, int(max(expires_at, time.time())) + retention)
         pipe.sadd(self.keys.forums, forum_id)
-        pipe.zadd(self.keys.live(forum_id), {post_id: expires_at})
+        self._set_live_on(pipe, post_id, forum_id, expires_at)
         pipe.execute()
         return old_forum is None
 
@@ -240,9 +299,19 @@ class Storage:
         pipe.zadd(self.keys.withdrawn, {post_id: now})
         pipe.zremrangebyscore(self.keys.withdrawn, "-inf", now - WITHDRAWN_KEEP_SECONDS)
         pipe.hset(meta_key, "deleted", 1)
-        pipe.zrem(self.keys.live(forum_id), post_id)
+        self._set_live_on(pipe, post_id, forum_id, None)
         pipe.execute()
         return True
+
+    def _set_live_on(
+        self, pipe: redis.client.Pipeline, post_id: str, forum_id: str, expires_at: float | None
+    ) -> None:
+        """Queue: make the post live until ``expires_at`` (None: withdraw it), noting the change."""
+        self._set_live(
+            keys=[self.keys.live(forum_id), self.keys.changes(forum_id)],
+            args=[post_id, "" if expires_at is None else expires_at, self.changes_keep_us],
+            client=pipe,
+        )
 
     def get_post(self, post_id: str) -> PostRecord | None:
         raw = self.client.hgetall(self.keys.post(post_id))
@@ -283,18 +352,72 @@ class Storage:
 
     # ---- snapshot for the request path -----------------------------------------------------
 
-    def read_catalog(self, now: float) -> list[ForumCatalog]:
-        """Every forum's live posts and statistics: two round trips in all."""
+    def read_changes(self, cursors: Mapping[str, float], now: float) -> list[ForumRead]:
+        """Every forum's posts that changed after its cursor, with their current state.
+
+        A forum missing from ``cursors`` is read in full (its live posts). Two round trips,
+        plus two when new forums appear. A change made after this call began is either
+        included or after the returned cursor, so reading from the cursor never misses one.
+        """
         forum_ids = self.forum_ids()
+        known = [f for f in forum_ids if f in cursors]
+        pipe = self.client.pipeline(transaction=False)
+        for forum_id in known:
+            pipe.zrangebyscore(self.keys.changes(forum_id), f"({cursors[forum_id]:.0f}", "+inf",
+                               withscores=True)  # fmt: skip
+            pipe.hmget(self.keys.stats(forum_id), "_i", "_c")
+        replies = pipe.execute()
+        changed = {
+            forum_id: (log, totals)
+            for forum_id, log, totals in zip(known, replies[0::2], replies[1::2], strict=True)
+        }
+        reads = self._changed_posts(changed, cursors)
+        return reads + self.read_forums([f for f in forum_ids if f not in cursors], now)
+
+    def _changed_posts(
+        self, changed: dict[str, tuple[list[tuple[bytes, float]], list[Any]]],
+        cursors: Mapping[str, float],
+    ) -> list[ForumRead]:  # fmt: skip
+        pipe = self.client.pipeline(transaction=False)
+        for forum_id, (log, _) in changed.items():
+            if log:
+                posts: list[Any] = [post for post, _ in log]
+                pipe.zmscore(self.keys.live(forum_id), posts)
+                pipe.hmget(self.keys.stats(forum_id), _count_fields(posts))
+        replies = iter(pipe.execute())
+        reads = []
+        for forum_id, (log, totals) in changed.items():
+            if not log:
+                reads.append(ForumRead(forum_id, cursors[forum_id], _totals(totals), None))
+                continue
+            states = _post_states([p for p, _ in log], next(replies), next(replies))
+            reads.append(ForumRead(forum_id, log[-1][1], _totals(totals), states))
+        return reads
+
+    def read_forums(self, forum_ids: Sequence[str], now: float) -> list[ForumRead]:
+        """The given forums in full: every live post's expiry and counts (two round trips)."""
+        if not forum_ids:
+            return []
         pipe = self.client.pipeline(transaction=False)
         for forum_id in forum_ids:
+            # The cursor is read first: later changes come again from the next read_changes.
+            pipe.zrevrange(self.keys.changes(forum_id), 0, 0, withscores=True)
             pipe.zrangebyscore(self.keys.live(forum_id), f"({now}", "+inf", withscores=True)
-            pipe.hgetall(self.keys.stats(forum_id))
+            pipe.hmget(self.keys.stats(forum_id), "_i", "_c")
         replies = pipe.execute()
-        return [
-            _forum_catalog(forum_id, live, stats)
-            for forum_id, live, stats in zip(forum_ids, replies[0::2], replies[1::2], strict=True)
-        ]
+        lasts, lives, totals = replies[0::3], replies[1::3], replies[2::3]
+        pipe = self.client.pipeline(transaction=False)
+        for forum_id, live in zip(forum_ids, lives, strict=True):
+            if live:
+                pipe.hmget(self.keys.stats(forum_id), _count_fields([post for post, _ in live]))
+        counts = iter(pipe.execute())
+        reads = []
+        for forum_id, last, live, total in zip(forum_ids, lasts, lives, totals, strict=True):
+            states = _post_states(
+                [p for p, _ in live], [e for _, e in live], next(counts) if live else []
+            )
+            reads.append(ForumRead(forum_id, last[0][1] if last else 0.0, _totals(total), states))
+        return reads
 
     def request_context(
         self, user_id: str, now: float, reclick_seconds: int, withdrawn_since: float
@@ -354,8 +477,12 @@ class Storage:
         pipe = self.client.pipeline(transaction=False)
         for request_id, post_id, forum_id in events:
             self._apply(
-                keys=[self.keys.stats(forum_id), self.keys.seen(forum_id, request_id)],
-                args=[kind, post_id, ttl],
+                keys=[
+                    self.keys.stats(forum_id),
+                    self.keys.seen(forum_id, request_id),
+                    self.keys.changes(forum_id),
+                ],
+                args=[kind, post_id, ttl, self.changes_keep_us],
                 client=pipe,
             )
         if self.decision_log_maxlen:
@@ -414,19 +541,26 @@ def _text(value: bytes | str | None) -> str | None:
     return value
 
 
-def _forum_catalog(
-    forum_id: str, live: list[tuple[bytes, float]], stats: dict[bytes, bytes]
-) -> ForumCatalog:
-    counts = {k.decode(): int(v) for k, v in stats.items()}
-    post_ids = [p.decode() for p, _ in live]
-    return ForumCatalog(
-        forum_id=forum_id,
-        post_ids=post_ids,
-        expires_at=[score for _, score in live],
-        impressions=[counts.get(f"i:{p}", 0) for p in post_ids],
-        clicks=[counts.get(f"c:{p}", 0) for p in post_ids],
-        total_impressions=counts.get("_i", 0),
-        total_clicks=counts.get("_c", 0),
+def _count_fields(posts: Sequence[bytes]) -> list[bytes]:
+    """The stats hash fields of the posts: impressions and clicks, alternating."""
+    fields = []
+    for post in posts:
+        fields += [b"i:" + post, b"c:" + post]
+    return fields
+
+
+def _totals(values: list[Any]) -> tuple[int, int]:
+    return int(values[0] or 0), int(values[1] or 0)
+
+
+def _post_states(
+    post_ids: list[bytes], expires: Sequence[float | None], counts: list[Any]
+) -> PostStates:
+    return PostStates(
+        post_ids=[p.decode() for p in post_ids],
+        expires_at=[math.nan if e is None else float(e) for e in expires],
+        impressions=[int(v or 0) for v in counts[0::2]],
+        clicks=[int(v or 0) for v in counts[1::2]],
     )
 
 

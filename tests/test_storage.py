@@ -44,16 +44,16 @@ def test_catalog_has_only_live_posts(storage: Storage) -> None:
     put(storage, "new", "f1", expires=NOW + 10)
     put(storage, "gone", "f2")
     storage.delete_post("gone", NOW)
-    catalog = {f.forum_id: f for f in storage.read_catalog(NOW)}
-    assert catalog["f1"].post_ids == ["new"]
-    assert catalog["f2"].post_ids == []
+    catalog = {f.forum_id: f.posts for f in storage.read_forums(storage.forum_ids(), NOW)}
+    assert catalog["f1"] is not None and catalog["f1"].post_ids == ["new"]
+    assert catalog["f2"] is not None and catalog["f2"].post_ids == []
 
 
 def test_keys_share_a_hash_tag_per_forum(storage: Storage) -> None:
     keys = storage.keys
     tags = {
         k[k.index("{") : k.index("}") + 1]
-        for k in (keys.live("f1"), keys.stats("f1"), keys.seen("f1", "r"))
+        for k in (keys.live("f1"), keys.stats("f1"), keys.seen("f1", "r"), keys.changes("f1"))
     }
     assert tags == {"{f:f1}"}
     assert keys.served("r").startswith("pb:{r:r}")
@@ -73,11 +73,13 @@ def test_events_count_once_and_click_implies_impression(storage: Storage) -> Non
     assert storage.apply_events("c", [(rid, "p2", "f1")], 60) == [2]
     assert storage.apply_events("i", [(rid, "p2", "f1")], 60) == [0]
     assert storage.apply_events("c", [(rid, "p2", "f1")], 60) == [0]
-    forum = storage.read_catalog(NOW)[0]
+    (forum,) = storage.read_forums(["f1"], NOW)
+    assert forum.posts is not None
+    posts = forum.posts
     assert dict(
-        zip(forum.post_ids, zip(forum.impressions, forum.clicks, strict=True), strict=True)
+        zip(posts.post_ids, zip(posts.impressions, posts.clicks, strict=True), strict=True)
     ) == {"p1": (1, 0), "p2": (1, 1)}
-    assert (forum.total_impressions, forum.total_clicks) == (2, 1)
+    assert forum.totals == (2, 1)
 
 
 def test_temporary_keys_expire(storage: Storage, rclient: redis.Redis) -> None:
