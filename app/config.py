@@ -36,6 +36,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("BANDIT_RECLICK_SECONDS", "reclick_seconds", int, 604_800, "clicked posts hidden this long"),
     ("BANDIT_REFRESH_SECONDS", "refresh_seconds", float, 1.0, "statistics snapshot refresh"),
     ("BANDIT_REDIS_TIMEOUT", "redis_timeout", float, 0.25, "socket timeout on request path (s)"),
+    ("BANDIT_PUBLISH_TIMEOUT", "publish_timeout", float, 1.0, "web's broker socket timeout (s)"),
     ("BANDIT_VISIBILITY_TIMEOUT", "visibility_timeout", int, 300, "unacked task re-delivery (s)"),
     ("BANDIT_WORKER_METRICS_PORT", "worker_metrics_port", int, 9100, "worker /metrics port, 0=off"),
     ("BANDIT_WORKER_METRICS_HOST", "worker_metrics_host", str, "0.0.0.0", "worker /metrics bind"),
@@ -63,6 +64,7 @@ class Settings:
     reclick_seconds: int
     refresh_seconds: float
     redis_timeout: float
+    publish_timeout: float
     visibility_timeout: int
     worker_metrics_port: int
     worker_metrics_host: str
@@ -102,8 +104,11 @@ class Settings:
             value = getattr(self, attr)
             if isinstance(value, int | float) and value < 0:
                 raise ConfigError(f"{name} must be >= 0, got {value}")
-        if self.refresh_seconds <= 0 or self.redis_timeout <= 0:
-            raise ConfigError("BANDIT_REFRESH_SECONDS and BANDIT_REDIS_TIMEOUT must be > 0")
+        if min(self.refresh_seconds, self.redis_timeout, self.publish_timeout) <= 0:
+            names = "BANDIT_REFRESH_SECONDS, BANDIT_REDIS_TIMEOUT and BANDIT_PUBLISH_TIMEOUT"
+            raise ConfigError(f"{names} must be > 0")
+        if self.visibility_timeout < 1:
+            raise ConfigError("BANDIT_VISIBILITY_TIMEOUT must be >= 1")
         if self.log_level.upper() not in logging.getLevelNamesMapping():
             raise ConfigError(f"BANDIT_LOG_LEVEL must be a level name, got {self.log_level}")
 

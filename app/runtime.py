@@ -63,7 +63,7 @@ def make_runtime(settings: Settings) -> Runtime:
         broker=_redis(settings.broker_url, settings),
         snapshots=SnapshotCache(Refresher(storage), settings.refresh_seconds),
         policy=policy,
-        celery=make_celery(settings),
+        celery=make_celery(settings, role="web"),
     )
 
 

@@ -53,7 +53,8 @@ def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
         post_id, forum_id = snap.item(i)
         items.append({"post_id": post_id, "forum_id": forum_id, "rank": rank})
     request_id = new_request_id(now)
-    if items:
+    # After a failed read, skip the write: a degraded answer costs one Redis timeout, not two.
+    if items and not degraded:
         logged = rt.storage.decision_log_maxlen  # the eligible count is only for the log
         eligible = eligible_pool(snap.candidates, allowed, excluded).size if logged else 0
         remembered = _remember(rt, query.user_id, request_id, now, slate, items, eligible)

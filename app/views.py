@@ -143,9 +143,10 @@ def _check(probe: Any) -> bool:
 
 
 def _broker_ok(rt: Any) -> bool:
+    """PING the broker once, within the web tier's publish timeout (no retries)."""
     with rt.celery.connection_for_write() as conn:
-        conn.ensure_connection(max_retries=1, timeout=1)
-    return True
+        conn.ensure_connection(max_retries=0)
+        return bool(conn.default_channel.client.ping())
 
 
 __all__ = ["ApiError", "bp"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -112,9 +113,11 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not answer on port {self.port} in {timeout}s")
 
     def stop(self) -> None:
-        """Terminate the server (SIGTERM, then SIGKILL after 5 s)."""
+        """Terminate the server (SIGTERM, then SIGKILL after 5 s). ``start()`` again reuses the
+        port and, with ``appendonly``, the data."""
         if self.process is None or self.process.poll() is not None:
             return
+        self.resume()
         self.process.terminate()
         try:
             self.process.wait(timeout=5)
@@ -127,6 +130,16 @@ class RedisServer:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open and nothing answers, as in a hang."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def __enter__(self) -> RedisServer:
         return self.start()

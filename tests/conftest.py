@@ -27,6 +27,15 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone, with AOF (fsync always), that the test may stop,
+    hang, kill and restart on the same port (the session server is shared by other tests)."""
+    server = RedisServer(data_dir=tmp_path / "redis", appendonly=True).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
 def redis_url(redis_server: RedisServer) -> Iterator[str]:
     """Statistics database 0, emptied before each test. Database 1 is the Celery broker."""
     client = redis.Redis(port=redis_server.port)

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
 import requests
 
-from devtools.redis_server import free_port
+from devtools.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -120,3 +121,48 @@ def _healthy(base: str) -> bool:
         return requests.get(f"{base}/healthz", timeout=1).status_code == 200
     except requests.RequestException:
         return False
+
+
+@dataclass
+class Stack:
+    """gunicorn and Celery workers on a Redis of the test's own (statistics in db 0, broker in
+    db 1), so that the test may stop, hang, kill and restart any part of it."""
+
+    redis: RedisServer
+    tmp: Path
+    env: dict[str, str] = field(default_factory=dict)
+    base: str = ""
+    web: Proc | None = None
+    workers: list[Proc] = field(default_factory=list)
+
+    def start(self, web_workers: int = 2, workers: int = 1, **env: str) -> Stack:
+        redis_url = self.redis.url
+        broker_url = redis_url.rsplit("/", 1)[0] + "/1"
+        self.env = service_env(redis_url, broker_url, self.tmp, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
+                               BANDIT_SEED="11", **env)  # fmt: skip
+        self.web, self.base = start_web(self.env, self.tmp, workers=web_workers)
+        for _ in range(workers):
+            self.add_worker()
+        return self
+
+    def add_worker(self) -> Proc:
+        worker = start_worker(self.env, self.tmp, name=f"worker{len(self.workers)}")
+        self.workers.append(worker)
+        return worker
+
+    def web_pids(self) -> set[int]:
+        """The gunicorn master and its workers."""
+        assert self.web is not None
+        master = psutil.Process(self.web.pid)
+        return {master.pid} | {child.pid for child in master.children()}
+
+    def stop(self) -> None:
+        procs = [p for p in (self.web, *self.workers) if p is not None]
+        for proc in procs:
+            proc.stop()
+        for proc in procs:
+            print(f"--- {proc.name} log (tail) ---\n{proc.output()[-4000:]}")
+
+
+ADMIN_TOKEN = "stack-admin-token"
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

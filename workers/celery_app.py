@@ -5,8 +5,10 @@ Events must never be lost once the API answered 202, nor counted twice:
 * ``task_acks_late`` + ``task_reject_on_worker_lost``: a message is acknowledged only after its
   events were applied, so a worker killed mid-task leaves it to be delivered again;
 * the Redis transport re-delivers unacknowledged messages after ``visibility_timeout``
-  (``BANDIT_VISIBILITY_TIMEOUT``), and applying an event twice is a no-op (see app.storage);
-* publishing retries briefly, then fails fast so the API can answer 503 instead of hanging.
+  (``BANDIT_VISIBILITY_TIMEOUT``): every worker sweeps for them at start-up and then every
+  :func:`restore_interval` seconds, and applying an event twice is a no-op (see app.storage);
+* publishing retries once, with the web tier's broker socket timeouts at
+  ``BANDIT_PUBLISH_TIMEOUT``, so the API answers 503 within a few seconds instead of hanging.
 """
 
 from __future__ import annotations
@@ -19,18 +21,39 @@ from app.config import Settings
 
 APPLY_EVENTS = "postbandit.apply_events"
 QUEUE = "postbandit.events"
+WORKER_BROKER_TIMEOUT = 2.0
 
 
-def celery_settings(settings: Settings) -> dict[str, Any]:
-    """The Celery configuration for these settings (names as in Celery's settings reference)."""
+def restore_interval(visibility_timeout: int) -> int:
+    """Seconds between a worker's sweeps for unacknowledged messages past their visibility
+    timeout: a fifth of it, 1 to 10 s (a sweep is one ZRANGE under a mutex)."""
+    return max(1, min(10, visibility_timeout // 5))
+
+
+def celery_settings(settings: Settings, role: str = "worker") -> dict[str, Any]:
+    """The Celery configuration for these settings (names as in Celery's settings reference).
+
+    ``role`` is ``worker`` or ``web``; the web tier only publishes, with broker socket timeouts
+    of ``BANDIT_PUBLISH_TIMEOUT`` so that a hung broker costs an event POST seconds, not minutes.
+    """
+    timeout = settings.publish_timeout if role == "web" else WORKER_BROKER_TIMEOUT
     return {
         "broker_url": settings.broker_url,
         "broker_connection_retry_on_startup": True,
-        "broker_connection_timeout": 2.0,
+        # A worker retries the broker for as long as it is down (Celery's default gives up after
+        # 100 attempts, about 45 minutes, and exits); messages wait in Redis meanwhile.
+        "broker_connection_max_retries": None,
+        # Tasks running when the broker connection drops finish and are acknowledged later, or
+        # are delivered again after the visibility timeout: both are safe, as application is
+        # idempotent. Explicit because Celery 6 changes the default.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
+        "broker_connection_timeout": timeout,
         "broker_transport_options": {
             "visibility_timeout": settings.visibility_timeout,
-            "socket_timeout": 2.0,
-            "socket_connect_timeout": 2.0,
+            "unacked_restore_interval": restore_interval(settings.visibility_timeout),
+            "unacked_restore_throttle": 1,
+            "socket_timeout": timeout,
+            "socket_connect_timeout": timeout,
         },
         "task_default_queue": QUEUE,
         "task_serializer": "json",
@@ -40,7 +63,7 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_publish_retry": True,
         "task_publish_retry_policy": {
-            "max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+            "max_retries": 1, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.2,
         },
         "worker_prefetch_multiplier": 4,
         "worker_hijack_root_logger": False,
@@ -48,10 +71,10 @@ def celery_settings(settings: Settings) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def make_celery(settings: Settings) -> Celery:
+def make_celery(settings: Settings, role: str = "worker") -> Celery:
     """A Celery app configured for ``settings``; tasks are found in ``workers.tasks``."""
     celery = Celery("postbandit", set_as_current=False)
-    celery.conf.update(celery_settings(settings))
+    celery.conf.update(celery_settings(settings, role))
     celery.conf.update(include=["workers.tasks"])
     celery.postbandit_settings = settings
     return celery

@@ -9,15 +9,17 @@ from typing import Any
 
 import redis
 from celery import Task, shared_task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 
 from app import metrics
 from app.config import Settings
 from app.events import Outcome, apply_batch
 from app.storage import Storage
+from workers.celery_app import APPLY_EVENTS
 
 log = logging.getLogger(__name__)
 
+RETRY_BACKOFF_MAX = 30
 _storage: dict[int, Storage] = {}
 
 
@@ -44,7 +46,7 @@ class MeteredTask(Task):
         started = time.perf_counter()
         try:
             return super().__call__(*args, **kwargs)
-        except Retry:
+        except (Retry, Reject):
             metrics.TASK_FAILURES.labels(self.metric_name, "retried").inc()
             raise
         except Exception:
@@ -54,11 +56,7 @@ class MeteredTask(Task):
             metrics.TASK_SECONDS.labels(self.metric_name).observe(time.perf_counter() - started)
 
 
-@shared_task(
-    name="postbandit.apply_events", bind=True, base=MeteredTask, acks_late=True,
-    autoretry_for=(redis.RedisError,), retry_backoff=True, retry_backoff_max=30,
-    max_retries=None,
-)  # fmt: skip
+@shared_task(name=APPLY_EVENTS, bind=True, base=MeteredTask, acks_late=True, max_retries=None)
 def apply_events(
     self: Task, event_type: str, events: list[list[str]], received_at: float
 ) -> dict[str, int]:
@@ -80,7 +78,7 @@ def apply_events(
     except redis.RedisError as exc:
         metrics.REDIS_ERRORS.labels(operation="apply_events").inc()
         log.warning("redis failed applying %s events, retrying: %s", event_type, exc)
-        raise
+        raise retry_later(self, exc) from exc
     lag = max(0.0, time.time() - received_at)
     _count(event_type, outcome, lag)
     log.info(
@@ -100,3 +98,20 @@ def _count(event_type: str, outcome: Outcome, lag: float) -> None:
         counted.labels(policy).inc(count)
     for policy, count in outcome.implied_impressions.items():
         metrics.IMPRESSIONS.labels(policy).inc(count)
+
+
+def retry_later(task: Task, exc: Exception) -> Exception:
+    """What to raise so that a failed batch runs again and is never dropped.
+
+    Normally a :class:`~celery.exceptions.Retry`: a copy of the message is published with a
+    back-off, then this one is acknowledged. When that publish fails too (the broker is the
+    Redis that just failed), Celery would reject the message for good; requeue it instead. If
+    even the requeue cannot reach the broker, the message stays unacknowledged and the broker
+    delivers it again after the visibility timeout.
+    """
+    countdown = min(RETRY_BACKOFF_MAX, 2**task.request.retries)
+    try:
+        return task.retry(exc=exc, countdown=countdown, throw=False)
+    except Reject:
+        log.warning("could not publish the retry of a batch; requeueing it: %s", exc)
+        return Reject(exc, requeue=True)
