@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+import uuid
 from typing import Any
 
 import numpy as np
@@ -116,21 +118,40 @@ def _count_slate(policy: str, size: int, degraded: bool) -> None:
 
 
 def submit_events(rt: Runtime, event_type: str, batch: EventBatch) -> int:
-    """Enqueue a validated batch for the workers; the count accepted.
+    """Journal a validated batch, then enqueue it for the workers; the count accepted.
 
     Raises:
-        Unavailable: the broker did not take the batch (nothing was accepted).
+        Unavailable: Redis or the broker did not take the batch (nothing was accepted).
     """
     events = [[e.request_id, e.post_id] for e in batch.events]
+    now = time.time()
+    args = [event_type, events, now]
+    batch_id = uuid.uuid4().hex
     try:
-        rt.celery.send_task(APPLY_EVENTS, args=[event_type, events, time.time()])
+        rt.storage.journal_batch(batch_id, json.dumps(args), now)
+    except redis.RedisError as exc:
+        metrics.REDIS_ERRORS.labels(operation="journal").inc()
+        log.warning("journal write failed: %s", exc)
+        raise Unavailable("the event journal is unreachable; retry later", retry_after=2) from exc
+    try:
+        rt.celery.send_task(APPLY_EVENTS, args=args, task_id=batch_id)
     except (OperationalError, redis.RedisError) as exc:
         metrics.REDIS_ERRORS.labels(operation="enqueue").inc()
         log.warning("enqueue failed: %s", exc)
+        _forget_quietly(rt, batch_id)
         raise Unavailable("the event queue is unreachable; retry later", retry_after=2) from exc
     metrics.EVENTS_RECEIVED.labels(type=event_type).inc(len(events))
     log.info("events accepted", extra={"type": event_type, "events": len(events)})
     return len(events)
+
+
+def _forget_quietly(rt: Runtime, batch_id: str) -> None:
+    """Drop a batch that was not accepted from the journal, if Redis lets us (else the journal
+    sweep publishes it later, which is harmless: the caller retries it anyway)."""
+    try:
+        rt.storage.forget_batch(batch_id)
+    except redis.RedisError as exc:
+        log.warning("could not drop an unaccepted batch from the journal: %s", exc)
 
 
 def dependencies(rt: Runtime) -> metrics.Dependencies:

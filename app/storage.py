@@ -21,7 +21,16 @@ key                             type      content
 ``P:decisions``                 stream    served slates for offline evaluation (capped)
 ``P:outcomes``                  stream    attributable events ``r`` request, ``p`` post,
                                           ``k`` kind ``i``/``c`` (capped)
+``P:pending``                   hash      accepted event batch id -> JSON task arguments,
+                                          until a worker applied it (the journal)
+``P:pending:since``             zset      batch id -> when it was last handed to the broker
+``P:pending:lock``              string    held by the worker sweeping the journal (TTL)
 ==============================  ========  ==================================================
+
+Every batch of events answered 202 is first written to the journal (``P:pending``) and removed
+by the worker that applied it; workers publish again the batches that stayed there longer than
+the broker's visibility timeout (workers/sweeper.py), which covers the messages the Redis broker
+can lose. Applying a batch twice is harmless:
 
 Counts only ever change through :data:`APPLY_EVENT` (a Lua script), which marks the event as
 seen and increments the post and forum counters in one atomic step; a marker that is already
@@ -39,6 +48,7 @@ its final outcomes. It is written in the same round trip as the served slate and
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import time
@@ -160,6 +170,18 @@ class Keys:
     @property
     def outcomes(self) -> str:
         return f"{self.prefix}:outcomes"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}:pending"
+
+    @property
+    def pending_since(self) -> str:
+        return f"{self.prefix}:pending:since"
+
+    @property
+    def pending_lock(self) -> str:
+        return f"{self.prefix}:pending:lock"
 
 
 def new_request_id(now: float | None = None) -> str:
@@ -523,6 +545,49 @@ class Storage:
             return None
         return int(_entries(first)[0][0].split("-")[0]) / 1000.0
 
+    # ---- the journal of accepted batches -----------------------------------------------------
+
+    def journal_batch(self, batch_id: str, payload: str, now: float) -> None:
+        """Record an accepted batch (``payload``: its task arguments as JSON) until applied."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hset(self.keys.pending, batch_id, payload)
+        pipe.zadd(self.keys.pending_since, {batch_id: now})
+        pipe.execute()
+
+    def forget_batch(self, batch_id: str) -> None:
+        """The batch was applied (or can no longer count): drop it from the journal."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.hdel(self.keys.pending, batch_id)
+        pipe.zrem(self.keys.pending_since, batch_id)
+        pipe.execute()
+
+    def overdue_batches(self, before: float, limit: int) -> list[tuple[str, str | None]]:
+        """Up to ``limit`` journalled (batch id, payload), handed to the broker strictly before
+        ``before``, oldest first; the payload is None if the batch was forgotten meanwhile."""
+        found: Any = self.client.zrangebyscore(
+            self.keys.pending_since, "-inf", f"({before!r}", 0, limit
+        )
+        ids = [i.decode() for i in found]
+        if not ids:
+            return []
+        payloads = self.client.hmget(self.keys.pending, ids)
+        return [(i, _text(p)) for i, p in zip(ids, payloads, strict=True)]
+
+    def batch_since(self, batch_id: str) -> float | None:
+        """When a journalled batch was last handed to the broker, or None if it is not there."""
+        score = self.client.zscore(self.keys.pending_since, batch_id)
+        return None if score is None else float(score)
+
+    def batch_requeued(self, batch_id: str, now: float) -> None:
+        self.client.zadd(self.keys.pending_since, {batch_id: now}, xx=True)
+
+    def journal_size(self) -> int:
+        return int(self.client.zcard(self.keys.pending_since))
+
+    def sweep_lock(self, seconds: float) -> redis.lock.Lock:
+        """A lock that one worker at a time holds while it sweeps the journal."""
+        return self.client.lock(self.keys.pending_lock, timeout=seconds, blocking=False)
+
     def ping(self) -> bool:
         return bool(self.client.ping())
 
@@ -533,6 +598,17 @@ def queue_length(client: redis.Redis, queue: str) -> int:
     for step in PRIORITY_STEPS:
         pipe.llen(f"{queue}{RedisChannel.sep}{step}" if step else queue)
     return sum(int(n) for n in pipe.execute())
+
+
+def oldest_waiting_task(client: redis.Redis, queue: str) -> str | None:
+    """The task id of the message that has waited longest in a Celery queue (next to be
+    delivered; the Redis transport pushes on the left and pops on the right), or None."""
+    raw: Any = client.lindex(queue, -1)
+    if raw is None:
+        return None
+    headers = json.loads(raw).get("headers") or {}
+    task_id = headers.get("id")
+    return str(task_id) if task_id else None
 
 
 def _text(value: bytes | str | None) -> str | None:

@@ -3,6 +3,7 @@ ever becoming a metric label or a Redis key that lives forever."""
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -119,7 +120,14 @@ def test_caller_strings_only_create_keys_that_expire(
     lasting = {k.decode() for k in rclient.scan_iter() if rclient.ttl(k) == -1}
     # The decision log's two streams last too: they are capped by length (XADD MAXLEN).
     decision_log = {keys.decisions, keys.outcomes}
-    assert lasting == {keys.forums, keys.withdrawn, keys.live("f"), keys.stats("f")} | decision_log
+    # The journal of accepted batches lasts too: its entries are server-made batch ids, each
+    # removed when a worker applied it (no worker runs here) or after the attribution window.
+    journal = {keys.pending, keys.pending_since}
+    assert lasting == {keys.forums, keys.withdrawn, keys.live("f"), keys.stats("f")} | (
+        decision_log | journal
+    )
+    batch_ids = {k.decode() for k in rclient.hkeys(keys.pending)}
+    assert len(batch_ids) == 60 and all(re.fullmatch("[0-9a-f]{32}", b) for b in batch_ids)
     fields = {f.decode() for f in rclient.hkeys(keys.stats("f"))}
     assert fields <= {"_i", "_c"} | {f"{kind}:{p}" for kind in "ic" for p in posts}
     assert "_i" in fields  # the traffic was counted

@@ -18,6 +18,7 @@ from typing import Any
 from celery import Celery
 
 from app.config import Settings
+from workers import kombu_patch
 
 APPLY_EVENTS = "postbandit.apply_events"
 QUEUE = "postbandit.events"
@@ -73,6 +74,7 @@ def celery_settings(settings: Settings, role: str = "worker") -> dict[str, Any]:
 
 def make_celery(settings: Settings, role: str = "worker") -> Celery:
     """A Celery app configured for ``settings``; tasks are found in ``workers.tasks``."""
+    kombu_patch.apply()
     celery = Celery("postbandit", set_as_current=False)
     celery.conf.update(celery_settings(settings, role))
     celery.conf.update(include=["workers.tasks"])

@@ -5,8 +5,9 @@ The app is built from the environment here, and only here, so that importing
 """
 
 from app.config import Settings
-from workers import monitoring
+from workers import monitoring, sweeper
 from workers.celery_app import make_celery
 
 app = make_celery(Settings.from_env(role="worker"))
 monitoring.install(app)
+sweeper.install(app)

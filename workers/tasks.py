@@ -63,18 +63,21 @@ def apply_events(
     """Apply a batch of ``[request_id, post_id]`` events of ``event_type``.
 
     Redis errors retry the task (with back-off, without limit): an accepted event is never
-    dropped, and re-applying the ones already counted is a no-op.
+    dropped, and re-applying the ones already counted is a no-op. Once applied, the batch leaves
+    the journal (see workers.sweeper).
     """
     settings: Settings = self.app.postbandit_settings
+    storage = storage_for(settings)
     try:
         outcome = apply_batch(
-            storage_for(settings),
+            storage,
             event_type,
             events,
             time.time(),
             settings.attribution_seconds,
             settings.reclick_seconds,
         )
+        storage.forget_batch(self.request.id)
     except redis.RedisError as exc:
         metrics.REDIS_ERRORS.labels(operation="apply_events").inc()
         log.warning("redis failed applying %s events, retrying: %s", event_type, exc)

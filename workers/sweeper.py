@@ -1,0 +1,102 @@
+"""The journal sweeper: publishes again the accepted batches that no worker has applied.
+
+The Redis broker can lose a message: kombu pops it (BRPOP) before it records it as
+unacknowledged, and a worker killed in between takes it along. Every batch answered 202 is also
+in the journal (``P:pending``, see app.storage) until a worker applied it, so each worker runs
+this sweep in a thread: a batch handed to the broker longer ago than the visibility timeout is
+published again under the same id (applying it twice is a no-op), unless it may still be
+waiting in the queue: only batches handed over before the message at the head of the queue are
+taken, so a backlog is never duplicated. A batch older than the attribution window is dropped
+instead, as none of its events could count any more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+
+import redis
+from celery import Celery, signals
+from kombu.exceptions import OperationalError
+
+from app.config import Settings
+from app.storage import Storage, oldest_waiting_task
+from workers.celery_app import APPLY_EVENTS, QUEUE, restore_interval
+
+log = logging.getLogger(__name__)
+
+BATCHES_PER_SWEEP = 500
+
+
+def cutoff(storage: Storage, broker: redis.Redis, settings: Settings, now: float) -> float | None:
+    """Batches handed to the broker before this time are neither waiting in the queue nor
+    recently delivered; None when that cannot be told now."""
+    head = oldest_waiting_task(broker, QUEUE)
+    if head is None:
+        return now - settings.visibility_timeout
+    since = storage.batch_since(head)
+    return None if since is None else min(since, now - settings.visibility_timeout)
+
+
+def sweep(
+    celery: Celery, storage: Storage, broker: redis.Redis, settings: Settings, now: float
+) -> int:
+    """Publish the overdue batches of the journal again; how many were published.
+
+    Raises:
+        redis.RedisError, kombu.exceptions.OperationalError: Redis or the broker failed.
+    """
+    lock = storage.sweep_lock(seconds=60)
+    if not lock.acquire():
+        return 0  # another worker is sweeping
+    try:
+        before = cutoff(storage, broker, settings, now)
+        if before is None:
+            return 0
+        published = 0
+        for batch_id, payload in storage.overdue_batches(before, BATCHES_PER_SWEEP):
+            args = json.loads(payload) if payload else None
+            if args is None or args[2] < now - settings.attribution_seconds:
+                storage.forget_batch(batch_id)
+                continue
+            celery.send_task(APPLY_EVENTS, args=args, task_id=batch_id)
+            storage.batch_requeued(batch_id, now)
+            published += 1
+        if published:
+            log.warning("published %d overdue event batches again", published)
+        return published
+    finally:
+        with contextlib.suppress(redis.exceptions.LockError):  # expired meanwhile
+            lock.release()
+
+
+def install(celery: Celery) -> None:
+    """Run :func:`sweep` in a thread of the worker process, from ``worker_ready`` on, every
+    :func:`~workers.celery_app.restore_interval` seconds."""
+    settings: Settings = celery.postbandit_settings
+    stop = threading.Event()
+
+    @signals.worker_ready.connect(weak=False)
+    def _start(**_: object) -> None:
+        thread = threading.Thread(
+            target=_run, args=(celery, settings, stop), name="journal-sweeper", daemon=True
+        )
+        thread.start()
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _stop(**_: object) -> None:
+        stop.set()
+
+
+def _run(celery: Celery, settings: Settings, stop: threading.Event) -> None:
+    from workers.tasks import storage_for
+
+    broker = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
+    while not stop.wait(restore_interval(settings.visibility_timeout)):
+        try:
+            sweep(celery, storage_for(settings), broker, settings, time.time())
+        except (redis.RedisError, OperationalError) as exc:
+            log.warning("journal sweep failed: %s", exc)
