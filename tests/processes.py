@@ -145,8 +145,9 @@ class Stack:
             self.add_worker()
         return self
 
-    def add_worker(self) -> Proc:
-        worker = start_worker(self.env, self.tmp, name=f"worker{len(self.workers)}")
+    def add_worker(self, **env: str) -> Proc:
+        name = f"worker{len(self.workers)}"
+        worker = start_worker({**self.env, **env}, self.tmp, name=name)
         self.workers.append(worker)
         return worker
 

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 import requests
 
-from app.storage import Keys, new_request_id
+from app.storage import Keys, new_request_id, request_time
 
 Event = tuple[str, str]  # (request id, post id)
 
@@ -56,8 +56,21 @@ class Stream:
             totals[forum_of[post]] = (i + imps, c + clicks)
         return totals
 
-    def accepted_events(self) -> int:
-        return sum(len(events) for _, events in self.batches)
+    def outcomes(self) -> Counter[str]:
+        """How many events must end as each order-independent outcome of app.events (which of
+        two copies of an event counts and which is the duplicate depends on timing)."""
+        served = {s.request_id: s.posts for s in self.slates}
+        found: Counter[str] = Counter()
+        for _, events in self.batches:
+            for request_id, post_id in events:
+                if request_id not in served:
+                    issued = request_time(request_id)
+                    found["expired" if issued is not None else "unknown_request"] += 1
+                elif post_id not in served[request_id]:
+                    found["not_served"] += 1
+                else:
+                    found["counted or duplicate"] += 1
+        return found
 
 
 def fetch_slates(base: str, count: int, n: int, seed: int = 0) -> list[Slate]:
