@@ -19,6 +19,9 @@ keepalive = 5
 accesslog = None
 errorlog = "-"
 loglevel = os.environ.get("BANDIT_LOG_LEVEL", "info").lower()
+# The request line (method, path and query) may be up to gunicorn's maximum, 8190 bytes, so that
+# long forums=/exclude= lists fit; longer lines get gunicorn's own 400 before the app sees them.
+limit_request_line = 8190
 
 
 def on_starting(server: Any) -> None:

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import redis
 from flask import Blueprint, Response, jsonify, request
 from kombu.exceptions import OperationalError
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from app import metrics, openapi, service
 from app.errors import ApiError, Forbidden, InvalidInput, Unauthorized, Unavailable
@@ -26,7 +27,11 @@ def _json_body(model: type[Body]) -> Body:
     nesting limit, so a deeply nested body is a 400, not a recursion error)."""
     if not request.is_json:
         raise InvalidInput("the body must be JSON (Content-Type: application/json)", "body")
-    return model.model_validate_json(request.get_data())
+    data, limit = request.get_data(), request.max_content_length
+    if limit is not None and request.content_length is None and len(data) >= limit:
+        # A streamed (chunked) body is cut at the limit without an error: it was too large.
+        raise RequestEntityTooLarge()
+    return model.model_validate_json(data)
 
 
 def _path_id(value: str, name: str) -> str:

@@ -85,11 +85,11 @@ class Stack:
         self.redis = RedisServer(data_dir=self.workdir / "redis").start()
         self.port = free_port()
         for name, command in procfile().items():
-            log = (self.workdir / f"{name}.log").open("ab")
-            self.procs[name] = subprocess.Popen(
-                ["bash", "-c", f"exec {command}"], env=self.env(), cwd=ROOT, stdout=log,
-                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-            )  # fmt: skip
+            with (self.workdir / f"{name}.log").open("ab") as log:  # the child keeps its copy
+                self.procs[name] = subprocess.Popen(
+                    ["bash", "-c", f"exec {command}"], env=self.env(), cwd=ROOT, stdout=log,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                )  # fmt: skip
         self._wait_ready()
         return self
 

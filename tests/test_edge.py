@@ -1,0 +1,77 @@
+"""The input limits hold through the real server: gunicorn with the production config."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+
+from tests.processes import Proc, service_env, start_web
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture
+def base(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[str]:
+    web: Proc | None = None
+    try:
+        web, url = start_web(service_env(redis_url, broker_url, tmp_path), tmp_path, workers=1)
+        yield url
+    finally:
+        if web is not None:
+            web.stop()
+
+
+def raw_request(base: str, head: bytes, body: bytes = b"") -> bytes:
+    """Send a hand-made HTTP/1.1 request; the whole answer (the server closes)."""
+    parts = urlsplit(base)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(head + b"\r\n\r\n" + body)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_an_oversized_body_is_a_413_that_names_the_limit(base: str) -> None:
+    body = b'{"events": [' + b" " * (600 * 1024) + b"]}"
+    response = requests.post(f"{base}/v1/clicks", data=body, timeout=10,
+                             headers={"Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 413
+    assert response.json()["error"] == {
+        "code": "too_large", "field": "body",
+        "message": "body: larger than the limit of 524288 bytes",
+    }  # fmt: skip
+
+
+def test_a_chunked_body_is_held_to_the_same_limit(base: str) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"events": ['
+        for _ in range(20):
+            yield b" " * 32 * 1024
+        yield b"]}"
+
+    response = requests.post(f"{base}/v1/clicks", data=chunks(), timeout=10,
+                             headers={"Content-Type": "application/json"})  # fmt: skip
+    assert response.status_code == 413, response.text
+    assert response.json()["error"]["field"] == "body"
+
+
+def test_the_longest_allowed_lists_fit_in_the_request_line(base: str) -> None:
+    forums = ",".join(f"f{i:02d}" for i in range(100))
+    exclude = ",".join(f"p{i:05d}" for i in range(500))
+    url = f"{base}/v1/recommendations?user_id=u&n=50&forums={forums}&exclude={exclude}"
+    assert len(url) < 8190
+    response = requests.get(url, timeout=10)
+    assert response.status_code == 200, response.text
+
+
+def test_a_request_line_over_8190_bytes_is_refused_by_gunicorn(base: str) -> None:
+    path = "/v1/recommendations?user_id=u&exclude=" + "p," * 4100
+    answer = raw_request(base, f"GET {path} HTTP/1.1\r\nHost: x".encode())
+    assert answer.startswith(b"HTTP/1.1 414 URI Too Long"), answer[:200]
+    assert b"Request Line is too large (8251 &gt; 8190)" in answer
