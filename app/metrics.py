@@ -44,14 +44,7 @@ LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 EVENT_TYPES = ("impression", "click")
 RECOMMENDATION_RESULTS = ("ok", "empty", "unavailable")
-WEB_REDIS_OPERATIONS = (
-    "snapshot",
-    "request_context",
-    "remember_served",
-    "journal",
-    "enqueue",
-    "probe",
-)
+WEB_REDIS_OPERATIONS = ("snapshot", "remember_served", "journal", "enqueue", "probe")
 TASK_OUTCOMES = ("retried", "failed")
 
 # ---- web tier ------------------------------------------------------------------------------

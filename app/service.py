@@ -16,12 +16,17 @@ from app import decisions, metrics
 from app.errors import Conflict, NotFound, Unavailable
 from app.runtime import Runtime
 from app.schemas import EventBatch, PostIn, RecommendationQuery
+from app.snapshot import Snapshot
 from app.storage import PostConflict, RequestContext, Served, new_request_id, queue_length
 from bandits import Slate, beta_summary, post_posterior
 from bandits.eligibility import eligible_pool
 from workers.celery_app import APPLY_EVENTS, QUEUE
 
 log = logging.getLogger(__name__)
+
+# The withdrawals that a snapshot may not know yet: since its read began, with a margin for
+# clock differences between web processes.
+WITHDRAWN_MARGIN_SECONDS = 5.0
 
 
 def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
@@ -36,31 +41,8 @@ def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
         metrics.RECOMMENDATIONS.labels(rt.policy.name, "unavailable").inc()
         raise Unavailable("statistics are not available yet; Redis is unreachable")
     now = time.time()
-    degraded = False
-    try:
-        context = rt.storage.request_context(
-            query.user_id, now, rt.settings.reclick_seconds, snap.built_at - 5.0
-        )
-    except redis.RedisError as exc:
-        degraded = _redis_failed("request_context", exc)
-        context = RequestContext()
-    allowed = None if query.forums is None else snap.forum_indices(query.forums)
-    excluded = snap.excluded([*query.exclude, *context.clicked, *context.withdrawn], now)
-    slate = rt.policy.select(
-        snap.candidates, query.n, rt.rng, allowed_forums=allowed, exclude=excluded,
-        per_forum_cap=rt.settings.per_forum_cap or None,
-    )  # fmt: skip
-    items: list[dict[str, Any]] = []
-    for rank, i in enumerate(slate.posts.tolist(), start=1):
-        post_id, forum_id = snap.item(i)
-        items.append({"post_id": post_id, "forum_id": forum_id, "rank": rank})
     request_id = new_request_id(now)
-    # After a failed read, skip the write: a degraded answer costs one Redis timeout, not two.
-    if items and not degraded:
-        logged = rt.storage.decision_log_maxlen  # the eligible count is only for the log
-        eligible = eligible_pool(snap.candidates, allowed, excluded).size if logged else 0
-        remembered = _remember(rt, query.user_id, request_id, now, slate, items, eligible)
-        degraded = degraded or not remembered
+    items, degraded = _serve(rt, snap, query, request_id, now)
     _count_slate(rt.policy.name, len(items), degraded)
     body = {"request_id": request_id, "policy": rt.policy.name, "items": items,
             "degraded": degraded}  # fmt: skip
@@ -68,29 +50,76 @@ def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
     return body
 
 
+def _serve(
+    rt: Runtime, snap: Snapshot, query: RecommendationQuery, request_id: str, now: float
+) -> tuple[list[dict[str, Any]], bool]:
+    """Choose a slate and remember it; (items, degraded).
+
+    The one round trip that remembers the slate also checks it for posts the member clicked
+    recently or that were just withdrawn (the snapshot cannot know either). When it finds
+    one, the slate is chosen again without every such post; a third choice, unchecked, only
+    follows a click or withdrawal between the two.
+    """
+    hide = (now - rt.settings.reclick_seconds, snap.built_at - WITHDRAWN_MARGIN_SECONDS)
+    hidden: list[str] = []
+    items: list[dict[str, Any]] = []
+    for check in (hide, hide, None):
+        slate, items, eligible = _choose(rt, snap, query, hidden, now)
+        if not items:
+            break
+        try:
+            found = _remember(rt, query.user_id, request_id, now, (slate, items, eligible), check)
+        except redis.RedisError as exc:
+            return items, _redis_failed("remember_served", exc)
+        if found is None:
+            break
+        hidden += [*found.clicked, *found.withdrawn]
+    return items, False
+
+
+Choice = tuple[Slate, list[dict[str, Any]], int]
+
+
+def _choose(
+    rt: Runtime, snap: Snapshot, query: RecommendationQuery, hidden: list[str], now: float
+) -> Choice:
+    """The slate, its items, and how many posts were eligible (for the decision log only)."""
+    allowed = None if query.forums is None else snap.forum_indices(query.forums)
+    excluded = snap.excluded([*query.exclude, *hidden], now)
+    slate = rt.policy.select(
+        snap.candidates, query.n, rt.rng, allowed_forums=allowed, exclude=excluded,
+        per_forum_cap=rt.settings.per_forum_cap or None,
+    )  # fmt: skip
+    items = [
+        {"post_id": post_id, "forum_id": forum_id, "rank": rank}
+        for rank, (post_id, forum_id) in enumerate(snap.items(slate.posts), start=1)
+    ]
+    logged = items and rt.storage.decision_log_maxlen
+    eligible = eligible_pool(snap.candidates, allowed, excluded).size if logged else 0
+    return slate, items, eligible
+
+
 def _remember(
     rt: Runtime,
     user_id: str,
     request_id: str,
     now: float,
-    slate: Slate,
-    items: list[dict[str, Any]],
-    eligible: int,
-) -> bool:
-    """Remember a served slate for attribution, and in the decision log when that is on.
+    choice: Choice,
+    hide_since: tuple[float, float] | None,
+) -> RequestContext | None:
+    """Remember a served slate for attribution, and in the decision log when that is on,
+    unless ``hide_since`` finds a post to hide in it: then the posts to hide.
 
-    Returns False (logged and counted) when Redis failed: the slate is then served degraded.
+    Raises:
+        redis.RedisError: Redis failed (nothing was remembered).
     """
+    slate, items, eligible = choice
     served = Served(request_id, user_id, rt.policy.name,
                     {item["post_id"]: item["forum_id"] for item in items})  # fmt: skip
     decision = None
     if rt.storage.decision_log_maxlen:
         decision = decisions.fields(request_id, now, user_id, eligible, slate, items)
-    try:
-        rt.storage.remember_served(served, rt.settings.attribution_seconds, decision)
-    except redis.RedisError as exc:
-        return not _redis_failed("remember_served", exc)
-    return True
+    return rt.storage.serve(served, rt.settings.attribution_seconds, decision, hide_since)
 
 
 def _log_slate(body: dict[str, Any], query: RecommendationQuery, seconds: float) -> None:

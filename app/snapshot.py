@@ -66,10 +66,12 @@ class Snapshot:
         """Forums with at least one post in the snapshot."""
         return int(np.count_nonzero(self.candidates.forum_post_counts))
 
-    def item(self, candidate: int) -> tuple[str, str]:
-        """(post id, forum id) of a candidate."""
-        forum = self.candidates.post_forum[candidate]
-        return self.post_ids[self.rows[candidate]], self.forum_ids[forum]
+    def items(self, candidates: np.ndarray) -> list[tuple[str, str]]:
+        """(post id, forum id) of each of the candidates."""
+        rows = self.rows[candidates].tolist()
+        forums = self.candidates.post_forum[candidates].tolist()
+        post_ids, forum_ids = self.post_ids, self.forum_ids
+        return [(post_ids[r], forum_ids[f]) for r, f in zip(rows, forums, strict=True)]
 
     def forum_indices(self, forum_ids: Iterable[str]) -> np.ndarray:
         """Indices of the given forums that the snapshot knows (others are ignored)."""

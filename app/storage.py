@@ -69,6 +69,34 @@ OUTCOMES_PER_DECISION = 20
 
 StreamEntry = tuple[str, dict[str, str]]
 
+# KEYS: served slate, the member's clicks, withdrawals, decision log.
+# ARGV: ttl, clicked since, withdrawn since, check (1/0), decision-log cap (0: no entry), number
+# of posts n, the slate's fields (n post/forum pairs, then _u, _p, _t), then the decision's.
+# With check, a slate holding a post the member clicked or that was withdrawn (since the given
+# times) is not written; the reply is then {0, clicked posts, withdrawn posts}, else {1}.
+SERVE_SLATE = """
+local served, clicked, withdrawn, decisions = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local n = tonumber(ARGV[6])
+local slate_end = 6 + 2 * n + 6
+if ARGV[4] == '1' then
+  local clicked_since, withdrawn_since = tonumber(ARGV[2]), tonumber(ARGV[3])
+  for i = 7, 6 + 2 * n, 2 do
+    local c = redis.call('ZSCORE', clicked, ARGV[i])
+    local w = redis.call('ZSCORE', withdrawn, ARGV[i])
+    if (c and tonumber(c) >= clicked_since) or (w and tonumber(w) >= withdrawn_since) then
+      return {0, redis.call('ZRANGEBYSCORE', clicked, ARGV[2], '+inf'),
+              redis.call('ZRANGEBYSCORE', withdrawn, ARGV[3], '+inf')}
+    end
+  end
+end
+redis.call('HSET', served, unpack(ARGV, 7, slate_end))
+redis.call('EXPIRE', served, ARGV[1])
+if ARGV[5] ~= '0' and #ARGV > slate_end then
+  redis.call('XADD', decisions, 'MAXLEN', '~', ARGV[5], '*', unpack(ARGV, slate_end + 1, #ARGV))
+end
+return {1}
+"""
+
 # How long the change log remembers a change; a snapshot that has not read it for half of
 # this reloads in full.
 CHANGES_KEEP_SECONDS = 600
@@ -242,7 +270,7 @@ class ForumRead:
 
 @dataclass(frozen=True)
 class RequestContext:
-    """What the request path reads per request: the member's recent clicks, fresh withdrawals."""
+    """Posts to hide from a member: the ones they clicked recently, and fresh withdrawals."""
 
     clicked: list[str] = field(default_factory=list)
     withdrawn: list[str] = field(default_factory=list)
@@ -276,6 +304,7 @@ class Storage:
         self.decision_log_maxlen = decision_log_maxlen
         self._apply = client.register_script(APPLY_EVENT)
         self._set_live = client.register_script(SET_LIVE)
+        self._serve = client.register_script(SERVE_SLATE)
         self.changes_keep_us = CHANGES_KEEP_SECONDS * 1_000_000
 
     # ---- catalogue -------------------------------------------------------------------------
@@ -441,36 +470,46 @@ class Storage:
             reads.append(ForumRead(forum_id, last[0][1] if last else 0.0, _totals(total), states))
         return reads
 
-    def request_context(
-        self, user_id: str, now: float, reclick_seconds: int, withdrawn_since: float
-    ) -> RequestContext:
-        """The member's recently clicked posts and posts withdrawn since ``withdrawn_since``."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.zrangebyscore(self.keys.clicked(user_id), now - reclick_seconds, "+inf")
-        pipe.zrangebyscore(self.keys.withdrawn, withdrawn_since, "+inf")
-        clicked, withdrawn = pipe.execute()
-        return RequestContext([str(_text(p)) for p in clicked], [str(_text(p)) for p in withdrawn])
+    def serve(
+        self,
+        served: Served,
+        ttl: int,
+        decision: dict[EncodableT, EncodableT] | None = None,
+        hide_since: tuple[float, float] | None = None,
+    ) -> RequestContext | None:
+        """Remember a served slate for attribution of its events (expires after ``ttl``), and
+        append ``decision`` (stream fields) to the decision log when the log is on: one
+        atomic step, one round trip.
+
+        With ``hide_since = (clicked since, withdrawn since)`` the slate is checked first:
+        when it holds a post that the member clicked or that was withdrawn since then,
+        nothing is written and the member's recently clicked and the recently withdrawn
+        posts are returned, to choose again. None when the slate was remembered.
+        """
+        fields: list[EncodableT] = []
+        for post_id, forum_id in served.forums.items():
+            fields += [post_id, forum_id]
+        fields += ["_u", served.user_id, "_p", served.policy, "_t", int(time.time() * 1000)]
+        cap = self.decision_log_maxlen if decision is not None else 0
+        if decision is not None and cap:
+            for name, value in decision.items():
+                fields += [name, value]
+        clicked_since, withdrawn_since = hide_since or (0.0, 0.0)
+        reply = self._serve(
+            keys=[self.keys.served(served.request_id), self.keys.clicked(served.user_id),
+                  self.keys.withdrawn, self.keys.decisions],
+            args=[ttl, clicked_since, withdrawn_since, int(hide_since is not None), cap,
+                  len(served.forums), *fields],
+        )  # fmt: skip
+        if reply[0]:
+            return None
+        return RequestContext([str(_text(p)) for p in reply[1]], [str(_text(p)) for p in reply[2]])
 
     def remember_served(
         self, served: Served, ttl: int, decision: dict[EncodableT, EncodableT] | None = None
     ) -> None:
-        """Remember a served slate for attribution of its events (expires after ``ttl``).
-
-        ``decision`` (stream fields) is appended to the decision log in the same round trip
-        when the log is on.
-        """
-        key = self.keys.served(served.request_id)
-        mapping: dict[EncodableT, EncodableT] = {
-            "_u": served.user_id, "_p": served.policy, "_t": int(time.time() * 1000),
-        }  # fmt: skip
-        for post_id, forum_id in served.forums.items():
-            mapping[post_id] = forum_id
-        pipe = self.client.pipeline(transaction=True)
-        pipe.hset(key, mapping=mapping)
-        pipe.expire(key, ttl)
-        if decision is not None and self.decision_log_maxlen:
-            pipe.xadd(self.keys.decisions, decision, maxlen=self.decision_log_maxlen)
-        pipe.execute()
+        """:meth:`serve` without the check."""
+        self.serve(served, ttl, decision)
 
     # ---- events (worker side) --------------------------------------------------------------
 

@@ -53,9 +53,11 @@ def test_click_before_impression_counts_both_once(storage: Storage) -> None:
 def test_clicked_posts_are_remembered_for_the_member(storage: Storage) -> None:
     rid = setup_served(storage, user="alice")
     apply(storage, "click", [[rid, "p1"]])
-    context = storage.request_context("alice", time.time(), WINDOW, time.time())
-    assert context.clicked == ["p1"]
-    assert storage.request_context("bob", time.time(), WINDOW, time.time()).clicked == []
+    since = (time.time() - WINDOW, time.time())
+    slate = {"p1": "f1", "p2": "f2"}
+    hidden = storage.serve(Served(new_request_id(), "alice", "random", slate), 60, None, since)
+    assert hidden is not None and hidden.clicked == ["p1"]
+    assert storage.serve(Served(new_request_id(), "bob", "random", slate), 60, None, since) is None
 
 
 def test_replaying_a_batch_changes_nothing(storage: Storage) -> None:

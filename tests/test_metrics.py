@@ -117,15 +117,11 @@ def test_redis_failing_mid_request_degrades_and_is_counted(
     after = scrape(client)
     for name, labels in [
         ("postbandit_recommendations_degraded_total", {"policy": POLICY}),
-        ("postbandit_redis_errors_total", {"operation": "request_context"}),
+        ("postbandit_redis_errors_total", {"operation": "remember_served"}),
         ("postbandit_redis_errors_total", {"operation": "probe"}),
     ]:
         assert value(after, name, **labels) - value(before, name, **labels) == 1, name
-    # After the failed read the slate is not written at all (one Redis timeout per request).
-    served = {"operation": "remember_served"}
-    assert value(after, "postbandit_redis_errors_total", **served) == value(
-        before, "postbandit_redis_errors_total", **served
-    )
+    # The request's one round trip failed once: one Redis timeout per degraded request.
     assert value(after, "postbandit_redis_up", role="statistics") == 0
 
 

@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -31,9 +32,10 @@ def event(storage: Storage, kind: str, post_id: str, forum_id: str, request_id: 
 def content(snap: Snapshot) -> dict[str, Any]:
     """post id -> (forum, impressions, clicks), and forum -> totals."""
     cands = snap.candidates
+    items = snap.items(np.arange(snap.size))
     posts = {
-        snap.item(i)[0]: (snap.item(i)[1], cands.post_impressions[i], cands.post_clicks[i])
-        for i in range(snap.size)
+        post_id: (forum_id, cands.post_impressions[i], cands.post_clicks[i])
+        for i, (post_id, forum_id) in enumerate(items)
     }
     totals = {
         forum: (cands.forum_impressions[i], cands.forum_clicks[i])
@@ -102,9 +104,9 @@ def test_posts_expiring_after_the_refresh_are_excluded(storage: Storage) -> None
     snap = Refresher(storage)()
     assert snap.excluded([], time.time()) is None
     excluded = snap.excluded([], time.time() + 60)
-    assert excluded is not None and [snap.item(i)[0] for i in excluded] == ["soon"]
+    assert excluded is not None and snap.items(excluded) == [("soon", "f1")]
     listed = snap.excluded(["later", "unknown"], time.time())
-    assert listed is not None and [snap.item(i)[0] for i in listed] == ["later"]
+    assert listed is not None and snap.items(listed) == [("later", "f1")]
 
 
 def test_a_reader_too_late_for_the_change_log_reads_everything(

@@ -82,6 +82,30 @@ def test_events_count_once_and_click_implies_impression(storage: Storage) -> Non
     assert forum.totals == (2, 1)
 
 
+def test_a_slate_with_a_post_to_hide_is_not_remembered(
+    storage: Storage, rclient: redis.Redis
+) -> None:
+    storage.decision_log_maxlen = 10
+    put(storage, "p1", "f1")
+    storage.remember_clicks([("u1", "clicked")], NOW, 3600)
+    storage.delete_post("p1", NOW)
+    since = (NOW - 60, NOW - 5)
+    for posts, hidden in (
+        ({"x": "f1", "clicked": "f1"}, (["clicked"], ["p1"])),
+        ({"p1": "f1", "x": "f1"}, (["clicked"], ["p1"])),
+    ):
+        served = Served(new_request_id(), "u1", "two_level_ts", posts)
+        found = storage.serve(served, 60, {"request_id": served.request_id}, since)
+        assert found is not None and (found.clicked, found.withdrawn) == hidden
+        assert not rclient.exists(storage.keys.served(served.request_id))
+    assert rclient.xlen(storage.keys.decisions) == 0
+    later = (NOW + 1, NOW + 1)  # the click and the withdrawal are older: nothing to hide
+    served = Served(new_request_id(), "u1", "two_level_ts", {"p1": "f1", "clicked": "f1"})
+    assert storage.serve(served, 60, {"request_id": served.request_id}, later) is None
+    assert storage.lookup_served([served.request_id])[served.request_id] == served
+    assert rclient.xlen(storage.keys.decisions) == 1
+
+
 def test_temporary_keys_expire(storage: Storage, rclient: redis.Redis) -> None:
     put(storage, "p1", "f1")
     rid = serve(storage, {"p1": "f1"})

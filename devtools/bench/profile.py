@@ -2,8 +2,9 @@
 
 Two samplings of one gunicorn worker while wrk loads ``GET /v1/recommendations``: the
 samples in which a thread holds the GIL (CPU spent in Python and in C called from it), and
-wall-clock samples of every thread including waits (for Redis replies, for the socket).
-Frames are shown inclusive (a function with everything it calls), largest first.
+wall-clock samples of the serving thread, waits included (for Redis replies, for the next
+connection). Each sample is put in the first of :data:`PARTS` whose frame is on its stack,
+so the shares add up to 100 %; then the largest frames inside ``recommend`` are listed.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from devtools.bench.catalogue import Catalogue
@@ -56,20 +58,55 @@ def frame_name(frame: str) -> str:
     return f"{match['func']} ({path})"
 
 
-def summarize(raw: Path, only: str = "", top: int = TOP) -> tuple[int, list[tuple[str, float]]]:
-    """Total samples and the ``top`` frames by inclusive share (roots of every stack dropped);
-    with ``only``, just the stacks that contain that text."""
-    inclusive: Counter[str] = Counter()
-    total = 0
+# (part of the work, a frame that identifies it), checked in this order.
+PARTS = (
+    ("snapshot refresh (background thread)", "SnapshotCache._run"),
+    ("Redis read of the request (clicked, withdrawn)", "Storage.request_context"),
+    ("Redis write of the request (served slate, decision log)", "Storage.remember_served"),
+    ("Redis round trip of the request (check, served slate, decision log)", "Storage.serve"),
+    ("decision-log entry (scores as JSON)", "fields (app/decisions.py)"),
+    ("policy.select (bandits/, Thompson draw and ranking)", "Policy.select"),
+    ("eligible count for the decision log", "eligible_pool"),
+    ("request log line (JSON)", "_log_slate"),
+    ("metrics (prometheus-client, multiprocess files)", "prometheus_client/"),
+    ("rest of service.recommend", "recommend (app/service.py)"),
+    ("query validation (pydantic)", "model_validate"),
+    ("response JSON (jsonify)", "jsonify"),
+    ("rest of Flask and werkzeug", "Flask.__call__"),
+    ("idle: waiting for the next connection", "SyncWorker.wait"),
+    ("gunicorn: accept, HTTP parsing, socket writes", "gunicorn/"),
+)
+
+
+def samples(raw: Path, only: str = "") -> Iterator[tuple[list[str], int]]:
+    """(frame names root first, count) of each stack of a raw py-spy file; with ``only``,
+    just the stacks that contain that text."""
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
-        if only not in stack:
-            continue
-        total += int(count)
-        for name in {frame_name(f) for f in stack.split(";")}:
-            inclusive[name] += int(count)
-    shares = [(name, n / total) for name, n in inclusive.most_common() if n < 0.97 * total]
-    return total, shares[:top]
+        if only in stack:
+            yield [frame_name(f) for f in stack.split(";")], int(count)
+
+
+def parts(raw: Path, only: str = "") -> tuple[int, list[tuple[str, float]]]:
+    """Total samples and the share of each of :data:`PARTS` (and "other"), largest first."""
+    found: Counter[str] = Counter()
+    for frames, count in samples(raw, only):
+        joined = ";".join(frames)
+        found[next((name for name, key in PARTS if key in joined), "other")] += count
+    total = sum(found.values())
+    return total, [(name, n / total) for name, n in found.most_common()]
+
+
+def inside(raw: Path, frame: str, top: int = TOP) -> list[tuple[str, float]]:
+    """The ``top`` frames called (at any depth) from ``frame``, by share of all samples."""
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for frames, count in samples(raw):
+        total += count
+        if frame in frames:
+            for name in set(frames[frames.index(frame) + 1 :]):
+                inclusive[name] += count
+    return [(name, n / total) for name, n in inclusive.most_common(top)]
 
 
 def run(stack: Stack, candidates: int, seconds: float, label: str, command: str) -> str:
@@ -90,9 +127,16 @@ def run(stack: Stack, candidates: int, seconds: float, label: str, command: str)
         time.sleep(1)
         record(pid, seconds, raw, mode)
         load_thread.join()
-        total, shares = summarize(raw, only)
-        tables += [f"**{title}** ({total:,} samples)", "", "| share | frame |", "|---:|---|",
-                   *[f"| {share:.0%} | `{name}` |" for name, share in shares], ""]  # fmt: skip
+        total, shares = parts(raw, only)
+        detail = inside(raw, "recommend (app/service.py)", 12)
+        tables += [
+            f"**{title}** ({total:,} samples)", "",
+            "| share | part of the work |", "|---:|---|",
+            *[f"| {share:.0%} | {name} |" for name, share in shares], "",
+            "Largest frames inside `service.recommend` (inclusive, share of all samples):", "",
+            "| share | frame |", "|---:|---|",
+            *[f"| {share:.0%} | `{name}` |" for name, share in detail], "",
+        ]  # fmt: skip
     return (
         "\n".join(
             [
