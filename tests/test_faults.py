@@ -189,6 +189,9 @@ def test_redis_stopped_then_hung_under_traffic(stack: Stack, private_redis: Redi
             wait_for(partial(accepted_in, traffic, traffic.phase), 15, "an accepted event")
     finally:
         traffic.stop()
+    for phase in ("stopped", "hung"):
+        print(phase, {kind: f"max {max(c.seconds for c in traffic.in_phase(phase, kind)):.3f} s"
+                      for kind in ("slate", "event")})  # fmt: skip
     assert stack.web_pids() == pids, "a web process was restarted"
     assert all(worker.alive() for worker in stack.workers)
 
