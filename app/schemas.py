@@ -24,9 +24,9 @@ Id = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
 
 
 def _split_csv(value: object) -> object:
-    if isinstance(value, str):
-        return [part for part in value.split(",") if part] if value else []
-    return value
+    # Empty items are kept so that the id rules refuse them ("a,,b" and "forums=" are 400):
+    # in the query string an empty list and a list of one empty id look the same.
+    return value.split(",") if isinstance(value, str) else value
 
 
 CsvIds = Annotated[list[Id], BeforeValidator(_split_csv)]
@@ -41,8 +41,8 @@ class RecommendationQuery(Strict):
 
     user_id: Id
     n: int = Field(default=10, ge=1, le=MAX_N)
-    forums: CsvIds | None = Field(default=None, max_length=MAX_FORUMS)
-    exclude: CsvIds = Field(default_factory=list, max_length=MAX_EXCLUDE)
+    forums: CsvIds | None = Field(default=None, min_length=1, max_length=MAX_FORUMS)
+    exclude: CsvIds = Field(default_factory=list, min_length=1, max_length=MAX_EXCLUDE)
 
 
 class Event(Strict):
