@@ -15,7 +15,8 @@ The hierarchical (empirical Bayes) prior used by the service has three levels:
   pseudo-impressions, updated by the post's own counts.
 
 A prior "centred on m with strength s" is Beta(s * m, s * (1 - m)). Every mean stays in the
-open interval (0, 1) and every alpha and beta is strictly positive, whatever the counts.
+open interval (0, 1) and every alpha and beta is strictly positive, whatever the counts
+(prior means are floored at 1e-12 on either side).
 
 All functions are vectorised over numpy arrays and never mutate their inputs.
 """
@@ -28,6 +29,9 @@ from scipy import special
 
 FloatArray = npt.NDArray[np.float64]
 ArrayLike = npt.ArrayLike
+
+#: Prior means are kept in [MEAN_FLOOR, 1 - MEAN_FLOOR] so that alpha and beta stay > 0.
+MEAN_FLOOR = 1e-12
 
 #: Flat prior Beta(1, 1) used at the global level and by the "flat" baselines.
 FLAT_PRIOR = (1.0, 1.0)
@@ -44,11 +48,16 @@ def as_counts(name: str, values: ArrayLike) -> FloatArray:
     if array.dtype.kind not in "iuf":
         raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
     array = array.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} must be finite (no NaN or infinity)")
-    if np.any(array < 0):
-        raise ValueError(f"{name} must be >= 0, found {array.min()!r}")
+    # min/max are the cheap happy path; NaN fails both comparisons.
+    if array.size and not (array.min() >= 0 and array.max() < np.inf):
+        _raise_bad_counts(name, array)
     return array
+
+
+def _raise_bad_counts(name: str, array: FloatArray) -> None:
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} must be finite (no NaN or infinity)")
+    raise ValueError(f"{name} must be >= 0, found {array.min()!r}")
 
 
 def check_clicks(
@@ -66,12 +75,12 @@ def check_clicks(
             f"{clicks_name} shape {np.shape(clicks)} does not match "
             f"{impressions_name} shape {np.shape(impressions)}"
         ) from error
-    if np.any(excess):
-        where = np.argwhere(np.atleast_1d(excess))[0]
+    if excess.any():
+        imps, clks = np.broadcast_arrays(np.atleast_1d(impressions), np.atleast_1d(clicks))
+        where = tuple(np.argwhere(clks > imps)[0].tolist())
         raise ValueError(
-            f"{clicks_name} must be <= {impressions_name}: at index {tuple(where.tolist())} "
-            f"{np.atleast_1d(clicks)[tuple(where)]!r} > "
-            f"{np.broadcast_to(impressions, excess.shape)[tuple(where)]!r}"
+            f"{clicks_name} must be <= {impressions_name}: at index {where} "
+            f"{clks[where]!r} > {imps[where]!r}"
         )
 
 
@@ -195,12 +204,14 @@ def shrunk_params(
 ) -> tuple[FloatArray, FloatArray]:
     """Posterior (alpha, beta) under a prior centred on the parent Beta's mean (no validation).
 
-    The prior is Beta(s * a / (a + b), s * b / (a + b)) for the parent Beta(a, b); written
-    this way both parameters stay > 0 even when the parent mean rounds to 0 or 1.
+    The prior is Beta(s * m, s * (1 - m)) with m = a / (a + b) for the parent Beta(a, b),
+    m and 1 - m each floored at 1e-12 so both parameters stay > 0 for any finite counts.
     """
     a, b = np.asarray(parent_alpha, np.float64), np.asarray(parent_beta, np.float64)
-    scale = strength / (a + b)
-    return a * scale + np.asarray(clicks, np.float64), b * scale + np.asarray(failures, np.float64)
+    total = a + b
+    a0 = strength * np.maximum(a / total, MEAN_FLOOR)
+    b0 = strength * np.maximum(b / total, MEAN_FLOOR)
+    return a0 + np.asarray(clicks, np.float64), b0 + np.asarray(failures, np.float64)
 
 
 def beta_summary(

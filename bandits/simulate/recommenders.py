@@ -1,0 +1,180 @@
+"""The side of the simulation that picks slates: a policy in-process, or a peer library.
+
+The simulator talks to a :class:`Recommender` only through post announcements, slate
+requests and click feedback, the same conversation it would have with the HTTP service;
+an HTTP-driving recommender (``--target URL``) can implement this protocol without
+touching the environments or the runner.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from bandits.candidates import Candidates, IntArray
+from bandits.policies import Policy
+
+BoolArray = npt.NDArray[np.bool_]
+
+
+class Recommender(Protocol):
+    """Anything that turns slate requests into posts and learns from the clicks."""
+
+    def add_posts(self, ids: IntArray, forums: IntArray) -> None:
+        """New posts (global ids, increasing) and their forums become candidates."""
+
+    def expire_posts(self, ids: IntArray) -> None:
+        """Posts stop being candidates."""
+
+    def recommend(
+        self,
+        n: int,
+        *,
+        allowed_forums: IntArray | None = None,
+        exclude: IntArray | None = None,
+        per_forum_cap: int | None = None,
+    ) -> IntArray:
+        """Global ids of up to ``n`` posts, best first."""
+
+    def record(self, shown: IntArray, clicked: BoolArray) -> None:
+        """Feedback for one slate: every shown post had an impression; which were clicked."""
+
+
+class PolicyRecommender:
+    """Runs a :class:`~bandits.policies.Policy` in-process, as the service would.
+
+    Counts are updated on every :meth:`record`, but the policy sees a
+    :class:`~bandits.candidates.Candidates` snapshot rebuilt only every ``delay``
+    decisions, like asynchronous workers refreshing statistics; posts announced in between
+    become candidates at the next refresh.
+    """
+
+    def __init__(self, policy: Policy, n_forums: int, delay: int, rng: np.random.Generator) -> None:
+        if delay < 1:
+            raise ValueError(f"delay must be >= 1, got {delay}")
+        self.policy, self.delay, self.rng = policy, delay, rng
+        self._forum = np.zeros(0, np.intp)
+        self._imps = np.zeros(0)
+        self._clicks = np.zeros(0)
+        self._alive = np.zeros(0, bool)
+        self._forum_imps = np.zeros(n_forums)
+        self._forum_clicks = np.zeros(n_forums)
+        self._stale = delay
+        self._cands: Candidates | None = None
+        self._ids = np.zeros(0, np.intp)
+        self._cand_of = np.zeros(0, np.intp)
+
+    def add_posts(self, ids: IntArray, forums: IntArray) -> None:
+        """Announce new posts; ids must extend the existing range."""
+        grow = int(ids.max()) + 1 - self._forum.shape[0]
+        if grow > 0:
+            self._forum = np.concatenate([self._forum, np.zeros(grow, np.intp)])
+            self._imps = np.concatenate([self._imps, np.zeros(grow)])
+            self._clicks = np.concatenate([self._clicks, np.zeros(grow)])
+            self._alive = np.concatenate([self._alive, np.zeros(grow, bool)])
+        self._forum[ids] = forums
+        self._alive[ids] = True
+
+    def expire_posts(self, ids: IntArray) -> None:
+        """Expired posts leave the candidates at the next refresh."""
+        self._alive[ids] = False
+
+    def recommend(
+        self,
+        n: int,
+        *,
+        allowed_forums: IntArray | None = None,
+        exclude: IntArray | None = None,
+        per_forum_cap: int | None = None,
+    ) -> IntArray:
+        """Ask the policy for a slate on the current (possibly stale) snapshot."""
+        if self._cands is None or self._stale >= self.delay:
+            self._refresh()
+        self._stale += 1
+        assert self._cands is not None
+        slate = self.policy.select(
+            self._cands,
+            n,
+            self.rng,
+            allowed_forums=allowed_forums,
+            exclude=self._candidate_indices(exclude),
+            per_forum_cap=per_forum_cap,
+        )
+        return self._ids[slate.posts]
+
+    def record(self, shown: IntArray, clicked: BoolArray) -> None:
+        """Count one impression per shown post and the clicks (posts and forums)."""
+        self._imps[shown] += 1.0
+        self._clicks[shown] += clicked
+        np.add.at(self._forum_imps, self._forum[shown], 1.0)
+        np.add.at(self._forum_clicks, self._forum[shown], clicked.astype(np.float64))
+
+    def _refresh(self) -> None:
+        ids = np.flatnonzero(self._alive)
+        self._cands = Candidates(
+            post_forum=self._forum[ids],
+            post_impressions=self._imps[ids],
+            post_clicks=self._clicks[ids],
+            forum_impressions=self._forum_imps,
+            forum_clicks=self._forum_clicks,
+        )
+        self._ids = ids
+        self._cand_of = np.full(self._alive.shape[0], -1, np.intp)
+        self._cand_of[ids] = np.arange(ids.shape[0])
+        self._stale = 0
+
+    def _candidate_indices(self, exclude: IntArray | None) -> IntArray | None:
+        if exclude is None or exclude.shape[0] == 0:
+            return None
+        index = self._cand_of[exclude[exclude < self._cand_of.shape[0]]]
+        return index[index >= 0]
+
+
+class MabwiserTS:
+    """MABWiser's Thompson sampling (Beta(1, 1) per arm) on a fixed set of arms.
+
+    A peer library for benchmarks only: imported lazily, never by the service. Each
+    recommendation is one ``predict()`` and, ``delay`` decisions later, the feedback is
+    given to ``partial_fit`` in one batch (``delay=1``: one ``partial_fit`` per decision).
+    """
+
+    def __init__(self, n_arms: int, delay: int, seed: int) -> None:
+        from mabwiser.mab import MAB, LearningPolicy
+
+        self._mab: Any = MAB(
+            arms=list(range(n_arms)), learning_policy=LearningPolicy.ThompsonSampling(), seed=seed
+        )
+        self._mab.fit(decisions=np.zeros(0, np.intp), rewards=np.zeros(0))
+        self.delay = delay
+        self._decisions: list[int] = []
+        self._rewards: list[int] = []
+
+    def add_posts(self, ids: IntArray, forums: IntArray) -> None:
+        """Arms are fixed at construction; only ids below ``n_arms`` are valid."""
+
+    def expire_posts(self, ids: IntArray) -> None:
+        """Arms never expire in the settings MABWiser is run on."""
+        raise NotImplementedError("MabwiserTS does not support expiring arms")
+
+    def recommend(
+        self,
+        n: int,
+        *,
+        allowed_forums: IntArray | None = None,
+        exclude: IntArray | None = None,
+        per_forum_cap: int | None = None,
+    ) -> IntArray:
+        """One ``predict()``: a single arm (only n = 1 with no filters is supported)."""
+        if n != 1 or allowed_forums is not None or exclude is not None:
+            raise NotImplementedError("MabwiserTS picks one arm, without filters")
+        return np.array([self._mab.predict()], np.intp)
+
+    def record(self, shown: IntArray, clicked: BoolArray) -> None:
+        """Buffer the feedback; ``partial_fit`` every ``delay`` decisions."""
+        self._decisions.extend(shown.tolist())
+        self._rewards.extend(clicked.astype(int).tolist())
+        if len(self._decisions) >= self.delay:
+            self._mab.partial_fit(np.array(self._decisions), np.array(self._rewards))
+            self._decisions, self._rewards = [], []

@@ -1,0 +1,290 @@
+"""Driving recommenders through environments, over many seeds, on several processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from bandits.candidates import IntArray
+from bandits.policies import make_policy
+from bandits.posterior import FloatArray
+from bandits.simulate.environments import (
+    BernoulliArms,
+    ForumConfig,
+    ForumWorld,
+    classic_arms,
+    generate_forum_world,
+    low_ctr_arms,
+)
+from bandits.simulate.recommenders import MabwiserTS, PolicyRecommender, Recommender
+from bandits.slate import top_with_cap
+
+CHECKPOINTS = 200
+
+
+@dataclass(frozen=True)
+class ClassicSetting:
+    """Chapelle & Li's Bernoulli bandit: best arm 0.5, the others 0.5 - epsilon."""
+
+    arms: int = 10
+    epsilon: float = 0.1
+    horizon: int = 100_000
+
+    def generate(self, rng: np.random.Generator) -> BernoulliArms:
+        """The arms and reward uniforms of one seed."""
+        return classic_arms(self.arms, self.epsilon, self.horizon, rng)
+
+
+@dataclass(frozen=True)
+class LowCtrSetting:
+    """K arms with CTRs drawn from Beta(mean * concentration, (1 - mean) * concentration)."""
+
+    arms: int = 100
+    mean: float = 0.03
+    concentration: float = 30.0
+    horizon: int = 100_000
+
+    def generate(self, rng: np.random.Generator) -> BernoulliArms:
+        """The arms and reward uniforms of one seed."""
+        return low_ctr_arms(self.arms, self.mean, self.concentration, self.horizon, rng)
+
+
+@dataclass(frozen=True)
+class ForumSetting:
+    """The forum homepage world."""
+
+    config: ForumConfig = field(default_factory=ForumConfig)
+
+    def generate(self, rng: np.random.Generator) -> ForumWorld:
+        """The world of one seed."""
+        return generate_forum_world(self.config, rng)
+
+
+Setting = ClassicSetting | LowCtrSetting | ForumSetting
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """How to build the recommender of a run: a named policy, or ``mabwiser`` (peer TS)."""
+
+    label: str
+    policy: str
+    params: tuple[tuple[str, float | bool | None], ...] = ()
+    delay: int = 1
+
+    def build(self, n_forums: int, seed: int) -> Recommender:
+        """A fresh recommender whose randomness comes from ``seed`` only."""
+        if self.policy == "mabwiser":
+            return MabwiserTS(n_forums, self.delay, seed)
+        policy = make_policy(self.policy, **dict(self.params))
+        return PolicyRecommender(policy, n_forums, self.delay, np.random.default_rng(seed))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run: a setting, a recommender and a seed."""
+
+    setting: Setting
+    agent: AgentSpec
+    seed: int
+
+
+@dataclass(frozen=True, eq=False)
+class Outcome:
+    """What one run measured.
+
+    ``regret`` is cumulative expected regret (from the true means) at the steps ``at``;
+    ``impressions``, ``clicks`` (realised) and ``expected_clicks`` are totals.
+    """
+
+    label: str
+    seed: int
+    at: IntArray
+    regret: FloatArray
+    impressions: int
+    clicks: int
+    expected_clicks: float
+    bound: float | None
+    seconds: float
+
+    @property
+    def ctr(self) -> float:
+        """Realised clicks per impression."""
+        return self.clicks / max(self.impressions, 1)
+
+    @property
+    def final_regret(self) -> float:
+        """Cumulative regret at the end of the run."""
+        return float(self.regret[-1])
+
+
+def _seeds(seed: int) -> tuple[np.random.Generator, int]:
+    """Environment generator and recommender seed, independent streams of ``seed``."""
+    env, agent = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(env), int(agent.generate_state(1)[0])
+
+
+def checkpoints(horizon: int) -> IntArray:
+    """Steps (1-based counts) at which regret curves are kept."""
+    return np.unique(np.linspace(1, horizon, CHECKPOINTS).astype(np.intp))
+
+
+def run_job(job: Job) -> Outcome:
+    """Generate the environment of ``job.seed`` and run the recommender through it."""
+    start = time.perf_counter()
+    env_rng, agent_seed = _seeds(job.seed)
+    if isinstance(job.setting, ForumSetting):
+        world = job.setting.generate(env_rng)
+        rec = job.agent.build(world.config.forums, agent_seed)
+        return run_forum(world, rec, job.agent.label, job.seed, start)
+    arms = job.setting.generate(env_rng)
+    rec = job.agent.build(arms.means.shape[0], agent_seed)
+    return run_arms(arms, rec, job.agent.label, job.seed, start)
+
+
+def run_arms(arms: BernoulliArms, rec: Recommender, label: str, seed: int, start: float) -> Outcome:
+    """One pull per step for ``arms.horizon`` steps; every arm is a post of forum 0."""
+    k, horizon = arms.means.shape[0], arms.horizon
+    rec.add_posts(np.arange(k, dtype=np.intp), np.zeros(k, np.intp))
+    chosen = np.empty(horizon, np.intp)
+    means, uniforms = arms.means, arms.uniforms
+    for t in range(horizon):
+        arm = rec.recommend(1)
+        chosen[t] = arm[0]
+        rec.record(arm, uniforms[t : t + 1] < means[arm])
+    at = checkpoints(horizon)
+    regret = np.cumsum(arms.gaps[chosen])[at - 1]
+    clicks = int(np.count_nonzero(uniforms < means[chosen]))
+    return Outcome(
+        label,
+        seed,
+        at,
+        regret,
+        horizon,
+        clicks,
+        float(means[chosen].sum()),
+        arms.lai_robbins(),
+        time.perf_counter() - start,
+    )
+
+
+@dataclass
+class _Tally:
+    expected: FloatArray
+    oracle: FloatArray
+    impressions: int = 0
+    clicks: int = 0
+
+
+def run_forum(world: ForumWorld, rec: Recommender, label: str, seed: int, start: float) -> Outcome:
+    """Serve every visit of ``world`` with ``rec``; regret is against the oracle slate."""
+    visits = world.config.visits
+    tally = _Tally(np.zeros(visits), np.zeros(visits))
+    read: list[list[int]] = [[] for _ in range(world.config.members)]
+    live = np.array([0, 0])
+    for t in range(visits):
+        live = _advance(world, rec, live, t)
+        _serve(world, rec, t, live, _Memory(read, tally))
+    at = checkpoints(visits)
+    regret = np.cumsum(tally.oracle - tally.expected)[at - 1]
+    return Outcome(
+        label,
+        seed,
+        at,
+        regret,
+        tally.impressions,
+        tally.clicks,
+        float(tally.expected.sum()),
+        None,
+        time.perf_counter() - start,
+    )
+
+
+def _advance(world: ForumWorld, rec: Recommender, live: IntArray, t: int) -> IntArray:
+    """Announce the posts born at ``t`` and expire those that died; returns [lo, hi)."""
+    hi = int(np.searchsorted(world.born, t, side="right"))
+    lo = int(np.searchsorted(world.dies, t, side="right"))
+    if hi > live[1]:
+        rec.add_posts(np.arange(live[1], hi, dtype=np.intp), world.post_forum[live[1] : hi])
+    if lo > live[0]:
+        rec.expire_posts(np.arange(live[0], lo, dtype=np.intp))
+    return np.array([lo, hi])
+
+
+@dataclass(frozen=True)
+class _Memory:
+    read: list[list[int]]
+    tally: _Tally
+
+
+def _serve(world: ForumWorld, rec: Recommender, t: int, live: IntArray, memory: _Memory) -> None:
+    """One visit: ask for a slate, draw the clicks, feed them back, keep score."""
+    read, tally = memory.read, memory.tally
+    cfg, member = world.config, int(world.visitor[t])
+    subs = world.subscriptions(member)
+    exclude = np.array([p for p in read[member] if p >= live[0]], np.intp)
+    shown = rec.recommend(
+        cfg.slate, allowed_forums=subs, exclude=exclude, per_forum_cap=cfg.per_forum_cap
+    )
+    p_click = world.position_weight[: shown.shape[0]] * world.post_ctr[shown]
+    clicked = world.click_uniforms[t, : shown.shape[0]] < p_click
+    rec.record(shown, clicked)
+    read[member].extend(shown[clicked].tolist())
+    tally.expected[t] = p_click.sum()
+    tally.oracle[t] = _oracle(world, live, subs, exclude)
+    tally.impressions += int(shown.shape[0])
+    tally.clicks += int(np.count_nonzero(clicked))
+
+
+def _oracle(world: ForumWorld, live: IntArray, subs: IntArray, exclude: IntArray) -> float:
+    """Expected clicks of the best slate: the eligible live posts with the highest CTRs."""
+    posts = np.arange(live[0], live[1], dtype=np.intp)
+    posts = posts[np.isin(world.post_forum[posts], subs)]
+    posts = posts[~np.isin(posts, exclude)]
+    cfg = world.config
+    best = top_with_cap(
+        world.post_ctr[posts], world.post_forum[posts], cfg.slate, posts.shape[0], cfg.per_forum_cap
+    )
+    return float(np.sum(world.position_weight[: best.shape[0]] * world.post_ctr[posts[best]]))
+
+
+def run_jobs(
+    jobs: Sequence[Job], processes: int = 2, progress: Callable[[str], None] | None = None
+) -> list[Outcome]:
+    """Run ``jobs`` on ``processes`` worker processes, reporting each finished one.
+
+    Progress lines go to ``progress`` (stderr by default). Results keep the job order.
+    """
+    report = progress or _stderr
+    began = time.perf_counter()
+    results: dict[int, Outcome] = {}
+    for done, (i, out) in enumerate(_execute(jobs, processes), start=1):
+        results[i] = out
+        report(
+            f"[{done:>4}/{len(jobs)}] {out.label:<34} seed {out.seed:>3}  "
+            f"regret {out.final_regret:>9.1f}  ctr {out.ctr:.4f}  "
+            f"{out.seconds:5.1f} s  (elapsed {time.perf_counter() - began:6.0f} s)"
+        )
+    return [results[i] for i in range(len(jobs))]
+
+
+def _execute(jobs: Sequence[Job], processes: int) -> Iterable[tuple[int, Outcome]]:
+    if processes <= 1:
+        for i, job in enumerate(jobs):
+            yield i, run_job(job)
+        return
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        yield from pool.imap_unordered(_run_indexed, list(enumerate(jobs)))
+
+
+def _run_indexed(item: tuple[int, Job]) -> tuple[int, Outcome]:
+    return item[0], run_job(item[1])
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
