@@ -15,8 +15,9 @@ def random_candidates(rng, n_posts, n_forums, max_imps=1000):
     forum = rng.integers(0, n_forums, n_posts)
     imps = rng.integers(0, max_imps + 1, n_posts)
     clicks = rng.binomial(imps, rng.uniform(0.005, 0.1, n_posts))
-    f_imps = np.bincount(forum, imps, n_forums) + rng.integers(0, 1000, n_forums)
-    f_clicks = np.bincount(forum, clicks, n_forums) + rng.integers(0, 10, n_forums)
+    extra = rng.integers(0, 1000, n_forums)  # impressions of expired posts
+    f_imps = np.bincount(forum, imps, n_forums) + extra
+    f_clicks = np.bincount(forum, clicks, n_forums) + rng.binomial(extra, 0.03)
     return Candidates(forum, imps, clicks, f_imps, f_clicks)
 
 
