@@ -231,13 +231,14 @@ def _serve(world: ForumWorld, rec: Recommender, t: int, live: IntArray, memory: 
     shown = rec.recommend(
         cfg.slate, allowed_forums=subs, exclude=exclude, per_forum_cap=cfg.per_forum_cap
     )
-    p_click = world.position_weight[: shown.shape[0]] * world.post_ctr[shown]
-    clicked = world.click_uniforms[t, : shown.shape[0]] < p_click
-    rec.record(shown, clicked)
+    k = shown.shape[0]
+    seen = world.seen_uniforms[t, :k] < world.position_weight[:k]
+    clicked = seen & (world.click_uniforms[t, :k] < world.post_ctr[shown])
+    rec.record(shown[seen], clicked[seen])
     read[member].extend(shown[clicked].tolist())
-    tally.expected[t] = p_click.sum()
+    tally.expected[t] = np.sum(world.position_weight[:k] * world.post_ctr[shown])
     tally.oracle[t] = _oracle(world, live, subs, exclude)
-    tally.impressions += int(shown.shape[0])
+    tally.impressions += int(np.count_nonzero(seen))
     tally.clicks += int(np.count_nonzero(clicked))
 
 
