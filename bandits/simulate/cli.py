@@ -25,7 +25,7 @@ from bandits.simulate.runner import (
 
 
 def parse_agent(text: str, delay: int) -> AgentSpec:
-    """``name[:key=value,...]`` (values: numbers, true/false, none) to an agent spec.
+    """``name[:key=value,...]`` (values: numbers, true/false, none, else text) to a spec.
 
     ``mabwiser`` is MABWiser's Thompson sampling (single-pull settings only).
 
@@ -40,14 +40,17 @@ def parse_agent(text: str, delay: int) -> AgentSpec:
     return AgentSpec(label, name, params, delay)
 
 
-def _parse_param(item: str) -> tuple[str, float | bool | None]:
+def _parse_param(item: str) -> tuple[str, float | bool | str | None]:
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ValueError(f"policy parameter must be key=value, got {item!r}")
-    words: dict[str, float | bool | None] = {"true": True, "false": False, "none": None}
+    words: dict[str, bool | None] = {"true": True, "false": False, "none": None}
     if raw.lower() in words:
         return key, words[raw.lower()]
-    return key, float(raw)
+    try:
+        return key, float(raw)
+    except ValueError:
+        return key, raw
 
 
 def build_parser() -> argparse.ArgumentParser:

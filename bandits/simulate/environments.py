@@ -107,7 +107,7 @@ class ForumConfig:
     per_forum_cap: int | None = 5
     ctr_mean: float = 0.03
     forum_spread: float = 0.6
-    post_concentration: float = 30.0
+    post_concentration: float = 10.0
     posts_per_visit: float = 0.04
     lifetime: int = 5_000
     min_subscriptions: int = 2
