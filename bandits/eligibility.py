@@ -101,5 +101,7 @@ def eligible_pool(
     forums = np.unique(check_indices("allowed_forums", allowed_forums, cands.n_forums, "forum"))
     index = cands.posts_in(forums)
     if blank is not None and blank.size:
-        index = index[~np.isin(index, blank, assume_unique=True)]
+        excluded = np.zeros(cands.n_posts, bool)
+        excluded[blank] = True
+        index = index[~excluded[index]]
     return Pool(index, None, int(index.shape[0]))

@@ -141,6 +141,7 @@ class Policy(ABC):
             scores[pool.blank] = -np.inf
         forums = None if cap is None else _take(cands.post_forum, pool.index)
         pos = self._rank(scores, forums, _Request(n, cap, pool.size), rng)
+        pos = self._order(pos, alpha, beta)
         posts = pos if pool.index is None else pool.index[pos]
         return Slate(posts, scores[pos], alpha[pos], beta[pos], self.name)
 
@@ -157,6 +158,10 @@ class Policy(ABC):
     ) -> IntArray:
         return top_with_cap(scores, forums, request.n, request.n_valid, request.cap)
 
+    def _order(self, pos: IntArray, alpha: FloatArray, beta: FloatArray) -> IntArray:
+        """The final slot order of the chosen positions (default: as ranked)."""
+        return pos
+
 
 @dataclass(frozen=True)
 class TwoLevelTS(Policy):
@@ -170,12 +175,15 @@ class TwoLevelTS(Policy):
     prior_strength: float = 10.0
     forum_prior_strength: float = 10.0
     forum_draw: bool = True
+    order: str = "mean"
 
     def __post_init__(self) -> None:
         check_strength("prior_strength", self.prior_strength)
         check_strength("forum_prior_strength", self.forum_prior_strength)
         if not isinstance(self.forum_draw, bool):
             raise ValueError(f"forum_draw must be True or False, got {self.forum_draw!r}")
+        if self.order not in ("mean", "sample"):
+            raise ValueError(f"order must be 'mean' or 'sample', got {self.order!r}")
 
     def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
         if self.forum_draw:
@@ -185,6 +193,12 @@ class TwoLevelTS(Policy):
             forum_ctr = _forum_means(cands, self.forum_prior_strength)
         alpha, beta = _hier_params(cands, index, forum_ctr, self.prior_strength)
         return rng.beta(alpha, beta), alpha, beta
+
+    def _order(self, pos: IntArray, alpha: FloatArray, beta: FloatArray) -> IntArray:
+        if self.order == "sample":
+            return pos
+        mean = alpha[pos] / (alpha[pos] + beta[pos])
+        return pos[np.argsort(-mean, kind="stable")]
 
 
 @dataclass(frozen=True)

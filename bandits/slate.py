@@ -53,10 +53,12 @@ def rank_within_group(groups: IntArray) -> IntArray:
     """For a sequence of group labels, how many earlier items share each item's label."""
     order = np.argsort(groups, kind="stable")
     sorted_groups = groups[order]
-    starts = np.flatnonzero(np.r_[True, sorted_groups[1:] != sorted_groups[:-1]])
-    lengths = np.diff(np.r_[starts, sorted_groups.shape[0]])
+    steps = np.arange(order.shape[0])
+    first = np.ones(order.shape[0], bool)
+    np.not_equal(sorted_groups[1:], sorted_groups[:-1], out=first[1:])
+    group_start = np.maximum.accumulate(np.where(first, steps, 0))
     ranks = np.empty_like(order)
-    ranks[order] = np.arange(order.shape[0]) - np.repeat(starts, lengths)
+    ranks[order] = steps - group_start
     return ranks
 
 

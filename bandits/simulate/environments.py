@@ -95,8 +95,9 @@ class ForumConfig:
     ever shown. Members subscribe to ``min_subscriptions + Poisson(extra_subscriptions)``
     forums chosen by activity; each visit is by a uniformly random member, who is shown
     ``slate`` posts of their forums that they have not clicked before. Slot s (0-based)
-    is examined with probability 1 / log2(s + 2) (position bias); a click needs an
-    examination and a success of the post's CTR.
+    is seen with probability 1 / log2(s + 2) (position bias); a seen post is an
+    impression (the client reports what entered the viewport) and is clicked with the
+    post's CTR, so each post is a Bernoulli arm per impression, as the policies assume.
     """
 
     forums: int = 20
@@ -106,7 +107,7 @@ class ForumConfig:
     per_forum_cap: int | None = 5
     ctr_mean: float = 0.03
     forum_spread: float = 0.6
-    post_concentration: float = 30.0
+    post_concentration: float = 10.0
     posts_per_visit: float = 0.04
     lifetime: int = 5_000
     min_subscriptions: int = 2
@@ -140,6 +141,7 @@ class ForumWorld:
     sub_start: IntArray
     sub_forums: IntArray
     visitor: IntArray
+    seen_uniforms: FloatArray
     click_uniforms: FloatArray
     position_weight: FloatArray
 
@@ -176,6 +178,7 @@ def generate_forum_world(config: ForumConfig, rng: np.random.Generator) -> Forum
         sub_start=sub_start,
         sub_forums=sub_forums,
         visitor=rng.integers(config.members, size=config.visits).astype(np.intp),
+        seen_uniforms=rng.random((config.visits, config.slate)),
         click_uniforms=rng.random((config.visits, config.slate)),
         position_weight=1.0 / np.log2(np.arange(config.slate) + 2.0),
     )

@@ -39,7 +39,7 @@ class Recommender(Protocol):
         """Global ids of up to ``n`` posts, best first."""
 
     def record(self, shown: IntArray, clicked: BoolArray) -> None:
-        """Feedback for one slate: every shown post had an impression; which were clicked."""
+        """Feedback for one slate: the posts that were seen (impressions) and which were clicked."""
 
 
 class PolicyRecommender:

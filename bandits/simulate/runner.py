@@ -74,8 +74,9 @@ class AgentSpec:
 
     label: str
     policy: str
-    params: tuple[tuple[str, float | bool | None], ...] = ()
+    params: tuple[tuple[str, float | bool | str | None], ...] = ()
     delay: int = 1
+    seed_salt: int = 0
 
     def build(self, n_forums: int, seed: int) -> Recommender:
         """A fresh recommender whose randomness comes from ``seed`` only."""
@@ -123,9 +124,15 @@ class Outcome:
         return float(self.regret[-1])
 
 
-def _seeds(seed: int) -> tuple[np.random.Generator, int]:
-    """Environment generator and recommender seed, independent streams of ``seed``."""
+def _seeds(seed: int, salt: int = 0) -> tuple[np.random.Generator, int]:
+    """Environment generator and recommender seed, independent streams of ``seed``.
+
+    The environment depends on ``seed`` only; a non-zero ``salt`` gives the recommender a
+    different, independent stream on the same environment.
+    """
     env, agent = np.random.SeedSequence(seed).spawn(2)
+    if salt:
+        agent = np.random.SeedSequence([seed, salt])
     return np.random.default_rng(env), int(agent.generate_state(1)[0])
 
 
@@ -137,7 +144,7 @@ def checkpoints(horizon: int) -> IntArray:
 def run_job(job: Job) -> Outcome:
     """Generate the environment of ``job.seed`` and run the recommender through it."""
     start = time.perf_counter()
-    env_rng, agent_seed = _seeds(job.seed)
+    env_rng, agent_seed = _seeds(job.seed, job.agent.seed_salt)
     if isinstance(job.setting, ForumSetting):
         world = job.setting.generate(env_rng)
         rec = job.agent.build(world.config.forums, agent_seed)
@@ -231,21 +238,25 @@ def _serve(world: ForumWorld, rec: Recommender, t: int, live: IntArray, memory: 
     shown = rec.recommend(
         cfg.slate, allowed_forums=subs, exclude=exclude, per_forum_cap=cfg.per_forum_cap
     )
-    p_click = world.position_weight[: shown.shape[0]] * world.post_ctr[shown]
-    clicked = world.click_uniforms[t, : shown.shape[0]] < p_click
-    rec.record(shown, clicked)
+    k = shown.shape[0]
+    seen = world.seen_uniforms[t, :k] < world.position_weight[:k]
+    clicked = seen & (world.click_uniforms[t, :k] < world.post_ctr[shown])
+    rec.record(shown[seen], clicked[seen])
     read[member].extend(shown[clicked].tolist())
-    tally.expected[t] = p_click.sum()
+    tally.expected[t] = np.sum(world.position_weight[:k] * world.post_ctr[shown])
     tally.oracle[t] = _oracle(world, live, subs, exclude)
-    tally.impressions += int(shown.shape[0])
+    tally.impressions += int(np.count_nonzero(seen))
     tally.clicks += int(np.count_nonzero(clicked))
 
 
 def _oracle(world: ForumWorld, live: IntArray, subs: IntArray, exclude: IntArray) -> float:
     """Expected clicks of the best slate: the eligible live posts with the highest CTRs."""
-    posts = np.arange(live[0], live[1], dtype=np.intp)
-    posts = posts[np.isin(world.post_forum[posts], subs)]
-    posts = posts[~np.isin(posts, exclude)]
+    lo, hi = int(live[0]), int(live[1])
+    subscribed = np.zeros(world.config.forums, bool)
+    subscribed[subs] = True
+    keep = subscribed[world.post_forum[lo:hi]]
+    keep[exclude - lo] = False
+    posts = np.flatnonzero(keep) + lo
     cfg = world.config
     best = top_with_cap(
         world.post_ctr[posts], world.post_forum[posts], cfg.slate, posts.shape[0], cfg.per_forum_cap

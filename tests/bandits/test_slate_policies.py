@@ -8,7 +8,9 @@ from hypothesis import strategies as st
 from bandits import POLICIES, Candidates, Slate, make_policy
 from bandits.slate import top_with_cap
 
-ORDERED = ("two_level_ts", "flat_ts", "greedy", "random")  # epsilon_greedy scatters explored slots
+# Slot order: by score, except two_level_ts (by posterior mean) and epsilon_greedy (explored
+# posts scattered over random slots).
+BY_SCORE = ("flat_ts", "greedy", "random")
 
 
 def random_candidates(rng, n_posts, n_forums, max_imps=1000):
@@ -47,8 +49,10 @@ def check_slate(slate, cands, n, kwargs, policy):
     if cap is not None and length:
         assert np.bincount(cands.post_forum[slate.posts]).max() <= cap
     assert np.all(slate.alpha > 0) and np.all(slate.beta > 0)
-    if policy in ORDERED:
+    if policy in BY_SCORE:
         assert np.all(np.diff(slate.scores) <= 0)
+    if policy == "two_level_ts":
+        assert np.all(np.diff(slate.alpha / (slate.alpha + slate.beta)) <= 0)
 
 
 @st.composite
@@ -241,3 +245,14 @@ def test_policies_registry_and_names():
     assert POLICIES == ("two_level_ts", "flat_ts", "greedy", "epsilon_greedy", "random")
     for name in POLICIES:
         assert make_policy(name).name == name
+
+
+def test_two_level_chooses_the_set_by_samples_and_orders_it_by_posterior_mean():
+    cands = random_candidates(np.random.default_rng(11), 3000, 12, max_imps=80)
+    by_mean = make_policy("two_level_ts").select(cands, 10, np.random.default_rng(8))
+    by_sample = make_policy("two_level_ts", order="sample").select(
+        cands, 10, np.random.default_rng(8)
+    )
+    assert set(by_mean.posts.tolist()) == set(by_sample.posts.tolist())
+    assert np.all(np.diff(by_sample.scores) <= 0)
+    assert by_mean.posts.tolist() != by_sample.posts.tolist()
