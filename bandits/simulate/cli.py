@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,7 @@ from bandits.simulate.runner import (
     Setting,
     run_jobs,
 )
+from bandits.simulate.service import ServiceError, run_service
 
 
 def parse_agent(text: str, delay: int) -> AgentSpec:
@@ -71,6 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(low, horizon=100_000)
     forum = sub.add_parser("forum", help="forum homepage: arrivals, members, slates")
     _forum_options(forum)
+    forum.add_argument(
+        "--target",
+        help="also drive the running service at this URL (e.g. http://127.0.0.1:8000) through "
+        "the same worlds, reported as 'service'; start it with the same per-forum cap "
+        "(BANDIT_PER_FORUM_CAP)",
+    )
+    forum.add_argument(
+        "--admin-token",
+        default=os.environ.get("BANDIT_ADMIN_TOKEN", "dev-admin-token"),
+        help="bearer token for registering posts (default $BANDIT_ADMIN_TOKEN or the "
+        "development token)",
+    )
     _run_options(forum, horizon=None)
     quality = sub.add_parser("quality", help="regenerate docs/quality.md and its plots")
     quality.add_argument("--doc", type=Path, default=Path("docs/quality.md"))
@@ -120,15 +134,22 @@ def _setting(args: argparse.Namespace) -> Setting:
 
 
 DEFAULT_POLICIES = ("two_level_ts", "flat_ts", "greedy", "epsilon_greedy", "random")
+TARGET_POLICIES = ("two_level_ts", "random")
 
 
 def run_simulation(args: argparse.Namespace) -> str:
     """Run the simulation subcommand and return its markdown report."""
     setting = _setting(args)
-    agents = [parse_agent(p, args.delay) for p in args.policy or DEFAULT_POLICIES]
+    target = getattr(args, "target", None)
+    default = TARGET_POLICIES if target else DEFAULT_POLICIES
+    agents = [parse_agent(p, args.delay) for p in args.policy or default]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
+    served = []
+    if target:
+        assert isinstance(setting, ForumSetting)
+        served = run_service(setting, seeds, target, args.admin_token)
     jobs = [Job(setting, agent, seed) for agent in agents for seed in seeds]
-    groups = report.group(run_jobs(jobs, args.jobs))
+    groups = report.group(run_jobs(jobs, args.jobs) + served)
     text = [f"setting: {setting}", "", report.summary_table(groups, agents[0].label)]
     bounds = [o.bound for outs in groups.values() for o in outs if o.bound is not None]
     if bounds:
@@ -156,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(run_simulation(args))
     except ValueError as error:
         parser.error(str(error))
+    except (OSError, ServiceError) as error:
+        print(f"python -m bandits.simulate: the service failed: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

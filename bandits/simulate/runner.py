@@ -136,6 +136,11 @@ def _seeds(seed: int, salt: int = 0) -> tuple[np.random.Generator, int]:
     return np.random.default_rng(env), int(agent.generate_state(1)[0])
 
 
+def environment_rng(seed: int) -> np.random.Generator:
+    """The generator of the environment of ``seed``: the same world for every recommender."""
+    return _seeds(seed)[0]
+
+
 def checkpoints(horizon: int) -> IntArray:
     """Steps (1-based counts) at which regret curves are kept."""
     return np.unique(np.linspace(1, horizon, CHECKPOINTS).astype(np.intp))
