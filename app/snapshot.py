@@ -123,20 +123,25 @@ class Catalogue:
                 self.changed = True
             self.cursors[read.forum_id] = read.cursor
             if read.posts is not None and read.posts.post_ids:
-                self._apply_posts(forum, read.posts)
-                self.changed = True
+                self.changed |= self._apply_posts(forum, read.posts)
 
-    def _apply_posts(self, forum: int, posts: PostStates) -> None:
+    def _apply_posts(self, forum: int, posts: PostStates) -> bool:
+        """Update or add the posts' rows; whether anything differs from before."""
         index = self.post_index
         rows = np.fromiter((index.get(p, -1) for p in posts.post_ids), np.intp, len(posts.post_ids))
         expires = np.array(posts.expires_at)  # NaN once withdrawn: never > now, never a candidate
         new = np.flatnonzero((rows < 0) & ~np.isnan(expires))
         if new.size:
             rows[new] = self._append([posts.post_ids[i] for i in new], forum)
-        known = rows >= 0
-        self._expires[rows[known]] = expires[known]
-        counts = np.column_stack([posts.impressions, posts.clicks]).astype(np.float64)
-        self._counts[rows[known]] = counts[known]
+        known = rows[rows >= 0]
+        expires = expires[rows >= 0]
+        counts = np.column_stack([posts.impressions, posts.clicks]).astype(np.float64)[rows >= 0]
+        same = np.array_equal(self._expires[known], expires, equal_nan=True) and np.array_equal(
+            self._counts[known], counts
+        )
+        self._expires[known] = expires
+        self._counts[known] = counts
+        return bool(new.size) or not same
 
     def _append(self, post_ids: list[str], forum: int) -> np.ndarray:
         start, end = len(self.post_ids), len(self.post_ids) + len(post_ids)

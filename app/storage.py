@@ -11,7 +11,7 @@ key                             type      content
 ``P:{f:F}:live``                zset      post id -> expiry (unix seconds) of forum F's posts
 ``P:{f:F}:stats``               hash      ``i:<post>``/``c:<post>`` counts; ``_i``/``_c`` totals
 ``P:{f:F}:changes``             zset      post id -> when its counts or liveness last changed
-                                          (Redis clock, microseconds; the last 10 minutes; TTL)
+                                          (Redis clock, microseconds; about the last 10 minutes)
 ``P:{f:F}:seen:R``              set       ``i:<post>``/``c:<post>`` counted for request R (TTL)
 ``P:post:ID``                   hash      forum_id, created_at, expires_at, deleted (TTL)
 ``P:{r:R}``                     hash      served request R: ``_u`` user, ``_p`` policy,
@@ -32,11 +32,11 @@ by the worker that applied it; workers publish again the batches that stayed the
 the broker's visibility timeout (workers/sweeper.py), which covers the messages the Redis broker
 can lose. Applying a batch twice is harmless:
 
-Counts only ever change through :data:`APPLY_EVENT` (a Lua script), which marks the event as
+Counts only ever change through :data:`APPLY_EVENTS` (a Lua script), which marks each event as
 seen and increments the post and forum counters in one atomic step; a marker that is already
 present makes the event a no-op, so retries and redelivered tasks never count twice.
 
-Every change of a post's counts (:data:`APPLY_EVENT`) or liveness (:data:`SET_LIVE`: register,
+Every change of a post's counts (:data:`APPLY_EVENTS`) or liveness (:data:`SET_LIVE`: register,
 update, withdraw) also records the post in its forum's change log, in the same atomic step. The
 web processes' snapshots read only what changed since their last read (:meth:`Storage.read_changes`)
 instead of every statistic every second.
@@ -100,58 +100,81 @@ return {1}
 # How long the change log remembers a change; a snapshot that has not read it for half of
 # this reloads in full.
 CHANGES_KEEP_SECONDS = 600
+# A reader reads the change log from this long before its cursor: changes noted in the same
+# microsecond as the cursor, or after a small step back of the server's clock, are not missed.
+CHANGES_OVERLAP_US = 1_000_000
 
-# Lua: note that ``post`` changed, at the server's clock in microseconds, strictly increasing
-# within the forum (so a reader's cursor never skips a change), and forget old changes (the
-# whole log expires after a quiet ``keep``).
-_NOTE_CHANGE = """
-local function note_change(changes, post, keep_us)
+# Lua: note that ``posts`` changed, at the server's clock in microseconds (so a reader that
+# reads from a little before its last cursor never misses a change), and forget changes older
+# than ``keep`` whenever the log grows.
+_NOTE_CHANGES = """
+local function note_changes(changes, posts, keep_us)
   local t = redis.call('TIME')
   local at = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local last = redis.call('ZREVRANGE', changes, 0, 0, 'WITHSCORES')[2]
-  if last and tonumber(last) >= at then
-    at = tonumber(last) + 1
+  local added = 0
+  for first = 1, #posts, 500 do
+    local scored = {}
+    for i = first, math.min(first + 499, #posts) do
+      scored[#scored + 1] = at
+      scored[#scored + 1] = posts[i]
+    end
+    added = added + redis.call('ZADD', changes, unpack(scored))
   end
-  redis.call('ZADD', changes, at, post)
-  redis.call('ZREMRANGEBYSCORE', changes, '-inf', at - keep_us)
-  redis.call('PEXPIRE', changes, math.ceil(keep_us / 1000))
+  if added > 0 then
+    redis.call('ZREMRANGEBYSCORE', changes, '-inf', at - keep_us)
+  end
 end
 """
 
 # KEYS: live set, change log of the forum. ARGV: post, expiry ('' withdraws), keep (us).
 SET_LIVE = (
-    _NOTE_CHANGE
+    _NOTE_CHANGES
     + """
 if ARGV[2] == '' then
   redis.call('ZREM', KEYS[1], ARGV[1])
 else
   redis.call('ZADD', KEYS[1], ARGV[2], ARGV[1])
 end
-note_change(KEYS[2], ARGV[1], tonumber(ARGV[3]))
+note_changes(KEYS[2], {ARGV[1]}, tonumber(ARGV[3]))
 """
 )
 
-APPLY_EVENT = (
-    _NOTE_CHANGE
+# KEYS: the forum's stats, its change log, then the seen-markers of the batch's requests.
+# ARGV: kind ('i' or 'c'), marker ttl, change-log keep (us), then per event: the index of its
+# request's marker among the KEYS after the first two, and the post. Returns per event 0
+# (already counted), 1 (counted) or 2 (a click that also counted its missing impression).
+# Few Redis calls per batch, not per event: one SMISMEMBER and one SADD per marker set, one
+# HINCRBY per counter (at most 1,000 events a batch keep every unpack() within Lua's limits).
+APPLY_EVENTS = (
+    _NOTE_CHANGES
     + """
-local stats, seen, changes = KEYS[1], KEYS[2], KEYS[3]
-local kind, post, ttl = ARGV[1], ARGV[2], tonumber(ARGV[3])
-if redis.call('SADD', seen, kind .. ':' .. post) == 0 then
-  return 0
+local stats, changes = KEYS[1], KEYS[2]
+local kind, ttl = ARGV[1], tonumber(ARGV[2])
+local results, changed, marked = {}, {}, {}
+for i = 4, #ARGV, 2 do
+  local seen, post = KEYS[2 + tonumber(ARGV[i])], ARGV[i + 1]
+  local applied = 0
+  if redis.call('SADD', seen, kind .. ':' .. post) == 1 then
+    if not marked[seen] and redis.call('TTL', seen) < 0 then
+      redis.call('EXPIRE', seen, ttl)
+    end
+    marked[seen] = true
+    applied = 1
+    if kind == 'c' and redis.call('SADD', seen, 'i:' .. post) == 1 then
+      redis.call('HINCRBY', stats, 'i:' .. post, 1)
+      redis.call('HINCRBY', stats, '_i', 1)
+      applied = 2
+    end
+    redis.call('HINCRBY', stats, kind .. ':' .. post, 1)
+    redis.call('HINCRBY', stats, '_' .. kind, 1)
+    changed[#changed + 1] = post
+  end
+  results[#results + 1] = applied
 end
-if redis.call('TTL', seen) < 0 then
-  redis.call('EXPIRE', seen, ttl)
+if #changed > 0 then
+  note_changes(changes, changed, tonumber(ARGV[3]))
 end
-local applied = 1
-if kind == 'c' and redis.call('SADD', seen, 'i:' .. post) == 1 then
-  redis.call('HINCRBY', stats, 'i:' .. post, 1)
-  redis.call('HINCRBY', stats, '_i', 1)
-  applied = 2
-end
-redis.call('HINCRBY', stats, kind .. ':' .. post, 1)
-redis.call('HINCRBY', stats, '_' .. kind, 1)
-note_change(changes, post, tonumber(ARGV[4]))
-return applied
+return results
 """
 )
 
@@ -302,10 +325,11 @@ class Storage:
         self.client = client
         self.keys = Keys(prefix)
         self.decision_log_maxlen = decision_log_maxlen
-        self._apply = client.register_script(APPLY_EVENT)
+        self._apply = client.register_script(APPLY_EVENTS)
         self._set_live = client.register_script(SET_LIVE)
         self._serve = client.register_script(SERVE_SLATE)
         self.changes_keep_us = CHANGES_KEEP_SECONDS * 1_000_000
+        self.changes_overlap_us = CHANGES_OVERLAP_US
 
     # ---- catalogue -------------------------------------------------------------------------
 
@@ -408,13 +432,15 @@ class Storage:
 
         A forum missing from ``cursors`` is read in full (its live posts). Two round trips,
         plus two when new forums appear. A change made after this call began is either
-        included or after the returned cursor, so reading from the cursor never misses one.
+        included or after the returned cursor, so reading from the cursor (less
+        ``CHANGES_OVERLAP_US``, read again) never misses one.
         """
         forum_ids = self.forum_ids()
         known = [f for f in forum_ids if f in cursors]
         pipe = self.client.pipeline(transaction=False)
         for forum_id in known:
-            pipe.zrangebyscore(self.keys.changes(forum_id), f"({cursors[forum_id]:.0f}", "+inf",
+            since = cursors[forum_id] - self.changes_overlap_us
+            pipe.zrangebyscore(self.keys.changes(forum_id), f"({since:.0f}", "+inf",
                                withscores=True)  # fmt: skip
             pipe.hmget(self.keys.stats(forum_id), "_i", "_c")
         replies = pipe.execute()
@@ -442,7 +468,8 @@ class Storage:
                 reads.append(ForumRead(forum_id, cursors[forum_id], _totals(totals), None))
                 continue
             states = _post_states([p for p, _ in log], next(replies), next(replies))
-            reads.append(ForumRead(forum_id, log[-1][1], _totals(totals), states))
+            cursor = max(cursors[forum_id], log[-1][1])
+            reads.append(ForumRead(forum_id, cursor, _totals(totals), states))
         return reads
 
     def read_forums(self, forum_ids: Sequence[str], now: float) -> list[ForumRead]:
@@ -528,30 +555,38 @@ class Storage:
     def apply_events(
         self, kind: str, events: Sequence[tuple[str, str, str]], ttl: int
     ) -> list[int]:
-        """Apply (request id, post id, forum id) events of ``kind`` ('i' or 'c') atomically.
+        """Apply (request id, post id, forum id) events of ``kind`` ('i' or 'c'): one atomic
+        step per forum (:data:`APPLY_EVENTS`), all in one round trip.
 
         Returns per event 0 (already counted), 1 (counted) or 2 (a click that also counted
         its missing impression). With the decision log on, every event is also appended to
         the outcome stream in the same round trip (a replay appends it again: readers of the
         stream treat it as a set).
         """
+        by_forum: dict[str, list[int]] = {}
+        for i, (_, _, forum_id) in enumerate(events):
+            by_forum.setdefault(forum_id, []).append(i)
         pipe = self.client.pipeline(transaction=False)
-        for request_id, post_id, forum_id in events:
-            self._apply(
-                keys=[
-                    self.keys.stats(forum_id),
-                    self.keys.seen(forum_id, request_id),
-                    self.keys.changes(forum_id),
-                ],
-                args=[kind, post_id, ttl, self.changes_keep_us],
-                client=pipe,
-            )
+        for forum_id, indices in by_forum.items():
+            markers: dict[str, int] = {}
+            args: list[EncodableT] = [kind, ttl, self.changes_keep_us]
+            for i in indices:
+                request_id, post_id, _ = events[i]
+                args += [markers.setdefault(request_id, len(markers) + 1), post_id]
+            keys = [self.keys.stats(forum_id), self.keys.changes(forum_id)]
+            keys += [self.keys.seen(forum_id, request_id) for request_id in markers]
+            self._apply(keys=keys, args=args, client=pipe)
         if self.decision_log_maxlen:
             maxlen = self.decision_log_maxlen * OUTCOMES_PER_DECISION
             for request_id, post_id, _ in events:
                 pipe.xadd(self.keys.outcomes, {"r": request_id, "p": post_id, "k": kind},
                           maxlen=maxlen)  # fmt: skip
-        return [int(x) for x in pipe.execute()[: len(events)]]
+        results = [0] * len(events)
+        replies = pipe.execute()[: len(by_forum)]  # then the outcome stream's entry ids
+        for indices, applied in zip(by_forum.values(), replies, strict=True):
+            for i, status in zip(indices, applied, strict=True):
+                results[i] = int(status)
+        return results
 
     def remember_clicks(self, clicks: Sequence[tuple[str, str]], now: float, window: int) -> None:
         """Record (user id, post id) clicks so the posts are not recommended again in ``window``."""

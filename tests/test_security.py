@@ -123,9 +123,12 @@ def test_caller_strings_only_create_keys_that_expire(
     # The journal of accepted batches lasts too: its entries are server-made batch ids, each
     # removed when a worker applied it (no worker runs here) or after the attribution window.
     journal = {keys.pending, keys.pending_since}
-    assert lasting == {keys.forums, keys.withdrawn, keys.live("f"), keys.stats("f")} | (
-        decision_log | journal
-    )
+    # Each forum's change log lasts like its live set: it only holds registered posts, and
+    # forgets changes older than ten minutes whenever it grows.
+    forum = {keys.live("f"), keys.stats("f"), keys.changes("f")}
+    assert lasting == {keys.forums, keys.withdrawn} | forum | decision_log | journal
+    changed = {p.decode() for p in rclient.zrange(keys.changes("f"), 0, -1)}
+    assert changed <= set(posts)
     batch_ids = {k.decode() for k in rclient.hkeys(keys.pending)}
     assert len(batch_ids) == 60 and all(re.fullmatch("[0-9a-f]{32}", b) for b in batch_ids)
     fields = {f.decode() for f in rclient.hkeys(keys.stats("f"))}

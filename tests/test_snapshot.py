@@ -45,6 +45,7 @@ def content(snap: Snapshot) -> dict[str, Any]:
 
 
 def test_a_refresh_reads_only_the_changes(storage: Storage) -> None:
+    storage.changes_overlap_us = 0  # exactly what changed, not the last second again
     put(storage, "p1", "f1")
     put(storage, "p2", "f1")
     (full,) = storage.read_forums(["f1"], time.time())
@@ -119,10 +120,26 @@ def test_a_reader_too_late_for_the_change_log_reads_everything(
     refresh()
     event(storage, "i", "p1", "f1", "r1")
     time.sleep(0.3)
-    event(storage, "i", "p2", "f1", "r1")  # forgets p1's change
-    assert rclient.zrange(storage.keys.changes("f1"), 0, -1) == [b"p2"]
+    put(storage, "p3", "f1")  # a new entry: the log forgets the older ones, p1's change too
+    event(storage, "i", "p2", "f1", "r1")
+    assert sorted(rclient.zrange(storage.keys.changes("f1"), 0, -1)) == [b"p2", b"p3"]
     posts = content(refresh())["posts"]
     assert posts["p1"] == ("f1", 1, 0) and posts["p2"] == ("f1", 1, 0)
+
+
+def test_a_change_noted_at_the_cursor_or_just_before_is_read(
+    storage: Storage, rclient: redis.Redis
+) -> None:
+    put(storage, "p1", "f1")
+    put(storage, "p2", "f1")
+    (full,) = storage.read_forums(["f1"], time.time())
+    # As if p2 changed in the cursor's microsecond, and p1 after the server's clock stepped
+    # back half a second: both must come with the next read.
+    rclient.zadd(storage.keys.changes("f1"), {"p2": full.cursor, "p1": full.cursor - 500_000})
+    rclient.hincrby(storage.keys.stats("f1"), "i:p1", 1)
+    (read,) = storage.read_changes({"f1": full.cursor}, time.time())
+    assert read.posts is not None and sorted(read.posts.post_ids) == ["p1", "p2"]
+    assert read.cursor == full.cursor
 
 
 OPS = st.lists(

@@ -6,6 +6,8 @@ import time
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.storage import PostConflict, Served, Storage, new_request_id, request_time
 
@@ -104,6 +106,48 @@ def test_a_slate_with_a_post_to_hide_is_not_remembered(
     assert storage.serve(served, 60, {"request_id": served.request_id}, later) is None
     assert storage.lookup_served([served.request_id])[served.request_id] == served
     assert rclient.xlen(storage.keys.decisions) == 1
+
+
+BATCHES = st.lists(
+    st.tuples(
+        st.sampled_from("ic"),
+        st.lists(st.tuples(st.integers(0, 2), st.integers(0, 5)), min_size=1, max_size=12),
+    ),
+    max_size=6,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(batches=BATCHES)
+def test_batches_count_like_one_event_at_a_time(
+    storage: Storage, rclient: redis.Redis, batches: list[tuple[str, list[tuple[int, int]]]]
+) -> None:
+    """Events of many requests and forums in one batch, duplicates and clicks before their
+    impressions included, count exactly as the rules say, in the batch's order."""
+    rclient.flushdb()
+    seen: set[tuple[str, str, str]] = set()
+    counts = {(f"p{p}", k): 0 for p in range(6) for k in "ic"}
+    for kind, pairs in batches:
+        events = [(f"r{r}", f"p{p}", f"f{p % 3}") for r, p in pairs]
+        expected = []
+        for request_id, post_id, _ in events:
+            wanted = [kind, "i"] if kind == "c" else ["i"]
+            fresh = [k for k in dict.fromkeys(wanted) if (request_id, post_id, k) not in seen]
+            expected.append(0 if kind not in fresh else len(fresh))
+            for k in fresh if kind in fresh else []:
+                seen.add((request_id, post_id, k))
+                counts[post_id, k] += 1
+        assert storage.apply_events(kind, events, 60) == expected
+    for p in range(6):
+        imps, clicks = rclient.hmget(storage.keys.stats(f"f{p % 3}"), f"i:p{p}", f"c:p{p}")
+        assert (int(imps or 0), int(clicks or 0)) == (counts[f"p{p}", "i"], counts[f"p{p}", "c"])
+    for f in range(3):
+        imps, clicks = rclient.hmget(storage.keys.stats(f"f{f}"), "_i", "_c")
+        posts = [f"p{p}" for p in range(6) if p % 3 == f]
+        assert int(imps or 0) == sum(counts[p, "i"] for p in posts)
+        assert int(clicks or 0) == sum(counts[p, "c"] for p in posts)
 
 
 def test_temporary_keys_expire(storage: Storage, rclient: redis.Redis) -> None:
