@@ -27,6 +27,10 @@ key                             type      content
 ``P:pending:lock``              string    held by the worker sweeping the journal (TTL)
 ==============================  ========  ==================================================
 
+Posts whose attribution window closed after they expired leave ``P:{f:F}:live`` and
+``P:{f:F}:stats`` (:data:`PRUNE_EXPIRED`, run by the workers every minute), so those keys hold
+recent posts only; the forum totals keep their counts.
+
 Every batch of events answered 202 is first written to the journal (``P:pending``) and removed
 by the worker that applied it; workers publish again the batches that stayed there longer than
 the broker's visibility timeout (workers/sweeper.py), which covers the messages the Redis broker
@@ -178,6 +182,19 @@ return results
 """
 )
 
+# KEYS: a forum's live posts, its statistics. ARGV: before, limit. Forgets up to ``limit`` posts
+# that expired before ``before`` (unix seconds): they leave the live set and their counts leave
+# the statistics hash. The forum totals keep them: they are the sums of every post ever counted.
+PRUNE_EXPIRED = """
+local live, stats = KEYS[1], KEYS[2]
+local posts = redis.call('ZRANGEBYSCORE', live, '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, post in ipairs(posts) do
+  redis.call('ZREM', live, post)
+  redis.call('HDEL', stats, 'i:' .. post, 'c:' .. post)
+end
+return #posts
+"""
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -328,6 +345,7 @@ class Storage:
         self._apply = client.register_script(APPLY_EVENTS)
         self._set_live = client.register_script(SET_LIVE)
         self._serve = client.register_script(SERVE_SLATE)
+        self._prune = client.register_script(PRUNE_EXPIRED)
         self.changes_keep_us = CHANGES_KEEP_SECONDS * 1_000_000
         self.changes_overlap_us = CHANGES_OVERLAP_US
 
@@ -387,6 +405,18 @@ class Storage:
             args=[post_id, "" if expires_at is None else expires_at, self.changes_keep_us],
             client=pipe,
         )
+
+    def prune_expired(self, before: float, limit: int = 1000) -> int:
+        """Forget posts that expired before ``before`` (at most ``limit`` a forum): they leave
+        their forum's live set and statistics, atomically per forum; how many were forgotten.
+
+        Without this, every post ever registered would stay in those keys for good.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for forum_id in self.forum_ids():
+            keys = [self.keys.live(forum_id), self.keys.stats(forum_id)]
+            self._prune(keys=keys, args=[before, limit], client=pipe)
+        return sum(int(n) for n in pipe.execute())
 
     def get_post(self, post_id: str) -> PostRecord | None:
         raw = self.client.hgetall(self.keys.post(post_id))

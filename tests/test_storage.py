@@ -177,3 +177,28 @@ def test_request_ids_carry_their_time() -> None:
     assert len(rid) == 28
     assert request_time(rid) == NOW
     assert request_time("not-a-generated-id") is None
+
+
+def test_prune_forgets_long_expired_posts_but_keeps_forum_totals(
+    storage: Storage, rclient: redis.Redis
+) -> None:
+    put(storage, "old", "f1", expires=NOW - 100)
+    put(storage, "recent", "f1", expires=NOW + 100)
+    put(storage, "live", "f1", expires=NOW + 10_000)
+    rid = serve(storage, {"old": "f1", "recent": "f1", "live": "f1"})
+    storage.apply_events("c", [(rid, p, "f1") for p in ("old", "recent", "live")], 60)
+    assert storage.prune_expired(NOW) == 1
+    assert storage.prune_expired(NOW) == 0
+    assert rclient.zrange(storage.keys.live("f1"), 0, -1) == [b"recent", b"live"]
+    stats = rclient.hgetall(storage.keys.stats("f1"))
+    assert b"i:old" not in stats and b"c:old" not in stats
+    assert stats[b"c:recent"] == b"1" and stats[b"i:live"] == b"1"
+    assert (stats[b"_i"], stats[b"_c"]) == (b"3", b"3")
+
+
+def test_prune_is_bounded_per_forum(storage: Storage) -> None:
+    for i in range(5):
+        put(storage, f"p{i}", "f1", expires=NOW - 100)
+        put(storage, f"q{i}", "f2", expires=NOW - 100)
+    assert storage.prune_expired(NOW, limit=3) == 6
+    assert storage.prune_expired(NOW, limit=3) == 4

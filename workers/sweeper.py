@@ -8,6 +8,9 @@ published again under the same id (applying it twice is a no-op), unless it may 
 waiting in the queue: only batches handed over before the message at the head of the queue are
 taken, so a backlog is never duplicated. A batch older than the attribution window is dropped
 instead, as none of its events could count any more.
+
+The same thread forgets, every minute, the posts whose attribution window closed after they
+expired (:func:`prune`), so the per-forum keys hold recent posts only.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from workers.celery_app import APPLY_EVENTS, QUEUE, restore_interval
 log = logging.getLogger(__name__)
 
 BATCHES_PER_SWEEP = 500
+PRUNE_EVERY_SECONDS = 60.0
 
 
 def cutoff(storage: Storage, broker: redis.Redis, settings: Settings, now: float) -> float | None:
@@ -73,6 +77,19 @@ def sweep(
             lock.release()
 
 
+def prune(storage: Storage, settings: Settings, now: float) -> int:
+    """Forget the posts whose attribution window has closed since they expired (no event can
+    count for them any more); how many were forgotten.
+
+    Raises:
+        redis.RedisError: Redis failed.
+    """
+    pruned = storage.prune_expired(now - settings.attribution_seconds)
+    if pruned:
+        log.info("forgot %d expired posts", pruned)
+    return pruned
+
+
 def install(celery: Celery) -> None:
     """Run :func:`sweep` in a thread of the worker process, from ``worker_ready`` on, every
     :func:`~workers.celery_app.restore_interval` seconds."""
@@ -95,8 +112,13 @@ def _run(celery: Celery, settings: Settings, stop: threading.Event) -> None:
     from workers.tasks import storage_for
 
     broker = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
+    pruned_at = 0.0
     while not stop.wait(restore_interval(settings.visibility_timeout)):
+        now = time.time()
         try:
-            sweep(celery, storage_for(settings), broker, settings, time.time())
+            sweep(celery, storage_for(settings), broker, settings, now)
+            if now - pruned_at >= PRUNE_EVERY_SECONDS:
+                prune(storage_for(settings), settings, now)
+                pruned_at = now
         except (redis.RedisError, OperationalError) as exc:
             log.warning("journal sweep failed: %s", exc)
