@@ -2,7 +2,7 @@
 
 Public API::
 
-    Candidates(post_forum, post_impressions, post_clicks, forum_impressions, forum_clicks)
+    Candidates(*, post_forum, post_impressions, post_clicks, forum_impressions, forum_clicks)
     make_policy(name, **params) -> Policy          # name in POLICIES
     Policy.select(cands, n, rng, allowed_forums=None, exclude=None, per_forum_cap=None) -> Slate
     post_posterior(...), forum_posterior(...), beta_bernoulli(...) -> (alpha, beta)

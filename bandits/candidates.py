@@ -51,7 +51,7 @@ def _frozen(array: _ArrayT) -> _ArrayT:
     return array
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True, eq=False, init=False)
 class Candidates:
     """Statistics of P candidate posts spread over F forums.
 
@@ -61,7 +61,8 @@ class Candidates:
         forum_impressions, forum_clicks: counts of each forum, shape (F,). They may include
             posts that are no longer candidates; the global totals are their sums.
 
-    The arrays are copied and made read-only. Integer or float counts are accepted.
+    All arguments are keyword-only (five same-shaped arrays are too easy to swap). They are
+    copied and made read-only; integer or float counts are accepted (array-likes too).
 
     Raises:
         ValueError: for a wrong shape, a non-integer or out-of-range forum index, negative or
@@ -74,23 +75,59 @@ class Candidates:
     forum_impressions: FloatArray
     forum_clicks: FloatArray
 
-    def __post_init__(self) -> None:
-        forum = _index_array("post_forum", self.post_forum)
+    def __init__(
+        self,
+        *,
+        post_forum: npt.ArrayLike,
+        post_impressions: npt.ArrayLike,
+        post_clicks: npt.ArrayLike,
+        forum_impressions: npt.ArrayLike,
+        forum_clicks: npt.ArrayLike,
+    ) -> None:
+        forum = _index_array("post_forum", post_forum)
         n_posts = forum.shape[0]
-        f_imps = np.asarray(self.forum_impressions)
+        f_imps = np.asarray(forum_impressions)
         n_forums = f_imps.shape[0] if f_imps.ndim == 1 else -1
         if n_forums < 0:
             raise ValueError(f"forum_impressions must be 1-D, got shape {f_imps.shape}")
         fields = {
             "post_forum": forum,
-            "post_impressions": _count_array("post_impressions", self.post_impressions, n_posts),
-            "post_clicks": _count_array("post_clicks", self.post_clicks, n_posts),
+            "post_impressions": _count_array("post_impressions", post_impressions, n_posts),
+            "post_clicks": _count_array("post_clicks", post_clicks, n_posts),
             "forum_impressions": _count_array("forum_impressions", f_imps, n_forums),
-            "forum_clicks": _count_array("forum_clicks", self.forum_clicks, n_forums),
+            "forum_clicks": _count_array("forum_clicks", forum_clicks, n_forums),
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
         self._check_relations()
+
+    @classmethod
+    def unchecked(
+        cls,
+        *,
+        post_forum: IntArray,
+        post_impressions: FloatArray,
+        post_clicks: FloatArray,
+        forum_impressions: FloatArray,
+        forum_clicks: FloatArray,
+    ) -> Candidates:
+        """Candidates from arrays the caller built and owns: no validation, no copies.
+
+        For the simulator, which rebuilds candidates after every decision from its own,
+        valid counters. The arrays must be intp / float64 and satisfy everything the
+        constructor checks, and must not be mutated afterwards.
+        """
+        self = object.__new__(cls)
+        fields = {
+            "post_forum": post_forum,
+            "post_impressions": post_impressions,
+            "post_clicks": post_clicks,
+            "forum_impressions": forum_impressions,
+            "forum_clicks": forum_clicks,
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+        return self
 
     def _check_relations(self) -> None:
         check_clicks(self.post_impressions, self.post_clicks, "post_impressions", "post_clicks")

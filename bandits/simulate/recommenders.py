@@ -49,12 +49,27 @@ class PolicyRecommender:
     :class:`~bandits.candidates.Candidates` snapshot rebuilt only every ``delay``
     decisions, like asynchronous workers refreshing statistics; posts announced in between
     become candidates at the next refresh.
+
+    Forum statistics count every impression, or with ``forum_window = N`` only each post's
+    first N impressions: those are shown to new posts whatever their CTR, so the forum's
+    CTR then estimates a typical post's CTR instead of the CTR of the posts the policy
+    already favours (which collect most impressions).
     """
 
-    def __init__(self, policy: Policy, n_forums: int, delay: int, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        n_forums: int,
+        delay: int,
+        rng: np.random.Generator,
+        forum_window: int | None = None,
+    ) -> None:
         if delay < 1:
             raise ValueError(f"delay must be >= 1, got {delay}")
+        if forum_window is not None and forum_window < 1:
+            raise ValueError(f"forum_window must be None or >= 1, got {forum_window}")
         self.policy, self.delay, self.rng = policy, delay, rng
+        self.forum_window = forum_window
         self._forum = np.zeros(0, np.intp)
         self._imps = np.zeros(0)
         self._clicks = np.zeros(0)
@@ -65,6 +80,7 @@ class PolicyRecommender:
         self._cands: Candidates | None = None
         self._ids = np.zeros(0, np.intp)
         self._cand_of = np.zeros(0, np.intp)
+        self._gone = np.zeros(0, np.intp)
 
     def add_posts(self, ids: IntArray, forums: IntArray) -> None:
         """Announce new posts; ids must extend the existing range."""
@@ -78,8 +94,11 @@ class PolicyRecommender:
         self._alive[ids] = True
 
     def expire_posts(self, ids: IntArray) -> None:
-        """Expired posts leave the candidates at the next refresh."""
+        """Expired posts are never recommended again (until the next refresh drops them)."""
         self._alive[ids] = False
+        known = ids[ids < self._cand_of.shape[0]]
+        gone = self._cand_of[known]
+        self._gone = np.concatenate([self._gone, gone[gone >= 0]])
 
     def recommend(
         self,
@@ -105,31 +124,44 @@ class PolicyRecommender:
         return self._ids[slate.posts]
 
     def record(self, shown: IntArray, clicked: BoolArray) -> None:
-        """Count one impression per shown post and the clicks (posts and forums)."""
-        self._imps[shown] += 1.0
-        self._clicks[shown] += clicked
+        """Count one impression per seen post and the clicks (posts and forums)."""
+        if shown.shape[0] == 0:
+            return
+        self._count_forums(shown, clicked)
+        np.add.at(self._imps, shown, 1.0)
+        np.add.at(self._clicks, shown, clicked)
+
+    def _count_forums(self, shown: IntArray, clicked: BoolArray) -> None:
+        if self.forum_window is not None:
+            fresh = self._imps[shown] < self.forum_window
+            shown, clicked = shown[fresh], clicked[fresh]  # forum counts: first N only
+        if shown.shape[0] == 0:
+            return
         np.add.at(self._forum_imps, self._forum[shown], 1.0)
         np.add.at(self._forum_clicks, self._forum[shown], clicked.astype(np.float64))
 
     def _refresh(self) -> None:
         ids = np.flatnonzero(self._alive)
-        self._cands = Candidates(
+        # Fresh copies of counters that record() keeps valid, so validation is skipped.
+        self._cands = Candidates.unchecked(
             post_forum=self._forum[ids],
             post_impressions=self._imps[ids],
             post_clicks=self._clicks[ids],
-            forum_impressions=self._forum_imps,
-            forum_clicks=self._forum_clicks,
+            forum_impressions=self._forum_imps.copy(),
+            forum_clicks=self._forum_clicks.copy(),
         )
         self._ids = ids
         self._cand_of = np.full(self._alive.shape[0], -1, np.intp)
         self._cand_of[ids] = np.arange(ids.shape[0])
+        self._gone = np.zeros(0, np.intp)
         self._stale = 0
 
     def _candidate_indices(self, exclude: IntArray | None) -> IntArray | None:
+        """Candidate indices of ``exclude`` plus the posts expired since the refresh."""
         if exclude is None or exclude.shape[0] == 0:
-            return None
+            return self._gone if self._gone.shape[0] else None
         index = self._cand_of[exclude[exclude < self._cand_of.shape[0]]]
-        return index[index >= 0]
+        return np.concatenate([index[index >= 0], self._gone])
 
 
 class MabwiserTS:

@@ -77,13 +77,15 @@ class AgentSpec:
     params: tuple[tuple[str, float | bool | str | None], ...] = ()
     delay: int = 1
     seed_salt: int = 0
+    forum_window: int | None = None
 
     def build(self, n_forums: int, seed: int) -> Recommender:
         """A fresh recommender whose randomness comes from ``seed`` only."""
         if self.policy == "mabwiser":
             return MabwiserTS(n_forums, self.delay, seed)
         policy = make_policy(self.policy, **dict(self.params))
-        return PolicyRecommender(policy, n_forums, self.delay, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        return PolicyRecommender(policy, n_forums, self.delay, rng, self.forum_window)
 
 
 @dataclass(frozen=True)

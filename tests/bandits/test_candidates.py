@@ -3,7 +3,14 @@
 import numpy as np
 import pytest
 
-from bandits import Candidates
+from bandits import Candidates, make_policy
+
+FIELDS = ("post_forum", "post_impressions", "post_clicks", "forum_impressions", "forum_clicks")
+
+
+def cands_of(*arrays):
+    """Candidates from the five arrays in their documented order (the API is keyword-only)."""
+    return Candidates(**dict(zip(FIELDS, arrays, strict=True)))
 
 
 def make(**overrides):
@@ -40,9 +47,9 @@ def test_derived_statistics():
 
 
 def test_empty_candidates_are_valid():
-    cands = Candidates(np.zeros(0, np.intp), [], [], [], [])
+    cands = cands_of(np.zeros(0, np.intp), [], [], [], [])
     assert cands.n_posts == 0 and cands.n_forums == 0
-    cands = Candidates(np.zeros(0, np.intp), [], [], [7], [1])
+    cands = cands_of(np.zeros(0, np.intp), [], [], [7], [1])
     assert cands.n_forums == 1
 
 
@@ -68,3 +75,24 @@ INVALID = [
 def test_invalid_candidates_name_the_argument(override, message):
     with pytest.raises(ValueError, match=message):
         make(**override)
+
+
+def test_arguments_are_keyword_only():
+    with pytest.raises(TypeError):
+        Candidates(np.array([0]), [1], [0], [1], [0])  # type: ignore[misc]
+
+
+def test_unchecked_candidates_behave_like_validated_ones():
+    checked = make()
+    unchecked = Candidates.unchecked(
+        post_forum=checked.post_forum.copy(),
+        post_impressions=checked.post_impressions.copy(),
+        post_clicks=checked.post_clicks.copy(),
+        forum_impressions=checked.forum_impressions.copy(),
+        forum_clicks=checked.forum_clicks.copy(),
+    )
+    policy = make_policy("two_level_ts")
+    a = policy.select(checked, 3, np.random.default_rng(0))
+    b = policy.select(unchecked, 3, np.random.default_rng(0))
+    np.testing.assert_array_equal(a.posts, b.posts)
+    np.testing.assert_array_equal(a.scores, b.scores)

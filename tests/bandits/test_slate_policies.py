@@ -12,6 +12,13 @@ from bandits.slate import top_with_cap
 # posts scattered over random slots).
 BY_SCORE = ("flat_ts", "greedy", "random")
 
+FIELDS = ("post_forum", "post_impressions", "post_clicks", "forum_impressions", "forum_clicks")
+
+
+def cands_of(*arrays):
+    """Candidates from the five arrays in their documented order (the API is keyword-only)."""
+    return Candidates(**dict(zip(FIELDS, arrays, strict=True)))
+
 
 def random_candidates(rng, n_posts, n_forums, max_imps=1000):
     forum = rng.integers(0, n_forums, n_posts)
@@ -20,7 +27,7 @@ def random_candidates(rng, n_posts, n_forums, max_imps=1000):
     extra = rng.integers(0, 1000, n_forums)  # impressions of expired posts
     f_imps = np.bincount(forum, imps, n_forums) + extra
     f_clicks = np.bincount(forum, clicks, n_forums) + rng.binomial(extra, 0.03)
-    return Candidates(forum, imps, clicks, f_imps, f_clicks)
+    return cands_of(forum, imps, clicks, f_imps, f_clicks)
 
 
 def expected_length(cands, n, allowed, exclude, cap):
@@ -135,19 +142,19 @@ def test_large_candidate_sets(policy, kwargs):
 def test_empty_and_tiny_candidate_sets(policy):
     rng = np.random.default_rng(3)
     pol = make_policy(policy)
-    empty = Candidates(np.zeros(0, np.intp), [], [], [0], [0])
+    empty = cands_of(np.zeros(0, np.intp), [], [], [0], [0])
     assert len(pol.select(empty, 5, rng)) == 0
-    one = Candidates(np.array([0]), [3], [1], [3], [1])
+    one = cands_of(np.array([0]), [3], [1], [3], [1])
     assert pol.select(one, 5, rng).posts.tolist() == [0]
     assert len(pol.select(one, 5, rng, exclude=np.array([0]))) == 0
     assert len(pol.select(one, 5, rng, allowed_forums=np.array([], np.intp))) == 0
-    three = Candidates(np.array([0, 0, 0]), [3, 3, 3], [1, 1, 1], [9], [3])
+    three = cands_of(np.array([0, 0, 0]), [3, 3, 3], [1, 1, 1], [9], [3])
     assert sorted(pol.select(three, 10, rng).posts.tolist()) == [0, 1, 2]
     assert len(pol.select(three, 10, rng, per_forum_cap=2)) == 2
 
 
 def test_greedy_ranks_by_posterior_mean_with_flat_or_hierarchical_prior():
-    cands = Candidates(
+    cands = cands_of(
         np.array([0, 0, 1, 1]), [0, 100, 100, 10], [0, 20, 1, 0], [100, 1e4], [20, 100]
     )
     flat = make_policy("greedy").select(cands, 4, np.random.default_rng(0))
@@ -183,7 +190,7 @@ def test_different_seeds_give_different_thompson_slates():
     assert len(slates) == 5
 
 
-CANDS = Candidates(np.array([0, 1, 1]), [5, 5, 5], [1, 1, 1], [10, 10], [2, 2])
+CANDS = cands_of(np.array([0, 1, 1]), [5, 5, 5], [1, 1, 1], [10, 10], [2, 2])
 RNG = np.random.default_rng(0)
 SELECT_INVALID = [
     ({"n": 0}, r"n must be an integer >= 1, got 0"),

@@ -1,0 +1,238 @@
+"""``python -m bandits.simulate bench``: slate selection speed, for docs/benchmarks.md.
+
+The timed call is the full ``policy.select(cands, 10, rng)`` of the service's request path.
+``Candidates`` is built outside the timer, as the service builds it once per statistics
+refresh (about every second) and then serves every request from it.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bandits.candidates import Candidates
+from bandits.policies import make_policy
+from bandits.posterior import post_posterior
+from bandits.simulate.provenance import header_lines
+from bandits.simulate.report import markdown_table
+
+HEADING = "## bandits: slate selection speed"
+COMMAND = "bin/bench-bandits"
+SIZES = (100, 1_000, 10_000, 100_000)
+FORUMS = 50
+SLATE = 10
+
+
+def candidates(n_posts: int, seed: int = 0) -> Candidates:
+    """Synthetic statistics: P posts over 50 forums, 0-2000 impressions, CTRs of 1-5 %."""
+    rng = np.random.default_rng(seed)
+    forum = rng.integers(0, FORUMS, n_posts)
+    imps = rng.integers(0, 2_001, n_posts)
+    clicks = rng.binomial(imps, rng.uniform(0.01, 0.05, n_posts))
+    extra = rng.integers(0, 100_000, FORUMS)
+    f_imps = np.bincount(forum, imps, FORUMS) + extra
+    f_clicks = np.bincount(forum, clicks, FORUMS) + rng.binomial(extra, 0.03)
+    return Candidates(
+        post_forum=forum,
+        post_impressions=imps,
+        post_clicks=clicks,
+        forum_impressions=f_imps,
+        forum_clicks=f_clicks,
+    )
+
+
+def median_ms(call: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``call`` in milliseconds, after one warm-up call."""
+    call()
+    times = []
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+    finally:
+        gc.enable()
+    return 1e3 * float(np.median(times))
+
+
+def floor_call(cands: Candidates, rng: np.random.Generator) -> Callable[[], Any]:
+    """One bare ``Generator.beta`` over the posterior arrays plus ``argpartition``."""
+    alpha, beta = post_posterior(
+        cands.post_impressions,
+        cands.post_clicks,
+        cands.forum_impressions[cands.post_forum],
+        cands.forum_clicks[cands.post_forum],
+        cands.global_impressions,
+        cands.global_clicks,
+        10.0,
+    )
+    kth = cands.n_posts - SLATE
+
+    def floor() -> Any:
+        return np.argpartition(rng.beta(alpha, beta), kth)[kth:]
+
+    return floor
+
+
+def mabwiser_call(cands: Candidates, seed: int) -> Callable[[], Any]:
+    """MABWiser Thompson sampling ``predict()`` with the posts' counts as Beta(1 + c, 1 + f).
+
+    The counts are written into MABWiser's per-arm counters after an empty ``fit`` (fitting
+    on millions of single decisions would only rebuild the same counters, slowly).
+    ``predict()`` returns the best arm only, less work than a top-10 slate.
+    """
+    from mabwiser.mab import MAB, LearningPolicy
+
+    arms = list(range(cands.n_posts))
+    mab: Any = MAB(arms=arms, learning_policy=LearningPolicy.ThompsonSampling(), seed=seed)
+    mab.fit(decisions=np.zeros(0, np.intp), rewards=np.zeros(0))
+    mab._imp.arm_to_success_count = dict(zip(arms, (1 + cands.post_clicks).tolist(), strict=True))
+    mab._imp.arm_to_fail_count = dict(zip(arms, (1 + cands.post_failures).tolist(), strict=True))
+    return mab.predict
+
+
+@dataclass(frozen=True)
+class Row:
+    """Median times (ms) for one size."""
+
+    size: int
+    select: float
+    floor: float
+    mabwiser: float
+
+
+def measure(size: int, repeats: int) -> Row:
+    """Time select, the floor and MABWiser on ``size`` candidates."""
+    cands = candidates(size)
+    policy = make_policy("two_level_ts")
+    rng = np.random.default_rng(1)
+    select = median_ms(lambda: policy.select(cands, SLATE, rng), repeats)
+    floor = median_ms(floor_call(cands, np.random.default_rng(2)), repeats)
+    mab_repeats = max(3, repeats // (1 + size // 1_000))
+    mab = median_ms(mabwiser_call(cands, 3), mab_repeats)
+    return Row(size, select, floor, mab)
+
+
+def variants(repeats: int) -> list[list[str]]:
+    """select() with request options on 100,000 candidates."""
+    cands, policy = candidates(100_000), make_policy("two_level_ts")
+    rng = np.random.default_rng(4)
+    cases: dict[str, dict[str, Any]] = {
+        "per_forum_cap=2": {"per_forum_cap": 2},
+        "allowed_forums=5 forums, exclude=200 posts": {
+            "allowed_forums": np.arange(5),
+            "exclude": np.arange(0, 100_000, 500),
+        },
+        "exclude=10,000 posts": {"exclude": np.arange(10_000)},
+    }
+    rows = []
+    for name, opts in cases.items():
+        ms = median_ms(partial(policy.select, cands, SLATE, rng, **opts), repeats)
+        rows.append([name, f"{ms:.3f}"])
+    flat = make_policy("flat_ts")
+    rows.append(
+        [
+            "flat_ts (no options)",
+            f"{median_ms(lambda: flat.select(cands, SLATE, rng), repeats):.3f}",
+        ]
+    )
+    return rows
+
+
+def render(rows: list[Row], extra: list[list[str]], repeats: int) -> str:
+    """The benchmarks.md section."""
+    table = []
+    for r in rows:
+        ratio, speedup = r.select / r.floor, r.mabwiser / r.select
+        floor_ok = "met" if ratio <= 1.5 else "**missed**"
+        table.append(
+            [
+                f"{r.size:,}",
+                f"{r.select:.3f}",
+                f"{r.floor:.3f}",
+                f"{ratio:.2f} ({floor_ok if r.size >= 1_000 else 'no target'})",
+                f"{r.mabwiser:.3f}",
+                f"{speedup:.0f}x" + _mab_status(r),
+            ]
+        )
+    headers = [
+        "K",
+        "select (ms)",
+        "floor (ms)",
+        "select / floor (target <= 1.5 for K >= 1,000)",
+        "MABWiser predict (ms)",
+        "speed-up vs MABWiser (target >= 20x at K = 10,000)",
+    ]
+    return "\n".join(
+        [
+            HEADING,
+            "",
+            "Generated by `bin/bench-bandits` (`python -m bandits.simulate bench`).",
+            "",
+            *header_lines(COMMAND),
+            f"- method: median of {repeats} calls after a warm-up (MABWiser: fewer at large K), "
+            "garbage collector off while timing; the machine is shared, so expect noise.",
+            "",
+            "Time to choose a top-10 slate: `TwoLevelTS().select(cands, 10, rng)` (defaults: "
+            "forum draw, post draw, top-10, order by mean) from a `Candidates` built once "
+            f"(outside the timer) over K posts in {FORUMS} forums. Floor: one bare "
+            "`Generator.beta` over precomputed posterior arrays of the same K posts, plus "
+            "`argpartition`. MABWiser: `MAB(..., ThompsonSampling()).predict()` on the same "
+            "counts (it returns the best arm only).",
+            "",
+            markdown_table(headers, table),
+            "",
+            "Request options, K = 100,000:",
+            "",
+            markdown_table(["select(...) with", "ms"], extra),
+            "",
+        ]
+    )
+
+
+def _mab_status(row: Row) -> str:
+    if row.size != 10_000:
+        return ""
+    return " (met)" if row.mabwiser / row.select >= 20 else " (**missed**)"
+
+
+def replace_section(existing: str, section: str) -> str:
+    """``existing`` with its HEADING section (up to the next ``## ``) replaced or appended."""
+    lines = existing.splitlines()
+    if HEADING not in lines:
+        body = existing.rstrip("\n")
+        return (body + "\n\n" if body else "") + section
+    start = lines.index(HEADING)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    rest = "\n".join(lines[end:])
+    head = "\n".join(lines[:start])
+    return (head + "\n" if head else "") + section + ("\n" + rest + "\n" if rest else "")
+
+
+def write_bench(doc: Path, repeats: int = 30) -> None:
+    """Measure every size, print the section and write it into ``doc``."""
+    rows = []
+    for size in SIZES:
+        rows.append(measure(size, repeats))
+        r = rows[-1]
+        print(
+            f"K={size:>7,}: select {r.select:8.3f} ms  floor {r.floor:8.3f} ms  "
+            f"ratio {r.select / r.floor:5.2f}  MABWiser {r.mabwiser:9.3f} ms  "
+            f"speed-up {r.mabwiser / r.select:6.0f}x",
+            file=sys.stderr,
+            flush=True,
+        )
+    section = render(rows, variants(repeats), repeats)
+    print(section)
+    existing = doc.read_text() if doc.exists() else ""
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(replace_section(existing, section))

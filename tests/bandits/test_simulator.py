@@ -1,0 +1,194 @@
+"""The simulator: environments, recommenders, runner, command line and document helpers."""
+
+import numpy as np
+import pytest
+
+from bandits import make_policy
+from bandits.simulate.bench import HEADING, replace_section
+from bandits.simulate.cli import main, parse_agent
+from bandits.simulate.environments import (
+    ForumConfig,
+    classic_arms,
+    generate_forum_world,
+    low_ctr_arms,
+)
+from bandits.simulate.recommenders import PolicyRecommender
+from bandits.simulate.runner import (
+    AgentSpec,
+    ClassicSetting,
+    ForumSetting,
+    Job,
+    LowCtrSetting,
+    run_job,
+    run_jobs,
+)
+
+SMALL_FORUM = ForumConfig(members=50, visits=600, lifetime=200, forums=6)
+
+
+def test_classic_arms_follow_chapelle_and_li():
+    arms = classic_arms(10, 0.1, 1_000, np.random.default_rng(0))
+    assert sorted(arms.means.tolist()) == [0.4] * 9 + [0.5]
+    assert arms.horizon == 1_000
+    np.testing.assert_allclose(arms.gaps.max(), 0.1)
+
+
+def test_low_ctr_arms_have_the_population_mean():
+    arms = low_ctr_arms(5_000, 0.03, 30.0, 10, np.random.default_rng(0))
+    assert abs(arms.means.mean() - 0.03) < 0.002
+    assert arms.means.max() < 1
+
+
+def test_forum_world_is_reproducible_and_consistent():
+    a = generate_forum_world(SMALL_FORUM, np.random.default_rng(4))
+    b = generate_forum_world(SMALL_FORUM, np.random.default_rng(4))
+    np.testing.assert_array_equal(a.post_ctr, b.post_ctr)
+    np.testing.assert_array_equal(a.visitor, b.visitor)
+    assert np.all(np.diff(a.born) >= 0)
+    np.testing.assert_array_equal(a.dies - a.born, SMALL_FORUM.lifetime)
+    assert a.born.min() <= 0 < a.dies.min() + SMALL_FORUM.lifetime
+    for member in range(SMALL_FORUM.members):
+        subs = a.subscriptions(member)
+        assert len(subs) >= SMALL_FORUM.min_subscriptions
+        assert len(np.unique(subs)) == len(subs) and subs.max() < SMALL_FORUM.forums
+    assert np.all(np.diff(a.position_weight) < 0) and a.position_weight[0] == 1
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [ClassicSetting(horizon=400), LowCtrSetting(arms=20, horizon=400), ForumSetting(SMALL_FORUM)],
+    ids=["classic", "lowctr", "forum"],
+)
+def test_runs_are_reproducible_and_regret_is_non_decreasing(setting):
+    spec = AgentSpec("two_level_ts", "two_level_ts", delay=3)
+    first, again = run_job(Job(setting, spec, 7)), run_job(Job(setting, spec, 7))
+    np.testing.assert_array_equal(first.regret, again.regret)
+    assert first.clicks == again.clicks
+    assert np.all(np.diff(first.regret) >= -1e-9) and first.regret[0] >= 0
+    assert 0 <= first.ctr <= 1 and first.impressions > 0
+
+
+def test_forum_oracle_regret_is_smaller_for_a_learning_policy_than_for_random():
+    setting = ForumSetting(ForumConfig(members=100, visits=3_000, lifetime=800, forums=8))
+    regret = {
+        name: np.mean(
+            [run_job(Job(setting, AgentSpec(name, name), s)).final_regret for s in (1, 2)]
+        )
+        for name in ("two_level_ts", "random")
+    }
+    assert regret["two_level_ts"] < 0.8 * regret["random"]
+
+
+def test_parallel_runs_equal_serial_runs():
+    jobs = [
+        Job(ClassicSetting(horizon=300), AgentSpec(name, name), seed)
+        for name in ("flat_ts", "greedy")
+        for seed in (0, 1)
+    ]
+    serial = run_jobs(jobs, 1, progress=lambda line: None)
+    lines = []
+    parallel = run_jobs(jobs, 2, progress=lines.append)
+    assert [o.final_regret for o in serial] == [o.final_regret for o in parallel]
+    assert len(lines) == 4 and all("seed" in line for line in lines)
+
+
+def test_policy_recommender_refreshes_statistics_only_every_delay_decisions():
+    rec = PolicyRecommender(make_policy("greedy"), 1, 3, np.random.default_rng(0))
+    rec.add_posts(np.arange(2), np.zeros(2, np.intp))
+    rec.record(np.array([0, 1]), np.array([True, False]))
+    assert rec.recommend(1)[0] == 0
+    # Post 0 now fails 50 times and post 1 is clicked: greedy notices only on refresh.
+    rec.record(np.full(50, 0), np.zeros(50, bool))
+    rec.record(np.array([1]), np.array([True]))
+    assert rec.recommend(1)[0] == 0
+    assert rec.recommend(1)[0] == 0
+    assert rec.recommend(1)[0] == 1
+
+
+def test_policy_recommender_maps_exclusions_and_expiry_to_candidates():
+    rec = PolicyRecommender(make_policy("random"), 2, 5, np.random.default_rng(0))
+    rec.add_posts(np.arange(5), np.array([0, 0, 1, 1, 1]))
+    rec.expire_posts(np.array([0]))
+    shown = rec.recommend(10, exclude=np.array([2, 9]))
+    assert sorted(shown.tolist()) == [1, 3, 4]
+    shown = rec.recommend(10, allowed_forums=np.array([0]))
+    assert shown.tolist() == [1]
+    # Between refreshes, a post that expires is no longer shown from the stale snapshot.
+    rec.expire_posts(np.array([3]))
+    assert sorted(rec.recommend(10).tolist()) == [1, 2, 4]
+    assert sorted(rec.recommend(10, exclude=np.array([1])).tolist()) == [2, 4]
+
+
+def test_cli_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("classic", "lowctr", "forum", "quality", "bench"):
+        assert command in out
+
+
+def test_cli_classic_run_prints_a_table_and_writes_a_plot(capsys, tmp_path):
+    plot = tmp_path / "regret.png"
+    args = ["classic", "--horizon", "300", "--seeds", "2", "--jobs", "1", "--plot", str(plot)]
+    assert main([*args, "--policy", "flat_ts", "--policy", "random"]) == 0
+    captured = capsys.readouterr()
+    assert "| flat_ts | 2 |" in captured.out and "| random | 2 |" in captured.out
+    assert "Lai-Robbins" in captured.out
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert captured.err.count("seed") == 4
+
+
+def test_cli_forum_run_with_policy_parameters(capsys):
+    args = ["forum", "--visits", "300", "--members", "30", "--lifetime", "100", "--seeds", "1"]
+    policies = ["--policy", "two_level_ts:order=sample,prior_strength=20", "--policy", "greedy"]
+    assert main([*args, "--jobs", "1", *policies]) == 0
+    assert "two_level_ts:order=sample,prior_strength=20" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("ucb", r"unknown policy 'ucb'"),
+        ("greedy:prior_strength", r"policy parameter must be key=value"),
+        ("greedy:prior_strength=0", r"prior_strength must be in \[0.001, 1e9\]"),
+        ("two_level_ts:order=best", r"order must be 'mean' or 'sample'"),
+        ("flat_ts:epsilon=0.1", r"unknown parameter 'epsilon' for policy 'flat_ts'"),
+    ],
+)
+def test_invalid_policy_specs_are_rejected(spec, message):
+    with pytest.raises(ValueError, match=message):
+        parse_agent(spec, 1)
+
+
+def test_cli_reports_invalid_specs_as_usage_errors(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["classic", "--horizon", "10", "--seeds", "1", "--policy", "nope"])
+    assert exit_info.value.code == 2
+    assert "unknown policy 'nope'" in capsys.readouterr().err
+
+
+def test_bench_section_replacement_keeps_the_other_sections():
+    doc = "# Benchmarks\n\n## api: latency\n\nfast\n\n" + HEADING + "\n\nold\n\n## z\n\nkeep\n"
+    new = replace_section(doc, HEADING + "\n\nnew\n")
+    assert "old" not in new and "new" in new
+    assert new.index("## api: latency") < new.index(HEADING) < new.index("## z")
+    assert "fast" in new and "keep" in new
+    assert replace_section("", HEADING + "\n") == HEADING + "\n"
+    assert replace_section("# B\n", HEADING + "\n").startswith("# B\n\n" + HEADING)
+
+
+def test_forum_window_counts_only_each_posts_first_impressions_for_the_forum():
+    rec = PolicyRecommender(make_policy("greedy"), 1, 1, np.random.default_rng(0), forum_window=2)
+    rec.add_posts(np.arange(2), np.zeros(2, np.intp))
+    for _ in range(5):
+        rec.record(np.array([0]), np.array([True]))
+    rec.record(np.array([1]), np.array([False]))
+    rec.recommend(1)
+    cands = rec._cands
+    np.testing.assert_array_equal(cands.post_impressions, [5, 1])
+    np.testing.assert_array_equal(cands.post_clicks, [5, 0])
+    np.testing.assert_array_equal(cands.forum_impressions, [3])  # 2 of post 0, 1 of post 1
+    np.testing.assert_array_equal(cands.forum_clicks, [2])
+    with pytest.raises(ValueError, match="forum_window must be None or >= 1"):
+        PolicyRecommender(make_policy("greedy"), 1, 1, np.random.default_rng(0), forum_window=0)
