@@ -14,7 +14,7 @@ from typing import TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from bandits.posterior import FloatArray, as_counts, check_clicks
+from bandits.posterior import FloatArray, as_counts, check_clicks, shrunk_params
 
 IntArray = npt.NDArray[np.intp]
 _ArrayT = TypeVar("_ArrayT", bound=np.ndarray)
@@ -185,6 +185,26 @@ class Candidates:
         starts = np.zeros(self.n_forums + 1, np.intp)
         np.cumsum(self.forum_post_counts, out=starts[1:])
         return _frozen(starts)
+
+    @cached_property
+    def _forum_posteriors(self) -> dict[float, tuple[FloatArray, FloatArray]]:
+        return {}
+
+    def forum_posterior(self, strength: float) -> tuple[FloatArray, FloatArray]:
+        """Forum posteriors (alpha, beta), prior centred on the global mean (cached).
+
+        ``strength`` is the forum prior's pseudo-impressions, assumed valid (policies check
+        it); the global prior is Beta(1, 1). Computed once per snapshot and strength.
+        """
+        cached = self._forum_posteriors.get(strength)
+        if cached is None:
+            g_alpha = 1.0 + self.global_clicks
+            g_beta = 1.0 + (self.global_impressions - self.global_clicks)
+            alpha, beta = shrunk_params(
+                self.forum_clicks, self.forum_failures, g_alpha, g_beta, strength
+            )
+            cached = self._forum_posteriors[strength] = (_frozen(alpha), _frozen(beta))
+        return cached
 
     def posts_in(self, forums: IntArray) -> IntArray:
         """Indices of the posts of the given distinct forums, grouped by forum."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -10,18 +10,17 @@ import numpy.typing as npt
 from bandits.candidates import Candidates, IntArray
 
 
-@dataclass(frozen=True)
-class Pool:
+class Pool(NamedTuple):
     """The posts a request may show.
 
     Attributes:
-        index: candidate indices of the eligible posts, or ``None`` for "every post except
+        posts: candidate indices of the eligible posts, or ``None`` for "every post except
             ``blank``" (the common, cheap case: no gather).
         blank: candidate indices to discard after scoring (only with ``index is None``).
         size: number of eligible posts.
     """
 
-    index: IntArray | None
+    posts: IntArray | None
     blank: IntArray | None
     size: int
 
@@ -92,6 +91,8 @@ def eligible_pool(
     Raises:
         ValueError: for forum indices outside [0, F) or post indices outside [0, P).
     """
+    if allowed_forums is None and exclude is None:
+        return Pool(None, None, cands.n_posts)
     blank = None
     if exclude is not None:
         blank = np.unique(check_indices("exclude", exclude, cands.n_posts, "post"))

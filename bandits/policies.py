@@ -49,14 +49,14 @@ import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
 from bandits.candidates import Candidates, IntArray
 from bandits.eligibility import check_cap, check_n, check_rng, eligible_pool
-from bandits.posterior import FloatArray, check_strength, shrunk_params
+from bandits.posterior import FloatArray, check_strength
 from bandits.slate import Slate, top_with_cap
 
 Scored = tuple[FloatArray, FloatArray, FloatArray]
@@ -77,35 +77,34 @@ def _flat_params(
     return alpha, beta
 
 
-def _forum_params(cands: Candidates, strength: float) -> tuple[FloatArray, FloatArray]:
-    g_alpha = 1.0 + cands.global_clicks
-    g_beta = 1.0 + (cands.global_impressions - cands.global_clicks)
-    return shrunk_params(cands.forum_clicks, cands.forum_failures, g_alpha, g_beta, strength)
-
-
 def _hier_params(
     cands: Candidates, index: IntArray | None, forum_ctr: FloatArray, strength: float
 ) -> tuple[FloatArray, FloatArray]:
     """Post parameters with priors centred on the given per-forum CTRs (in (0, 1))."""
     forum = _take(cands.post_forum, index)
-    alpha = (strength * forum_ctr)[forum]
+    alpha = (strength * forum_ctr).take(forum)
     alpha += _take(cands.post_clicks, index)
-    beta = (strength * (1.0 - forum_ctr))[forum]
+    beta = (strength * (1.0 - forum_ctr)).take(forum)
     beta += _take(cands.post_failures, index)
     return alpha, beta
 
 
 def _forum_means(cands: Candidates, strength: float) -> FloatArray:
-    f_alpha, f_beta = _forum_params(cands, strength)
-    return np.clip(f_alpha / (f_alpha + f_beta), _CLIP, 1.0 - _CLIP)
+    f_alpha, f_beta = cands.forum_posterior(strength)
+    return _clip_unit(f_alpha / (f_alpha + f_beta))
+
+
+def _clip_unit(ctr: FloatArray) -> FloatArray:
+    """Keep CTRs in [1e-12, 1 - 1e-12] so that priors centred on them are proper."""
+    np.maximum(ctr, _CLIP, out=ctr)
+    return np.minimum(ctr, 1.0 - _CLIP, out=ctr)
 
 
 def _with_ties_broken(means: FloatArray, rng: np.random.Generator) -> FloatArray:
     return means + rng.random(means.shape[0]) * _TIE_JITTER
 
 
-@dataclass(frozen=True)
-class _Request:
+class _Request(NamedTuple):
     n: int
     cap: int | None
     n_valid: int
@@ -143,13 +142,13 @@ class Policy(ABC):
         pool = eligible_pool(cands, allowed_forums, exclude)
         if pool.size == 0:
             return Slate.empty(self.name)
-        scores, alpha, beta = self._score(cands, pool.index, rng)
+        scores, alpha, beta = self._score(cands, pool.posts, rng)
         if pool.blank is not None:
             scores[pool.blank] = -np.inf
-        forums = None if cap is None else _take(cands.post_forum, pool.index)
+        forums = None if cap is None else _take(cands.post_forum, pool.posts)
         pos = self._rank(scores, forums, _Request(n, cap, pool.size), rng)
         pos = self._order(pos, alpha, beta)
-        posts = pos if pool.index is None else pool.index[pos]
+        posts = pos if pool.posts is None else pool.posts[pos]
         return Slate(posts, scores[pos], alpha[pos], beta[pos], self.name)
 
     @abstractmethod
@@ -194,12 +193,25 @@ class TwoLevelTS(Policy):
 
     def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
         if self.forum_draw:
-            f_alpha, f_beta = _forum_params(cands, self.forum_prior_strength)
-            forum_ctr = np.clip(rng.beta(f_alpha, f_beta), _CLIP, 1.0 - _CLIP)
+            f_alpha, f_beta = cands.forum_posterior(self.forum_prior_strength)
+            forum_ctr = _clip_unit(rng.beta(f_alpha, f_beta))
         else:
             forum_ctr = _forum_means(cands, self.forum_prior_strength)
         alpha, beta = _hier_params(cands, index, forum_ctr, self.prior_strength)
         return rng.beta(alpha, beta), alpha, beta
+
+    def _rank(
+        self,
+        scores: FloatArray,
+        forums: IntArray | None,
+        request: _Request,
+        rng: np.random.Generator,
+    ) -> IntArray:
+        k = min(request.n, request.n_valid)
+        if self.order == "sample" or request.cap is not None or k >= scores.shape[0]:
+            return super()._rank(scores, forums, request, rng)
+        # _order sorts the chosen posts by mean, so their order by score is not needed.
+        return np.argpartition(scores, scores.shape[0] - k)[-k:].astype(np.intp)
 
     def _order(self, pos: IntArray, alpha: FloatArray, beta: FloatArray) -> IntArray:
         if self.order == "sample":
