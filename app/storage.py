@@ -104,13 +104,14 @@ return {1}
 # How long the change log remembers a change; a snapshot that has not read it for half of
 # this reloads in full.
 CHANGES_KEEP_SECONDS = 600
-# A reader reads the change log from this long before its cursor: changes noted in the same
-# microsecond as the cursor, or after a small step back of the server's clock, are not missed.
-CHANGES_OVERLAP_US = 1_000_000
+# A reader's cursor lags the server's clock at its read by this much, so that changes noted
+# after a small step back of that clock are read (again) rather than missed; the periodic full
+# reload of the snapshot covers larger steps.
+CHANGES_OVERLAP_US = 250_000
 
-# Lua: note that ``posts`` changed, at the server's clock in microseconds (so a reader that
-# reads from a little before its last cursor never misses a change), and forget changes older
-# than ``keep`` whenever the log grows.
+# Lua: note that ``posts`` changed, at the server's clock in microseconds (a reader's cursor is
+# that clock at its read, less a margin), and forget changes older than ``keep`` whenever the
+# log grows.
 _NOTE_CHANGES = """
 local function note_changes(changes, posts, keep_us)
   local t = redis.call('TIME')
@@ -461,44 +462,42 @@ class Storage:
         """Every forum's posts that changed after its cursor, with their current state.
 
         A forum missing from ``cursors`` is read in full (its live posts). Two round trips,
-        plus two when new forums appear. A change made after this call began is either
-        included or after the returned cursor, so reading from the cursor (less
-        ``CHANGES_OVERLAP_US``, read again) never misses one.
+        plus two when new forums appear. The returned cursors lag the server's clock at the
+        read by ``changes_overlap_us``: a change noted in the same microsecond, or after a
+        small step back of the clock, is read (again) next time rather than missed.
         """
         forum_ids = self.forum_ids()
         known = [f for f in forum_ids if f in cursors]
         pipe = self.client.pipeline(transaction=False)
+        pipe.time()
         for forum_id in known:
-            since = cursors[forum_id] - self.changes_overlap_us
-            pipe.zrangebyscore(self.keys.changes(forum_id), f"({since:.0f}", "+inf",
+            pipe.zrangebyscore(self.keys.changes(forum_id), f"({cursors[forum_id]:.0f}", "+inf",
                                withscores=True)  # fmt: skip
             pipe.hmget(self.keys.stats(forum_id), "_i", "_c")
-        replies = pipe.execute()
+        (seconds, micros), *replies = pipe.execute()
+        read_at = seconds * 1_000_000 + micros - self.changes_overlap_us
         changed = {
-            forum_id: (log, totals)
+            forum_id: (max(cursors[forum_id], read_at), log, totals)
             for forum_id, log, totals in zip(known, replies[0::2], replies[1::2], strict=True)
         }
-        reads = self._changed_posts(changed, cursors)
+        reads = self._changed_posts(changed)
         return reads + self.read_forums([f for f in forum_ids if f not in cursors], now)
 
     def _changed_posts(
-        self, changed: dict[str, tuple[list[tuple[bytes, float]], list[Any]]],
-        cursors: Mapping[str, float],
-    ) -> list[ForumRead]:  # fmt: skip
+        self, changed: dict[str, tuple[float, list[tuple[bytes, float]], list[Any]]]
+    ) -> list[ForumRead]:
         pipe = self.client.pipeline(transaction=False)
-        for forum_id, (log, _) in changed.items():
+        for forum_id, (_, log, _) in changed.items():
             if log:
                 posts: list[Any] = [post for post, _ in log]
                 pipe.zmscore(self.keys.live(forum_id), posts)
                 pipe.hmget(self.keys.stats(forum_id), _count_fields(posts))
         replies = iter(pipe.execute())
         reads = []
-        for forum_id, (log, totals) in changed.items():
-            if not log:
-                reads.append(ForumRead(forum_id, cursors[forum_id], _totals(totals), None))
-                continue
-            states = _post_states([p for p, _ in log], next(replies), next(replies))
-            cursor = max(cursors[forum_id], log[-1][1])
+        for forum_id, (cursor, log, totals) in changed.items():
+            states = None
+            if log:
+                states = _post_states([p for p, _ in log], next(replies), next(replies))
             reads.append(ForumRead(forum_id, cursor, _totals(totals), states))
         return reads
 
@@ -507,24 +506,24 @@ class Storage:
         if not forum_ids:
             return []
         pipe = self.client.pipeline(transaction=False)
+        pipe.time()  # first: changes after it come again from the next read_changes
         for forum_id in forum_ids:
-            # The cursor is read first: later changes come again from the next read_changes.
-            pipe.zrevrange(self.keys.changes(forum_id), 0, 0, withscores=True)
             pipe.zrangebyscore(self.keys.live(forum_id), f"({now}", "+inf", withscores=True)
             pipe.hmget(self.keys.stats(forum_id), "_i", "_c")
-        replies = pipe.execute()
-        lasts, lives, totals = replies[0::3], replies[1::3], replies[2::3]
+        (seconds, micros), *replies = pipe.execute()
+        cursor = seconds * 1_000_000 + micros - self.changes_overlap_us
+        lives, totals = replies[0::2], replies[1::2]
         pipe = self.client.pipeline(transaction=False)
         for forum_id, live in zip(forum_ids, lives, strict=True):
             if live:
                 pipe.hmget(self.keys.stats(forum_id), _count_fields([post for post, _ in live]))
         counts = iter(pipe.execute())
         reads = []
-        for forum_id, last, live, total in zip(forum_ids, lasts, lives, totals, strict=True):
+        for forum_id, live, total in zip(forum_ids, lives, totals, strict=True):
             states = _post_states(
                 [p for p, _ in live], [e for _, e in live], next(counts) if live else []
             )
-            reads.append(ForumRead(forum_id, last[0][1] if last else 0.0, _totals(total), states))
+            reads.append(ForumRead(forum_id, cursor, _totals(total), states))
         return reads
 
     def serve(

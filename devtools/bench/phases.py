@@ -21,7 +21,7 @@ from devtools.bench.probes import (
     probe_click,
     wait_for_snapshots,
 )
-from devtools.bench.stack import Stack, loadavg, rss_mb
+from devtools.bench.stack import Stack, cpu_seconds, loadavg, rss_mb
 from devtools.bench.wrk import WrkResult, finish_wrk, run_wrk, start_wrk
 
 RECOMMEND = "/v1/recommendations?n=10&user_id=m"
@@ -45,6 +45,8 @@ class Serving:
     recommend: WrkResult
     bare_unloaded: WrkResult
     recommend_unloaded: WrkResult
+    bare_cpu_ms: float  # CPU time of the gunicorn workers and Redis per request
+    recommend_cpu_ms: float
 
     @property
     def ratio(self) -> float:
@@ -114,13 +116,19 @@ def measure_serving(stack: Stack, size: int, cfg: Settings) -> Serving:
     load = loadavg()
     half = cfg.seconds / 2
     runs: dict[str, list[WrkResult]] = {BARE: [], RECOMMEND: []}
+    cpu = dict.fromkeys(runs, 0.0)
+    servers = [*stack.web_pids(), stack.redis_pid]
     for path in (BARE, RECOMMEND, RECOMMEND, BARE):
+        before = cpu_seconds(servers)
         runs[path].append(_wrk(stack, path, half, cfg.connections))
+        cpu[path] += cpu_seconds(servers) - before
+    bare, recommend = _merge(runs[BARE]), _merge(runs[RECOMMEND])
     return Serving(
-        candidates=size, load=load,
-        bare=_merge(runs[BARE]), recommend=_merge(runs[RECOMMEND]),
+        candidates=size, load=load, bare=bare, recommend=recommend,
         bare_unloaded=_wrk(stack, BARE, cfg.unloaded_seconds, 1),
         recommend_unloaded=_wrk(stack, RECOMMEND, cfg.unloaded_seconds, 1),
+        bare_cpu_ms=1000 * cpu[BARE] / bare.requests,
+        recommend_cpu_ms=1000 * cpu[RECOMMEND] / recommend.requests,
     )  # fmt: skip
 
 

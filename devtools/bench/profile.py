@@ -1,8 +1,9 @@
 """Where a web worker's time goes under recommendation load, sampled with py-spy.
 
 Two samplings of one gunicorn worker while wrk loads ``GET /v1/recommendations``: the
-samples in which a thread holds the GIL (CPU spent in Python and in C called from it), and
-wall-clock samples of the serving thread, waits included (for Redis replies, for the next
+samples in which a thread holds the GIL (CPU spent in Python and in C called from it; numpy
+releases the GIL while it draws random numbers, so the Thompson draw is under-counted there),
+and wall-clock samples of the serving thread, waits included (for Redis replies, for the next
 connection). Each sample is put in the first of :data:`PARTS` whose frame is on its stack,
 so the shares add up to 100 %; then the largest frames inside ``recommend`` are listed.
 """
@@ -97,11 +98,12 @@ def parts(raw: Path, only: str = "") -> tuple[int, list[tuple[str, float]]]:
     return total, [(name, n / total) for name, n in found.most_common()]
 
 
-def inside(raw: Path, frame: str, top: int = TOP) -> list[tuple[str, float]]:
-    """The ``top`` frames called (at any depth) from ``frame``, by share of all samples."""
+def inside(raw: Path, frame: str, only: str = "", top: int = TOP) -> list[tuple[str, float]]:
+    """The ``top`` frames called (at any depth) from ``frame``, by share of the samples (of
+    the stacks that contain ``only``)."""
     inclusive: Counter[str] = Counter()
     total = 0
-    for frames, count in samples(raw):
+    for frames, count in samples(raw, only):
         total += count
         if frame in frames:
             for name in set(frames[frames.index(frame) + 1 :]):
@@ -128,12 +130,13 @@ def run(stack: Stack, candidates: int, seconds: float, label: str, command: str)
         record(pid, seconds, raw, mode)
         load_thread.join()
         total, shares = parts(raw, only)
-        detail = inside(raw, "recommend (app/service.py)", 12)
+        detail = inside(raw, "recommend (app/service.py)", only, 12)
         tables += [
             f"**{title}** ({total:,} samples)", "",
             "| share | part of the work |", "|---:|---|",
             *[f"| {share:.0%} | {name} |" for name, share in shares], "",
-            "Largest frames inside `service.recommend` (inclusive, share of all samples):", "",
+            "Largest frames inside `service.recommend` (inclusive, share of the same samples):",
+            "",
             "| share | frame |", "|---:|---|",
             *[f"| {share:.0%} | `{name}` |" for name, share in detail], "",
         ]  # fmt: skip

@@ -38,6 +38,15 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User and system CPU time used so far by the processes (their threads included)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
@@ -111,6 +120,11 @@ class Stack:
             return False
         worker_log = (self.workdir / "worker.log").read_text(errors="replace")
         return web_ok and "ready." in worker_log and len(self.web_pids()) == self.web_workers
+
+    @property
+    def redis_pid(self) -> int:
+        assert self.redis is not None and self.redis.process is not None
+        return self.redis.process.pid
 
     def web_pids(self) -> list[int]:
         return children(self.procs["web"].pid)
