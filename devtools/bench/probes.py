@@ -43,8 +43,8 @@ def wait_for_snapshots(base: str, pids: list[int], after: float, timeout: float 
     started = time.monotonic()
     session = requests.Session()
     while time.monotonic() - started < timeout:
-        for _ in range(4):
-            session.get(f"{base}/v1/recommendations", params={"user_id": "warm-up"}, timeout=30)
+        for _ in range(4):  # a new connection each, so that every worker may get one
+            requests.get(f"{base}/v1/recommendations", params={"user_id": "warm-up"}, timeout=30)
         if snapshot_time(base, pids, session) >= after:
             return time.monotonic() - started
         time.sleep(0.1)

@@ -35,7 +35,8 @@ def machine() -> str:
 
 
 def commit() -> str:
-    changed = git("status", "--porcelain", "--untracked-files=no")
+    """The checked-out commit, marked when code (not the docs this tool writes) differs."""
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs")
     dirty = " (with uncommitted changes)" if changed else ""
     return f"{git('rev-parse', '--short', 'HEAD')}{dirty}"
 
