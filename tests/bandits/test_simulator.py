@@ -1,5 +1,8 @@
 """The simulator: environments, recommenders, runner, command line and document helpers."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -192,3 +195,13 @@ def test_forum_window_counts_only_each_posts_first_impressions_for_the_forum():
     np.testing.assert_array_equal(cands.forum_clicks, [2])
     with pytest.raises(ValueError, match="forum_window must be None or >= 1"):
         PolicyRecommender(make_policy("greedy"), 1, 1, np.random.default_rng(0), forum_window=0)
+
+
+def test_importing_the_library_and_simulator_loads_no_dev_only_package():
+    code = (
+        "import sys, bandits, bandits.simulate.cli, bandits.simulate.quality, "
+        "bandits.simulate.bench; "
+        "print(sorted(m for m in ('mabwiser', 'matplotlib', 'pandas') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
