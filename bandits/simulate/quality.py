@@ -632,5 +632,16 @@ def write_quality(doc: Path, img: Path, *, quick: bool = False, processes: int =
     minutes = (time.perf_counter() - began) / 60
     text = text.replace("\n## Targets", f"- wall time: {minutes:.1f} min\n\n## Targets", 1)
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text(text)
+    doc.write_text(text.rstrip() + "\n" + kept_section(doc))
     print(f"wrote {doc} in {minutes:.1f} min", file=sys.stderr, flush=True)
+
+
+SERVICE_HEADING = "## The service over HTTP"
+
+
+def kept_section(doc: Path) -> str:
+    """The recorded run against the service (``forum --target``), kept from the old ``doc``:
+    it needs a running service, so ``bin/quality`` does not make it again."""
+    old = doc.read_text() if doc.exists() else ""
+    start = old.find(SERVICE_HEADING)
+    return "" if start < 0 else "\n" + old[start:]
