@@ -243,10 +243,10 @@ def get_post(rt: Runtime, post_id: str) -> dict[str, Any]:
     record = rt.storage.get_post(post_id)
     if record is None:
         raise NotFound(f"post {post_id} is not registered", field="post_id")
-    forum, totals = _forum_and_global(rt, record.forum_id)
+    forum, totals = _policy_counts(rt, record.forum_id)
     alpha, beta = post_posterior(
         np.array([record.impressions]), np.array([record.clicks]),
-        np.array([forum.impressions]), np.array([forum.clicks]),
+        np.array([forum[0]]), np.array([forum[1]]),
         totals[0], totals[1], rt.settings.prior_strength,
     )  # fmt: skip
     mean, low, high = beta_summary(alpha, beta, 0.95)
@@ -261,11 +261,14 @@ def get_post(rt: Runtime, post_id: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _forum_and_global(rt: Runtime, forum_id: str) -> tuple[Any, tuple[int, int]]:
-    forums = rt.storage.get_forums(rt.storage.forum_ids(), time.time())
-    totals = (sum(f.impressions for f in forums), sum(f.clicks for f in forums))
-    forum = next(f for f in forums if f.forum_id == forum_id)
-    return forum, totals
+def _policy_counts(rt: Runtime, forum_id: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(impressions, clicks) of the forum and of all forums, as the policy takes them."""
+    counts = {
+        f.forum_id: f.policy_counts
+        for f in rt.storage.get_forums(rt.storage.forum_ids(), time.time())
+    }
+    totals = (sum(i for i, _ in counts.values()), sum(c for _, c in counts.values()))
+    return counts[forum_id], totals
 
 
 def list_forums(rt: Runtime) -> list[dict[str, Any]]:

@@ -100,7 +100,7 @@ class Catalogue:
     def __init__(self) -> None:
         self.forum_ids: list[str] = []
         self.forum_index: dict[str, int] = {}
-        self.forum_totals: list[tuple[int, int]] = []
+        self.forum_counts: list[tuple[int, int]] = []
         self.cursors: dict[str, float] = {}
         self.post_ids: list[str] = []
         self.post_index: dict[str, int] = {}
@@ -110,16 +110,17 @@ class Catalogue:
         self.changed = True
 
     def apply(self, reads: Sequence[ForumRead]) -> None:
-        """Take in what a read found: totals, cursors and the posts' current state."""
+        """Take in what a read found: the forums' counts as the policy takes them (windowed
+        with a forum window, see app.storage), cursors and the posts' current state."""
         for read in reads:
             forum = self.forum_index.get(read.forum_id)
             if forum is None:
                 forum = self.forum_index[read.forum_id] = len(self.forum_ids)
                 self.forum_ids.append(read.forum_id)
-                self.forum_totals.append(read.totals)
+                self.forum_counts.append(read.policy_counts)
                 self.changed = True
-            if self.forum_totals[forum] != read.totals:
-                self.forum_totals[forum] = read.totals
+            if self.forum_counts[forum] != read.policy_counts:
+                self.forum_counts[forum] = read.policy_counts
                 self.changed = True
             self.cursors[read.forum_id] = read.cursor
             if read.posts is not None and read.posts.post_ids:
@@ -162,13 +163,13 @@ class Catalogue:
         rows = np.flatnonzero(expires > now)
         candidate_of_row = np.full(n_rows, -1, np.intp)
         candidate_of_row[rows] = np.arange(rows.shape[0])
-        totals = np.array(self.forum_totals, dtype=np.float64).reshape(-1, 2)
+        forum_counts = np.array(self.forum_counts, dtype=np.float64).reshape(-1, 2)
         candidates = Candidates(
             post_forum=self._forum[rows],
             post_impressions=self._counts[rows, 0],
             post_clicks=self._counts[rows, 1],
-            forum_impressions=totals[:, 0],
-            forum_clicks=totals[:, 1],
+            forum_impressions=forum_counts[:, 0],
+            forum_clicks=forum_counts[:, 1],
         )
         live_expiry = expires[rows]
         self.changed = False

@@ -9,10 +9,12 @@ key                             type      content
 ==============================  ========  ==================================================
 ``P:forums``                    set       every forum id ever registered
 ``P:{f:F}:live``                zset      post id -> expiry (unix seconds) of forum F's posts
-``P:{f:F}:stats``               hash      ``i:<post>``/``c:<post>`` counts; ``_i``/``_c`` totals
+``P:{f:F}:stats``               hash      ``i:<post>``/``c:<post>`` counts; ``_i``/``_c`` totals;
+                                          ``_wi``/``_wc`` windowed totals (see below)
 ``P:{f:F}:changes``             zset      post id -> when its counts or liveness last changed
                                           (Redis clock, microseconds; about the last 10 minutes)
-``P:{f:F}:seen:R``              set       ``i:<post>``/``c:<post>`` counted for request R (TTL)
+``P:{f:F}:seen:R``              set       ``i:<post>``/``c:<post>`` counted for request R;
+                                          ``w:<post>`` its impression counted in ``_wi`` (TTL)
 ``P:post:ID``                   hash      forum_id, created_at, expires_at, deleted (TTL)
 ``P:{r:R}``                     hash      served request R: ``_u`` user, ``_p`` policy,
                                           ``_t`` served ms, ``<post>`` -> forum (TTL)
@@ -29,7 +31,18 @@ key                             type      content
 
 Posts whose attribution window closed after they expired leave ``P:{f:F}:live`` and
 ``P:{f:F}:stats`` (:data:`PRUNE_EXPIRED`, run by the workers every minute), so those keys hold
-recent posts only; the forum totals keep their counts.
+recent posts only; the forum totals, windowed ones too, keep their counts.
+
+The windowed forum totals count each post over its first W impressions only (W is the forum
+window, :attr:`Storage.forum_window`): an impression counts in ``_wi`` when, counted, its post has
+at most W impressions, and a click counts in ``_wc`` when its impression counted in ``_wi``.
+Every post gets its first impressions whatever its CTR, so these totals estimate a typical
+post of the forum, where ``_i``/``_c`` lean towards the posts the policy already favours; the
+policy takes them as the forum's counts (:attr:`Storage.policy_fields`). With W = 0 they are
+not written and the policy takes ``_i``/``_c``. A forum hash without them (written before they
+existed, or while W was 0) reads as 0 impressions and 0 clicks: the forum's prior is then the
+global one until impressions within the window are counted again (a post that already had W
+impressions adds none). Changing W applies to the events counted from then on.
 
 Every batch of events answered 202 is first written to the journal (``P:pending``) and removed
 by the worker that applied it; workers publish again the batches that stayed there longer than
@@ -109,6 +122,10 @@ CHANGES_KEEP_SECONDS = 600
 # reload of the snapshot covers larger steps.
 CHANGES_OVERLAP_US = 250_000
 
+# A forum's totals in its stats hash: over every impression, and over each post's first W.
+TOTAL_FIELDS = ("_i", "_c")
+WINDOW_FIELDS = ("_wi", "_wc")
+
 # Lua: note that ``posts`` changed, at the server's clock in microseconds (a reader's cursor is
 # that clock at its read, less a margin), and forget changes older than ``keep`` whenever the
 # log grows.
@@ -145,18 +162,31 @@ note_changes(KEYS[2], {ARGV[1]}, tonumber(ARGV[3]))
 )
 
 # KEYS: the forum's stats, its change log, then the seen-markers of the batch's requests.
-# ARGV: kind ('i' or 'c'), marker ttl, change-log keep (us), then per event: the index of its
-# request's marker among the KEYS after the first two, and the post. Returns per event 0
-# (already counted), 1 (counted) or 2 (a click that also counted its missing impression).
-# Few Redis calls per batch, not per event: one SMISMEMBER and one SADD per marker set, one
-# HINCRBY per counter (at most 1,000 events a batch keep every unpack() within Lua's limits).
+# ARGV: kind ('i' or 'c'), marker ttl, change-log keep (us), forum window W, then per event:
+# the index of its request's marker among the KEYS after the first two, and the post. Returns
+# per event 0 (already counted), 1 (counted) or 2 (a click that also counted its missing
+# impression). An impression also counts in the forum's windowed ``_wi`` when it is among its
+# post's first W (never with W = 0), and then leaves the marker ``w:<post>``, so that the
+# click of that impression, and only it, counts in ``_wc``. Each event costs a few Redis calls
+# and the batch one change-log update per forum.
 APPLY_EVENTS = (
     _NOTE_CHANGES
     + """
+local function count_impression(stats, seen, post, window)
+  local n = redis.call('HINCRBY', stats, 'i:' .. post, 1)
+  redis.call('HINCRBY', stats, '_i', 1)
+  if n > window then
+    return false
+  end
+  redis.call('HINCRBY', stats, '_wi', 1)
+  redis.call('SADD', seen, 'w:' .. post)
+  return true
+end
+
 local stats, changes = KEYS[1], KEYS[2]
-local kind, ttl = ARGV[1], tonumber(ARGV[2])
+local kind, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local results, changed, marked = {}, {}, {}
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local seen, post = KEYS[2 + tonumber(ARGV[i])], ARGV[i + 1]
   local applied = 0
   if redis.call('SADD', seen, kind .. ':' .. post) == 1 then
@@ -165,13 +195,22 @@ for i = 4, #ARGV, 2 do
     end
     marked[seen] = true
     applied = 1
-    if kind == 'c' and redis.call('SADD', seen, 'i:' .. post) == 1 then
-      redis.call('HINCRBY', stats, 'i:' .. post, 1)
-      redis.call('HINCRBY', stats, '_i', 1)
+    local windowed
+    if kind == 'i' then
+      windowed = count_impression(stats, seen, post, window)
+    elseif redis.call('SADD', seen, 'i:' .. post) == 1 then
+      windowed = count_impression(stats, seen, post, window)
       applied = 2
+    else
+      windowed = window > 0 and redis.call('SISMEMBER', seen, 'w:' .. post) == 1
     end
-    redis.call('HINCRBY', stats, kind .. ':' .. post, 1)
-    redis.call('HINCRBY', stats, '_' .. kind, 1)
+    if kind == 'c' then
+      redis.call('HINCRBY', stats, 'c:' .. post, 1)
+      redis.call('HINCRBY', stats, '_c', 1)
+      if windowed then
+        redis.call('HINCRBY', stats, '_wc', 1)
+      end
+    end
     changed[#changed + 1] = post
   end
   results[#results + 1] = applied
@@ -185,7 +224,8 @@ return results
 
 # KEYS: a forum's live posts, its statistics. ARGV: before, limit. Forgets up to ``limit`` posts
 # that expired before ``before`` (unix seconds): they leave the live set and their counts leave
-# the statistics hash. The forum totals keep them: they are the sums of every post ever counted.
+# the statistics hash. The forum totals, windowed ones too, keep them: they are the sums over
+# every post ever counted.
 PRUNE_EXPIRED = """
 local live, stats = KEYS[1], KEYS[2]
 local posts = redis.call('ZRANGEBYSCORE', live, '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -282,10 +322,14 @@ class PostRecord:
 
 @dataclass(frozen=True)
 class ForumRecord:
+    """A forum's totals over every impression, its live posts, and its (impressions, clicks)
+    as the policy takes them (:attr:`Storage.policy_fields`)."""
+
     forum_id: str
     impressions: int
     clicks: int
     live_posts: int
+    policy_counts: tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -300,12 +344,13 @@ class PostStates:
 
 @dataclass(frozen=True)
 class ForumRead:
-    """One forum as read for a snapshot: its totals, and its posts that changed after the
-    previous cursor (every live post on a full read; None when nothing changed)."""
+    """One forum as read for a snapshot: its (impressions, clicks) as the policy takes them
+    (:attr:`Storage.policy_fields`), and its posts that changed after the previous cursor
+    (every live post on a full read; None when nothing changed)."""
 
     forum_id: str
     cursor: float
-    totals: tuple[int, int]
+    policy_counts: tuple[int, int]
     posts: PostStates | None
 
 
@@ -334,21 +379,34 @@ class PostConflict(Exception):
 class Storage:
     """Redis access for the service and the workers. The client is passed in.
 
-    ``decision_log_maxlen`` is how many decisions the decision log keeps (0: no log).
+    ``decision_log_maxlen`` is how many decisions the decision log keeps (0: no log);
+    ``forum_window`` is W of the windowed forum totals (0: none, the policy takes every
+    impression).
     """
 
     def __init__(
-        self, client: redis.Redis, prefix: str = "pb", decision_log_maxlen: int = 0
+        self,
+        client: redis.Redis,
+        prefix: str = "pb",
+        decision_log_maxlen: int = 0,
+        forum_window: int = 0,
     ) -> None:
         self.client = client
         self.keys = Keys(prefix)
         self.decision_log_maxlen = decision_log_maxlen
+        self.forum_window = forum_window
         self._apply = client.register_script(APPLY_EVENTS)
         self._set_live = client.register_script(SET_LIVE)
         self._serve = client.register_script(SERVE_SLATE)
         self._prune = client.register_script(PRUNE_EXPIRED)
         self.changes_keep_us = CHANGES_KEEP_SECONDS * 1_000_000
         self.changes_overlap_us = CHANGES_OVERLAP_US
+
+    @property
+    def policy_fields(self) -> tuple[str, str]:
+        """The stats hash fields that the policy takes as a forum's (impressions, clicks):
+        the windowed totals, or the totals over every impression when ``forum_window`` is 0."""
+        return WINDOW_FIELDS if self.forum_window else TOTAL_FIELDS
 
     # ---- catalogue -------------------------------------------------------------------------
 
@@ -438,17 +496,17 @@ class Storage:
         return sorted(str(_text(f)) for f in self.client.smembers(self.keys.forums))
 
     def get_forums(self, forum_ids: Sequence[str], now: float) -> list[ForumRecord]:
-        """Totals and live post counts of the given forums, in one round trip."""
+        """Totals, live post counts and the policy's counts of the given forums, in one round
+        trip."""
         pipe = self.client.pipeline(transaction=False)
         for forum_id in forum_ids:
-            pipe.hmget(self.keys.stats(forum_id), "_i", "_c")
+            pipe.hmget(self.keys.stats(forum_id), *TOTAL_FIELDS, *self.policy_fields)
             pipe.zcount(self.keys.live(forum_id), f"({now}", "+inf")
         replies = pipe.execute()
         records = []
-        for forum_id, (imps, clicks), live in zip(
-            forum_ids, replies[0::2], replies[1::2], strict=True
-        ):
-            records.append(ForumRecord(forum_id, int(imps or 0), int(clicks or 0), int(live)))
+        for forum_id, counts, live in zip(forum_ids, replies[0::2], replies[1::2], strict=True):
+            imps, clicks = _totals(counts[:2])
+            records.append(ForumRecord(forum_id, imps, clicks, int(live), _totals(counts[2:])))
         return records
 
     def known_forums(self, forum_ids: Sequence[str]) -> list[bool]:
@@ -473,12 +531,12 @@ class Storage:
         for forum_id in known:
             pipe.zrangebyscore(self.keys.changes(forum_id), f"({cursors[forum_id]:.0f}", "+inf",
                                withscores=True)  # fmt: skip
-            pipe.hmget(self.keys.stats(forum_id), "_i", "_c")
+            pipe.hmget(self.keys.stats(forum_id), *self.policy_fields)
         (seconds, micros), *replies = pipe.execute()
         read_at = seconds * 1_000_000 + micros - self.changes_overlap_us
         changed = {
-            forum_id: (max(cursors[forum_id], read_at), log, totals)
-            for forum_id, log, totals in zip(known, replies[0::2], replies[1::2], strict=True)
+            forum_id: (max(cursors[forum_id], read_at), log, counts)
+            for forum_id, log, counts in zip(known, replies[0::2], replies[1::2], strict=True)
         }
         reads = self._changed_posts(changed)
         return reads + self.read_forums([f for f in forum_ids if f not in cursors], now)
@@ -494,11 +552,11 @@ class Storage:
                 pipe.hmget(self.keys.stats(forum_id), _count_fields(posts))
         replies = iter(pipe.execute())
         reads = []
-        for forum_id, (cursor, log, totals) in changed.items():
+        for forum_id, (cursor, log, counts) in changed.items():
             states = None
             if log:
                 states = _post_states([p for p, _ in log], next(replies), next(replies))
-            reads.append(ForumRead(forum_id, cursor, _totals(totals), states))
+            reads.append(ForumRead(forum_id, cursor, _totals(counts), states))
         return reads
 
     def read_forums(self, forum_ids: Sequence[str], now: float) -> list[ForumRead]:
@@ -509,21 +567,21 @@ class Storage:
         pipe.time()  # first: changes after it come again from the next read_changes
         for forum_id in forum_ids:
             pipe.zrangebyscore(self.keys.live(forum_id), f"({now}", "+inf", withscores=True)
-            pipe.hmget(self.keys.stats(forum_id), "_i", "_c")
+            pipe.hmget(self.keys.stats(forum_id), *self.policy_fields)
         (seconds, micros), *replies = pipe.execute()
         cursor = seconds * 1_000_000 + micros - self.changes_overlap_us
-        lives, totals = replies[0::2], replies[1::2]
+        lives, forum_counts = replies[0::2], replies[1::2]
         pipe = self.client.pipeline(transaction=False)
         for forum_id, live in zip(forum_ids, lives, strict=True):
             if live:
                 pipe.hmget(self.keys.stats(forum_id), _count_fields([post for post, _ in live]))
         counts = iter(pipe.execute())
         reads = []
-        for forum_id, live, total in zip(forum_ids, lives, totals, strict=True):
+        for forum_id, live, forum in zip(forum_ids, lives, forum_counts, strict=True):
             states = _post_states(
                 [p for p, _ in live], [e for _, e in live], next(counts) if live else []
             )
-            reads.append(ForumRead(forum_id, cursor, _totals(total), states))
+            reads.append(ForumRead(forum_id, cursor, _totals(forum), states))
         return reads
 
     def serve(
@@ -588,7 +646,8 @@ class Storage:
         step per forum (:data:`APPLY_EVENTS`), all in one round trip.
 
         Returns per event 0 (already counted), 1 (counted) or 2 (a click that also counted
-        its missing impression). With the decision log on, every event is also appended to
+        its missing impression). The forum's windowed totals count the events that fall in
+        ``forum_window``. With the decision log on, every event is also appended to
         the outcome stream in the same round trip (a replay appends it again: readers of the
         stream treat it as a set).
         """
@@ -598,7 +657,7 @@ class Storage:
         pipe = self.client.pipeline(transaction=False)
         for forum_id, indices in by_forum.items():
             markers: dict[str, int] = {}
-            args: list[EncodableT] = [kind, ttl, self.changes_keep_us]
+            args: list[EncodableT] = [kind, ttl, self.changes_keep_us, self.forum_window]
             for i in indices:
                 request_id, post_id, _ = events[i]
                 args += [markers.setdefault(request_id, len(markers) + 1), post_id]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -66,7 +67,7 @@ def test_a_refresh_reads_only_the_changes(storage: Storage) -> None:
     assert set(states) == {"p1", "p2", "p3"}
     assert states["p1"][:2] == (1, 1) and states["p3"][:2] == (0, 0)
     assert math.isnan(states["p2"][2]) and states["p3"][2] > time.time()
-    assert read.totals == (1, 1)
+    assert read.policy_counts == (1, 1)
 
 
 def test_every_kind_of_change_reaches_the_snapshot(storage: Storage) -> None:
@@ -87,6 +88,26 @@ def test_every_kind_of_change_reaches_the_snapshot(storage: Storage) -> None:
     assert after["posts"]["b1"] == ("fb", 0, 0)
     assert after["forums"] == {"fa": (1, 1), "fb": (0, 0)}
     assert content(Refresher(storage)()) == after
+
+
+@pytest.mark.parametrize(("window", "forums"), [(2, (3.0, 1.0)), (0, (5.0, 2.0))])
+def test_the_policy_gets_the_windowed_forum_counts(
+    storage: Storage, window: int, forums: tuple[float, float]
+) -> None:
+    storage.forum_window = window
+    refresh = Refresher(storage)
+    put(storage, "p1", "f1")
+    put(storage, "p2", "f1")
+    refresh()
+    for request in ("r1", "r2", "r3", "r4"):
+        event(storage, "i", "p1", "f1", request)
+    event(storage, "c", "p1", "f1", "r1")  # the 1st impression: in the window
+    event(storage, "c", "p1", "f1", "r4")  # the 4th: out of it
+    event(storage, "i", "p2", "f1", "r1")
+    incremental = content(refresh())
+    assert incremental["posts"] == {"p1": ("f1", 4, 2), "p2": ("f1", 1, 0)}
+    assert incremental["forums"] == {"f1": forums}
+    assert content(Refresher(storage)()) == incremental
 
 
 def test_an_unchanged_catalogue_keeps_its_candidates(storage: Storage) -> None:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
+from dataclasses import dataclass, field
+from itertools import groupby
+from operator import itemgetter
 
 import pytest
 import redis
@@ -81,7 +85,7 @@ def test_events_count_once_and_click_implies_impression(storage: Storage) -> Non
     assert dict(
         zip(posts.post_ids, zip(posts.impressions, posts.clicks, strict=True), strict=True)
     ) == {"p1": (1, 0), "p2": (1, 1)}
-    assert forum.totals == (2, 1)
+    assert forum.policy_counts == (2, 1)
 
 
 def test_a_slate_with_a_post_to_hide_is_not_remembered(
@@ -117,37 +121,138 @@ BATCHES = st.lists(
 )
 
 
+@dataclass
+class Model:
+    """The counting rules in plain Python: each (request, post, kind) counts once, a click
+    counts its missing impression, and a forum's windowed totals take each post's first
+    ``window`` impressions and the clicks of those impressions."""
+
+    window: int
+    seen: set[tuple[str, str, str]] = field(default_factory=set)
+    posts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    forums: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def apply(self, kind: str, request_id: str, post_id: str, forum_id: str) -> int:
+        if (request_id, post_id, kind) in self.seen:
+            return 0
+        self.seen.add((request_id, post_id, kind))
+        implied = kind == "c" and (request_id, post_id, "i") not in self.seen
+        if kind == "i" or implied:
+            self.seen.add((request_id, post_id, "i"))
+            self.posts[post_id, "i"] += 1
+            self.forums[forum_id, "_i"] += 1
+            if self.posts[post_id, "i"] <= self.window:
+                self.seen.add((request_id, post_id, "in window"))
+                self.forums[forum_id, "_wi"] += 1
+        if kind == "c":
+            self.posts[post_id, "c"] += 1
+            self.forums[forum_id, "_c"] += 1
+            if (request_id, post_id, "in window") in self.seen:
+                self.forums[forum_id, "_wc"] += 1
+        return 2 if implied else 1
+
+
+def forum_fields(rclient: redis.Redis, storage: Storage, forum_id: str) -> dict[str, int]:
+    """The forum's totals, over every impression and windowed (0 where absent)."""
+    values = rclient.hmget(storage.keys.stats(forum_id), *FORUM_FIELDS)
+    return {name: int(value or 0) for name, value in zip(FORUM_FIELDS, values, strict=True)}
+
+
+FORUM_FIELDS = ("_i", "_c", "_wi", "_wc")
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(batches=BATCHES)
+@given(batches=BATCHES, window=st.integers(0, 3))
 def test_batches_count_like_one_event_at_a_time(
-    storage: Storage, rclient: redis.Redis, batches: list[tuple[str, list[tuple[int, int]]]]
+    storage: Storage,
+    rclient: redis.Redis,
+    batches: list[tuple[str, list[tuple[int, int]]]],
+    window: int,
 ) -> None:
     """Events of many requests and forums in one batch, duplicates and clicks before their
-    impressions included, count exactly as the rules say, in the batch's order."""
+    impressions included, count exactly as the rules say, in the batch's order, with or
+    without a forum window."""
     rclient.flushdb()
-    seen: set[tuple[str, str, str]] = set()
-    counts = {(f"p{p}", k): 0 for p in range(6) for k in "ic"}
+    storage.forum_window = window
+    model = Model(window)
     for kind, pairs in batches:
         events = [(f"r{r}", f"p{p}", f"f{p % 3}") for r, p in pairs]
-        expected = []
-        for request_id, post_id, _ in events:
-            wanted = [kind, "i"] if kind == "c" else ["i"]
-            fresh = [k for k in dict.fromkeys(wanted) if (request_id, post_id, k) not in seen]
-            expected.append(0 if kind not in fresh else len(fresh))
-            for k in fresh if kind in fresh else []:
-                seen.add((request_id, post_id, k))
-                counts[post_id, k] += 1
+        expected = [model.apply(kind, *event) for event in events]
         assert storage.apply_events(kind, events, 60) == expected
     for p in range(6):
         imps, clicks = rclient.hmget(storage.keys.stats(f"f{p % 3}"), f"i:p{p}", f"c:p{p}")
-        assert (int(imps or 0), int(clicks or 0)) == (counts[f"p{p}", "i"], counts[f"p{p}", "c"])
+        assert (int(imps or 0), int(clicks or 0)) == (model.posts[f"p{p}", "i"],
+                                                      model.posts[f"p{p}", "c"])  # fmt: skip
     for f in range(3):
-        imps, clicks = rclient.hmget(storage.keys.stats(f"f{f}"), "_i", "_c")
-        posts = [f"p{p}" for p in range(6) if p % 3 == f]
-        assert int(imps or 0) == sum(counts[p, "i"] for p in posts)
-        assert int(clicks or 0) == sum(counts[p, "c"] for p in posts)
+        stored = forum_fields(rclient, storage, f"f{f}")
+        assert stored == {name: model.forums[f"f{f}", name] for name in FORUM_FIELDS}
+        assert stored["_wc"] <= stored["_wi"] <= min(stored["_i"], 2 * window)
+
+
+# The forum window, one post: W, the events in their order of arrival ("i2" is the impression
+# of the post in request r2, "c2" its click), and the forum's _i, _c, _wi, _wc.
+WINDOW_RULE = [
+    (3, "i1 i2 c2 i3 i4 i5 c5", (5, 2, 3, 1)),
+    (0, "i1 i2 c2 i3 i4 i5 c5", (5, 2, 0, 0)),  # no window: the totals only
+    (3, "i1 i2 i3 c3 i4 c4", (4, 2, 3, 1)),  # the W-th impression is in, the next one out
+    (3, "i1 i2 i3 i4 c4 c1", (4, 2, 3, 1)),  # a click follows its impression, not its arrival
+    (2, "c1 i1 c2 c3 i3", (3, 3, 2, 2)),  # a click counts its missing impression, in order
+    (2, "i1 i1 c1 c1 i2 c2 i2 i3 c3 c3", (3, 3, 2, 2)),  # duplicates count once
+    (20, "i1 c1 i2 i3 c3 c4", (4, 3, 4, 3)),  # a window no post fills: the totals
+]
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["one-by-one", "batched"])
+@pytest.mark.parametrize(("window", "events", "expected"), WINDOW_RULE)
+def test_forum_window_counts_each_posts_first_impressions_and_their_clicks(
+    storage: Storage,
+    rclient: redis.Redis,
+    window: int,
+    events: str,
+    expected: tuple[int, int, int, int],
+    batched: bool,
+) -> None:
+    storage.forum_window = window
+    put(storage, "p", "f")
+    arrivals = [(e[0], (f"r{e[1:]}", "p", "f")) for e in events.split()]
+    runs = [(kind, [e for _, e in run]) for kind, run in groupby(arrivals, key=itemgetter(0))]
+    if not batched:
+        runs = [(kind, [event]) for kind, event in arrivals]
+    for kind, run in runs:
+        storage.apply_events(kind, run, 60)
+    for kind, run in runs:  # a client retrying everything: nothing counts again
+        assert storage.apply_events(kind, run, 60) == [0] * len(run)
+    assert forum_fields(rclient, storage, "f") == dict(zip(FORUM_FIELDS, expected, strict=True))
+    if not window:
+        assert not rclient.hexists(storage.keys.stats("f"), "_wi")  # the old hash exactly
+
+
+@pytest.mark.parametrize("window", [0, 2])
+def test_forum_reads_give_the_policy_the_windowed_counts(storage: Storage, window: int) -> None:
+    storage.forum_window = window
+    put(storage, "p", "f")
+    storage.apply_events("c", [(f"r{r}", "p", "f") for r in range(3)], 60)
+    policy = (2, 2) if window else (3, 3)
+    (forum,) = storage.get_forums(["f"], NOW)
+    assert (forum.impressions, forum.clicks, forum.policy_counts) == (3, 3, policy)
+    (read,) = storage.read_forums(["f"], NOW)
+    assert read.policy_counts == policy
+    (changes,) = storage.read_changes({"f": 0.0}, NOW)
+    assert changes.policy_counts == policy
+
+
+def test_a_forum_counted_before_the_window_existed_reads_as_no_counts(
+    storage: Storage, rclient: redis.Redis
+) -> None:
+    storage.forum_window = 20
+    put(storage, "p", "f")
+    rclient.hset(storage.keys.stats("f"), mapping={"_i": 100, "_c": 7, "i:p": 100, "c:p": 7})
+    (forum,) = storage.get_forums(["f"], NOW)
+    assert (forum.impressions, forum.clicks, forum.policy_counts) == (100, 7, (0, 0))
+    storage.apply_events("i", [("r1", "p", "f")], 60)  # p is past its window already
+    assert storage.read_forums(["f"], NOW)[0].policy_counts == (0, 0)
 
 
 def test_temporary_keys_expire(storage: Storage, rclient: redis.Redis) -> None:
@@ -182,6 +287,7 @@ def test_request_ids_carry_their_time() -> None:
 def test_prune_forgets_long_expired_posts_but_keeps_forum_totals(
     storage: Storage, rclient: redis.Redis
 ) -> None:
+    storage.forum_window = 20
     put(storage, "old", "f1", expires=NOW - 100)
     put(storage, "recent", "f1", expires=NOW + 100)
     put(storage, "live", "f1", expires=NOW + 10_000)
@@ -194,6 +300,7 @@ def test_prune_forgets_long_expired_posts_but_keeps_forum_totals(
     assert b"i:old" not in stats and b"c:old" not in stats
     assert stats[b"c:recent"] == b"1" and stats[b"i:live"] == b"1"
     assert (stats[b"_i"], stats[b"_c"]) == (b"3", b"3")
+    assert (stats[b"_wi"], stats[b"_wc"]) == (b"3", b"3")
 
 
 def test_prune_is_bounded_per_forum(storage: Storage) -> None:
