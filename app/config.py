@@ -31,6 +31,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("BANDIT_POLICY", "policy", str, "two_level_ts", "slate policy served"),
     ("BANDIT_PRIOR_STRENGTH", "prior_strength", float, 10.0, "pseudo-impressions of priors"),
     ("BANDIT_PER_FORUM_CAP", "per_forum_cap", int, 0, "max posts per forum in a slate, 0 = none"),
+    ("BANDIT_FORUM_WINDOW", "forum_window", int, 20, "forum prior: first W imps a post, 0=all"),
     ("BANDIT_ATTRIBUTION_SECONDS", "attribution_seconds", int, 86_400, "events count this long"),
     ("BANDIT_POST_TTL_SECONDS", "post_ttl_seconds", int, 259_200, "default post lifetime"),
     ("BANDIT_RECLICK_SECONDS", "reclick_seconds", int, 604_800, "clicked posts hidden this long"),
@@ -59,6 +60,7 @@ class Settings:
     policy: str
     prior_strength: float
     per_forum_cap: int
+    forum_window: int
     attribution_seconds: int
     post_ttl_seconds: int
     reclick_seconds: int
@@ -116,15 +118,19 @@ class Settings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+# What a parser of VARIABLES accepts, for the error message.
+_EXPECTED: dict[Callable[[str], Any], str] = {int: "a whole number", float: "a number"}
+
+
 def _read(
     values: Mapping[str, Any], name: str, attr: str, parse: Callable[[str], Any], default: Any
 ) -> Any:
     raw = values.get(name, values.get(attr))
     if raw is None:
         return default
-    if not isinstance(raw, str):
-        return parse(str(raw)) if parse is not str else raw
+    if parse is str:
+        return raw
     try:
-        return parse(raw)
+        return parse(str(raw))
     except ValueError as exc:
-        raise ConfigError(f"{name}: {exc}") from exc
+        raise ConfigError(f"{name} must be {_EXPECTED[parse]}, got {raw!r}") from exc

@@ -54,7 +54,9 @@ def _redis(url: str, settings: Settings) -> redis.Redis:
 
 def make_runtime(settings: Settings) -> Runtime:
     client = _redis(settings.redis_url, settings)
-    storage = Storage(client, settings.key_prefix, settings.decision_log_maxlen)
+    storage = Storage(
+        client, settings.key_prefix, settings.decision_log_maxlen, settings.forum_window
+    )
 
     policy = make_policy(settings.policy, prior_strength=settings.prior_strength)
     return Runtime(

@@ -34,7 +34,7 @@ Posts whose attribution window closed after they expired leave ``P:{f:F}:live`` 
 recent posts only; the forum totals, windowed ones too, keep their counts.
 
 The windowed forum totals count each post over its first W impressions only (W is the forum
-window, :attr:`Storage.forum_window`): an impression counts in ``_wi`` when, counted, its post has
+window, ``BANDIT_FORUM_WINDOW``): an impression counts in ``_wi`` when, counted, its post has
 at most W impressions, and a click counts in ``_wc`` when its impression counted in ``_wi``.
 Every post gets its first impressions whatever its CTR, so these totals estimate a typical
 post of the forum, where ``_i``/``_c`` lean towards the posts the policy already favours; the

@@ -56,6 +56,24 @@ class Stream:
             totals[forum_of[post]] = (i + imps, c + clicks)
         return totals
 
+    def forum_window(self, window: int) -> dict[str, tuple[int, int, int]]:
+        """Per forum: the impressions in its posts' first ``window``, exact whatever the order
+        of arrival, and the least and the most clicks of those impressions (which impressions
+        were first depends on that order; every click of a post that never left its window
+        counts, and a post counts at most as many as its clicks and its windowed impressions).
+        """
+        forum_of = {p: f for s in self.slates for p, f in s.posts.items()}
+        bounds: Counter[tuple[str, str]] = Counter()
+        for post, (imps, clicks) in self.expected().items():
+            forum = forum_of[post]
+            bounds[forum, "impressions"] += min(imps, window)
+            bounds[forum, "least"] += clicks if imps <= window else 0
+            bounds[forum, "most"] += min(clicks, imps, window)
+        forums = set(forum_of.values())
+        return {
+            f: (bounds[f, "impressions"], bounds[f, "least"], bounds[f, "most"]) for f in forums
+        }
+
     def outcomes(self) -> Counter[str]:
         """How many events must end as each order-independent outcome of app.events (which of
         two copies of an event counts and which is the duplicate depends on timing)."""
@@ -133,6 +151,19 @@ def stored_counts(client: redis.Redis, stream: Stream, prefix: str = "pb") -> di
     posts = {p: (stats[f].get(f"i:{p}", 0), stats[f].get(f"c:{p}", 0)) for p, f in forum_of.items()}
     totals = {f: (s.get("_i", 0), s.get("_c", 0)) for f, s in stats.items()}
     return {"posts": posts, "forums": totals}
+
+
+def stored_forum_window(
+    client: redis.Redis, stream: Stream, prefix: str = "pb"
+) -> dict[str, tuple[int, int]]:
+    """Every forum's windowed totals (``_wi``, ``_wc``), as stored in Redis."""
+    keys = Keys(prefix)
+    forums = {f for s in stream.slates for f in s.posts.values()}
+    found = {}
+    for forum in forums:
+        wi, wc = client.hmget(keys.stats(forum), "_wi", "_wc")
+        found[forum] = (int(wi or 0), int(wc or 0))
+    return found
 
 
 def expected_counts(stream: Stream) -> dict[str, Any]:

@@ -17,11 +17,19 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.redis_server import RedisServer, free_port
 from tests.processes import ADMIN, Stack, wait_for
-from tests.streams import Stream, build_stream, expected_counts, fetch_slates, stored_counts
+from tests.streams import (
+    Stream,
+    build_stream,
+    expected_counts,
+    fetch_slates,
+    stored_counts,
+    stored_forum_window,
+)
 
 pytestmark = pytest.mark.e2e
 
 WINDOW = 86_400
+FORUM_WINDOW = 20  # BANDIT_FORUM_WINDOW's default, which the stack runs
 FORUMS, POSTS_PER_FORUM = 5, 8
 CLIENTS = 4
 
@@ -82,6 +90,10 @@ def test_every_stored_count_is_exactly_the_expected_one(
     stats = redis.Redis.from_url(private_redis.url)
     expected = expected_counts(stream)
     wait_for(lambda: stored_counts(stats, stream) == expected, 60, "the expected counts")
+    windowed = stored_forum_window(stats, stream)
+    for forum, (impressions, least, most) in stream.forum_window(FORUM_WINDOW).items():
+        assert windowed[forum][0] == impressions, forum
+        assert least <= windowed[forum][1] <= most, forum
     sent = sum(len(events) for _, events in stream.batches)
     wait_for(lambda: sum(worker_outcomes(ports).values()) == sent, 10, "every event accounted")
 

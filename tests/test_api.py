@@ -9,8 +9,10 @@ import pytest
 import redis
 from flask.testing import FlaskClient
 
+from app import create_app
 from app.events import apply_batch
 from app.runtime import Runtime
+from bandits import post_posterior
 from tests.conftest import ADMIN, register
 from workers.celery_app import QUEUE
 
@@ -126,6 +128,33 @@ def test_post_view_reports_counts_and_posterior(
     assert post["alpha"] > 1 and post["beta"] > 0
     assert post["interval95"][0] < post["mean"] < post["interval95"][1]
     assert view["live"] is True and view["expires_at"] > time.time()
+
+
+@pytest.mark.parametrize(("window", "jobs"), [(2, (3, 2)), (0, (4, 3))])
+def test_the_policy_and_the_post_view_take_the_windowed_forum_counts(
+    config: dict[str, Any], window: int, jobs: tuple[int, int]
+) -> None:
+    """jobs-0 has 3 impressions and 3 clicks, jobs-1 one impression: over each post's first
+    2 impressions the forum has 3 and 2 clicks; over every impression, 4 and 3."""
+    app = create_app({**config, "BANDIT_FORUM_WINDOW": str(window)})
+    try:
+        client, rt = app.test_client(), app.extensions["postbandit"]
+        for post_id in ("jobs-0", "jobs-1", "jobs-2"):
+            register(client, post_id, "jobs")
+        rt.storage.apply_events("c", [(f"r{r}", "jobs-0", "jobs") for r in range(3)], 60)
+        rt.storage.apply_events("i", [("r0", "jobs-1", "jobs")], 60)
+        snap = rt.snapshots.get()
+        assert snap is not None
+        forum = snap.forum_index["jobs"]
+        cands = snap.candidates
+        assert (cands.forum_impressions[forum], cands.forum_clicks[forum]) == jobs
+        alpha, beta = post_posterior([0], [0], [jobs[0]], [jobs[1]], jobs[0], jobs[1], 10.0)
+        posterior = client.get("/v1/posts/jobs-2").json["posterior"]  # its forum's prior
+        assert (posterior["alpha"], posterior["beta"]) == pytest.approx((alpha[0], beta[0]))
+        view = client.get("/v1/forums/jobs").json
+        assert (view["impressions"], view["clicks"]) == (4, 3)  # every impression, always
+    finally:
+        app.extensions["postbandit"].snapshots.stop()
 
 
 def test_forum_views(client: FlaskClient, catalogue: dict[str, str]) -> None:

@@ -15,6 +15,12 @@ def test_development_defaults() -> None:
     assert settings.admin_token == DEV_ADMIN_TOKEN
     assert settings.attribution_seconds == 86_400
     assert settings.post_ttl_seconds == 72 * 3600
+    assert settings.forum_window == 20
+
+
+@pytest.mark.parametrize(("raw", "window"), [("0", 0), ("1", 1), ("500", 500), (7, 7)])
+def test_forum_window_is_a_whole_number(raw: object, window: int) -> None:
+    assert Settings.from_mapping({"BANDIT_FORUM_WINDOW": raw}).forum_window == window
 
 
 @pytest.mark.parametrize(
@@ -28,6 +34,12 @@ def test_development_defaults() -> None:
         ({"BANDIT_PRIOR_STRENGTH": "strong"}, "BANDIT_PRIOR_STRENGTH"),
         ({"BANDIT_ATTRIBUTION_SECONDS": "-1"}, "BANDIT_ATTRIBUTION_SECONDS must be >= 0"),
         ({"BANDIT_REFRESH_SECONDS": "0"}, "BANDIT_REFRESH_SECONDS"),
+        ({"BANDIT_FORUM_WINDOW": "-1"}, "BANDIT_FORUM_WINDOW must be >= 0, got -1"),
+        ({"BANDIT_FORUM_WINDOW": "2.5"}, "BANDIT_FORUM_WINDOW must be a whole number, got '2.5'"),
+        ({"BANDIT_FORUM_WINDOW": "twenty"}, "BANDIT_FORUM_WINDOW must be a whole number"),
+        ({"BANDIT_FORUM_WINDOW": ""}, "BANDIT_FORUM_WINDOW must be a whole number, got ''"),
+        ({"BANDIT_FORUM_WINDOW": 2.5}, "BANDIT_FORUM_WINDOW must be a whole number, got 2.5"),
+        ({"forum_window": True}, "BANDIT_FORUM_WINDOW must be a whole number, got True"),
     ],
 )
 def test_invalid_settings_are_refused(values: dict[str, str], message: str) -> None:

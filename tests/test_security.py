@@ -132,6 +132,6 @@ def test_caller_strings_only_create_keys_that_expire(
     batch_ids = {k.decode() for k in rclient.hkeys(keys.pending)}
     assert len(batch_ids) == 60 and all(re.fullmatch("[0-9a-f]{32}", b) for b in batch_ids)
     fields = {f.decode() for f in rclient.hkeys(keys.stats("f"))}
-    assert fields <= {"_i", "_c"} | {f"{kind}:{p}" for kind in "ic" for p in posts}
+    assert fields <= {"_i", "_c", "_wi", "_wc"} | {f"{kind}:{p}" for kind in "ic" for p in posts}
     assert "_i" in fields  # the traffic was counted
     assert any(MARK.encode() in k for k in rclient.scan_iter())  # and wrote expiring keys

@@ -31,7 +31,9 @@ def storage_for(settings: Settings) -> Storage:
             settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
         )
         _storage.clear()
-        _storage[pid] = Storage(client, settings.key_prefix, settings.decision_log_maxlen)
+        _storage[pid] = Storage(
+            client, settings.key_prefix, settings.decision_log_maxlen, settings.forum_window
+        )
     return _storage[pid]
 
 
