@@ -94,6 +94,25 @@ def _forum_means(cands: Candidates, strength: float) -> FloatArray:
     return _clip_unit(f_alpha / (f_alpha + f_beta))
 
 
+def check_exploration(value: float) -> None:
+    """Raise ``ValueError`` unless ``value`` is a real number in [0.01, 1]."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.01 <= value <= 1:
+        raise ValueError(f"exploration must be in [0.01, 1], got {value!r}")
+
+
+def _draw(
+    alpha: FloatArray, beta: FloatArray, exploration: float, rng: np.random.Generator
+) -> FloatArray:
+    """One draw per post from Beta(alpha, beta) with its variance scaled by ``exploration``.
+
+    Beta(alpha / e, beta / e) keeps the mean alpha / (alpha + beta) and scales the variance
+    by about e (exactly (alpha + beta + 1) e / (alpha + beta + e)); e = 1 is the posterior.
+    """
+    if exploration == 1.0:
+        return rng.beta(alpha, beta)
+    return rng.beta(alpha / exploration, beta / exploration)
+
+
 def _clip_unit(ctr: FloatArray) -> FloatArray:
     """Keep CTRs in [1e-12, 1 - 1e-12] so that priors centred on them are proper."""
     np.maximum(ctr, _CLIP, out=ctr)
@@ -182,10 +201,12 @@ class TwoLevelTS(Policy):
     forum_prior_strength: float = 10.0
     forum_draw: bool = True
     order: str = "mean"
+    exploration: float = 1.0
 
     def __post_init__(self) -> None:
         check_strength("prior_strength", self.prior_strength)
         check_strength("forum_prior_strength", self.forum_prior_strength)
+        check_exploration(self.exploration)
         if not isinstance(self.forum_draw, bool):
             raise ValueError(f"forum_draw must be True or False, got {self.forum_draw!r}")
         if self.order not in ("mean", "sample"):
@@ -198,7 +219,7 @@ class TwoLevelTS(Policy):
         else:
             forum_ctr = _forum_means(cands, self.forum_prior_strength)
         alpha, beta = _hier_params(cands, index, forum_ctr, self.prior_strength)
-        return rng.beta(alpha, beta), alpha, beta
+        return _draw(alpha, beta, self.exploration, rng), alpha, beta
 
     def _rank(
         self,

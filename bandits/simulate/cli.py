@@ -14,6 +14,7 @@ import numpy as np
 from bandits.policies import make_policy
 from bandits.simulate import report
 from bandits.simulate.environments import ForumConfig
+from bandits.simulate.recommenders import FORUM_WINDOW
 from bandits.simulate.runner import (
     AgentSpec,
     ClassicSetting,
@@ -26,10 +27,11 @@ from bandits.simulate.runner import (
 from bandits.simulate.service import ServiceError, run_service
 
 
-def parse_agent(text: str, delay: int) -> AgentSpec:
+def parse_agent(text: str, delay: int, forum_window: int = FORUM_WINDOW) -> AgentSpec:
     """``name[:key=value,...]`` (values: numbers, true/false, none, else text) to a spec.
 
-    ``mabwiser`` is MABWiser's Thompson sampling (single-pull settings only).
+    ``mabwiser`` is MABWiser's Thompson sampling (single-pull settings only). Forum counts
+    take each post's first ``forum_window`` impressions (0: every impression).
 
     Raises:
         ValueError: for a malformed spec, an unknown policy or an invalid parameter.
@@ -38,8 +40,10 @@ def parse_agent(text: str, delay: int) -> AgentSpec:
     params = tuple(_parse_param(item) for item in rest.split(",") if item)
     if name != "mabwiser":
         make_policy(name, **dict(params))
+    if forum_window < 0:
+        raise ValueError(f"--forum-window must be >= 0, got {forum_window}")
     label = text if delay == 1 else f"{text} D={delay}"
-    return AgentSpec(label, name, params, delay)
+    return AgentSpec(label, name, params, delay, forum_window=forum_window or None)
 
 
 def _parse_param(item: str) -> tuple[str, float | bool | str | None]:
@@ -108,6 +112,12 @@ def _run_options(parser: argparse.ArgumentParser, horizon: int | None) -> None:
         "MABWiser's Thompson sampling (classic and lowctr only)",
     )
     parser.add_argument("--delay", type=int, default=1, help="refresh posteriors every D")
+    parser.add_argument(
+        "--forum-window",
+        type=int,
+        default=FORUM_WINDOW,
+        help=f"forum counts: each post's first N impressions, 0 = all (default {FORUM_WINDOW})",
+    )
     parser.add_argument("--seeds", type=int, default=20, help="number of seeds")
     parser.add_argument("--first-seed", type=int, default=0, help="seeds first..first+n-1")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes")
@@ -142,7 +152,7 @@ def run_simulation(args: argparse.Namespace) -> str:
     setting = _setting(args)
     target = getattr(args, "target", None)
     default = TARGET_POLICIES if target else DEFAULT_POLICIES
-    agents = [parse_agent(p, args.delay) for p in args.policy or default]
+    agents = [parse_agent(p, args.delay, args.forum_window) for p in args.policy or default]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     served = []
     if target:

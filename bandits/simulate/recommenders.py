@@ -18,6 +18,10 @@ from bandits.policies import Policy
 
 BoolArray = npt.NDArray[np.bool_]
 
+#: Forum counts take each post's first this-many impressions, as the service does by default
+#: (``BANDIT_FORUM_WINDOW``).
+FORUM_WINDOW = 20
+
 
 class Recommender(Protocol):
     """Anything that turns slate requests into posts and learns from the clicks."""
@@ -50,10 +54,11 @@ class PolicyRecommender:
     decisions, like asynchronous workers refreshing statistics; posts announced in between
     become candidates at the next refresh.
 
-    Forum statistics count every impression, or with ``forum_window = N`` only each post's
-    first N impressions: those are shown to new posts whatever their CTR, so the forum's
-    CTR then estimates a typical post's CTR instead of the CTR of the posts the policy
-    already favours (which collect most impressions).
+    Forum statistics count each post's first ``forum_window`` impressions (default
+    :data:`FORUM_WINDOW`, like the service), or every impression with ``forum_window=None``.
+    The first impressions are shown to new posts whatever their CTR, so the forum's CTR
+    estimates a typical post's CTR instead of the CTR of the posts the policy already
+    favours (which collect most impressions).
     """
 
     def __init__(
@@ -62,7 +67,7 @@ class PolicyRecommender:
         n_forums: int,
         delay: int,
         rng: np.random.Generator,
-        forum_window: int | None = None,
+        forum_window: int | None = FORUM_WINDOW,
     ) -> None:
         if delay < 1:
             raise ValueError(f"delay must be >= 1, got {delay}")

@@ -21,7 +21,12 @@ from bandits.simulate.environments import (
     generate_forum_world,
     low_ctr_arms,
 )
-from bandits.simulate.recommenders import MabwiserTS, PolicyRecommender, Recommender
+from bandits.simulate.recommenders import (
+    FORUM_WINDOW,
+    MabwiserTS,
+    PolicyRecommender,
+    Recommender,
+)
 from bandits.slate import top_with_cap
 
 CHECKPOINTS = 200
@@ -70,14 +75,17 @@ Setting = ClassicSetting | LowCtrSetting | ForumSetting
 
 @dataclass(frozen=True)
 class AgentSpec:
-    """How to build the recommender of a run: a named policy, or ``mabwiser`` (peer TS)."""
+    """How to build the recommender of a run: a named policy, or ``mabwiser`` (peer TS).
+
+    ``forum_window``: forum counts over each post's first N impressions (``None``: all).
+    """
 
     label: str
     policy: str
     params: tuple[tuple[str, float | bool | str | None], ...] = ()
     delay: int = 1
     seed_salt: int = 0
-    forum_window: int | None = None
+    forum_window: int | None = FORUM_WINDOW
 
     def build(self, n_forums: int, seed: int) -> Recommender:
         """A fresh recommender whose randomness comes from ``seed`` only."""

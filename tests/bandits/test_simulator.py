@@ -15,7 +15,7 @@ from bandits.simulate.environments import (
     generate_forum_world,
     low_ctr_arms,
 )
-from bandits.simulate.recommenders import PolicyRecommender
+from bandits.simulate.recommenders import FORUM_WINDOW, PolicyRecommender
 from bandits.simulate.runner import (
     AgentSpec,
     ClassicSetting,
@@ -195,6 +195,25 @@ def test_forum_window_counts_only_each_posts_first_impressions_for_the_forum():
     np.testing.assert_array_equal(cands.forum_clicks, [2])
     with pytest.raises(ValueError, match="forum_window must be None or >= 1"):
         PolicyRecommender(make_policy("greedy"), 1, 1, np.random.default_rng(0), forum_window=0)
+
+
+def test_forum_counts_default_to_each_posts_first_20_impressions_like_the_service():
+    def forum_impressions(**window):
+        rec = PolicyRecommender(make_policy("greedy"), 1, 1, np.random.default_rng(0), **window)
+        rec.add_posts(np.arange(1), np.zeros(1, np.intp))
+        for _ in range(30):
+            rec.record(np.array([0]), np.array([False]))
+        rec.recommend(1)
+        return rec._cands.forum_impressions[0]
+
+    assert FORUM_WINDOW == 20
+    assert forum_impressions() == 20
+    assert forum_impressions(forum_window=None) == 30
+    assert parse_agent("two_level_ts", 1).forum_window == 20
+    assert parse_agent("two_level_ts", 1, 0).forum_window is None
+    assert parse_agent("two_level_ts", 1, 5).forum_window == 5
+    with pytest.raises(ValueError, match="--forum-window must be >= 0, got -1"):
+        parse_agent("two_level_ts", 1, -1)
 
 
 def test_importing_the_library_and_simulator_loads_no_dev_only_package():
