@@ -39,7 +39,6 @@ def fields(
     request_id: str,
     now: float,
     user_id: str,
-    candidates: int,
     slate: Slate,
     items: Sequence[dict[str, Any]],
 ) -> dict[EncodableT, EncodableT]:
@@ -53,7 +52,7 @@ def fields(
         "time": round(now, 3),
         "user_id": user_id,
         "policy": slate.policy,
-        "candidates": candidates,
+        "candidates": slate.eligible,
         "posts": json.dumps([item["post_id"] for item in items]),
         "forums": json.dumps([item["forum_id"] for item in items]),
         "scores": json.dumps(slate.scores.tolist()),

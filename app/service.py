@@ -19,7 +19,6 @@ from app.schemas import EventBatch, PostIn, RecommendationQuery
 from app.snapshot import Snapshot
 from app.storage import PostConflict, RequestContext, Served, new_request_id, queue_length
 from bandits import Slate, beta_summary, post_posterior
-from bandits.eligibility import eligible_pool
 from workers.celery_app import APPLY_EVENTS, QUEUE
 
 log = logging.getLogger(__name__)
@@ -64,11 +63,11 @@ def _serve(
     hidden: list[str] = []
     items: list[dict[str, Any]] = []
     for check in (hide, hide, None):
-        slate, items, eligible = _choose(rt, snap, query, hidden, now)
+        slate, items = _choose(rt, snap, query, hidden, now)
         if not items:
             break
         try:
-            found = _remember(rt, query.user_id, request_id, now, (slate, items, eligible), check)
+            found = _remember(rt, query.user_id, request_id, now, (slate, items), check)
         except redis.RedisError as exc:
             return items, _redis_failed("remember_served", exc)
         if found is None:
@@ -77,13 +76,13 @@ def _serve(
     return items, False
 
 
-Choice = tuple[Slate, list[dict[str, Any]], int]
+Choice = tuple[Slate, list[dict[str, Any]]]
 
 
 def _choose(
     rt: Runtime, snap: Snapshot, query: RecommendationQuery, hidden: list[str], now: float
 ) -> Choice:
-    """The slate, its items, and how many posts were eligible (for the decision log only)."""
+    """The slate and its items (post, forum, rank)."""
     allowed = None if query.forums is None else snap.forum_indices(query.forums)
     excluded = snap.excluded([*query.exclude, *hidden], now)
     slate = rt.policy.select(
@@ -94,9 +93,7 @@ def _choose(
         {"post_id": post_id, "forum_id": forum_id, "rank": rank}
         for rank, (post_id, forum_id) in enumerate(snap.items(slate.posts), start=1)
     ]
-    logged = items and rt.storage.decision_log_maxlen
-    eligible = eligible_pool(snap.candidates, allowed, excluded).size if logged else 0
-    return slate, items, eligible
+    return slate, items
 
 
 def _remember(
@@ -113,12 +110,12 @@ def _remember(
     Raises:
         redis.RedisError: Redis failed (nothing was remembered).
     """
-    slate, items, eligible = choice
+    slate, items = choice
     served = Served(request_id, user_id, rt.policy.name,
                     {item["post_id"]: item["forum_id"] for item in items})  # fmt: skip
     decision = None
     if rt.storage.decision_log_maxlen:
-        decision = decisions.fields(request_id, now, user_id, eligible, slate, items)
+        decision = decisions.fields(request_id, now, user_id, slate, items)
     return rt.storage.serve(served, rt.settings.attribution_seconds, decision, hide_since)
 
 

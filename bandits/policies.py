@@ -168,7 +168,7 @@ class Policy(ABC):
         pos = self._rank(scores, forums, _Request(n, cap, pool.size), rng)
         pos = self._order(pos, alpha, beta)
         posts = pos if pool.posts is None else pool.posts[pos]
-        return Slate(posts, scores[pos], alpha[pos], beta[pos], self.name)
+        return Slate(posts, scores[pos], alpha[pos], beta[pos], self.name, pool.size)
 
     @abstractmethod
     def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:

@@ -22,6 +22,7 @@ class Slate:
         scores: the sampled (Thompson), mean (greedy) or random (random) score of each post.
         alpha, beta: the posterior Beta parameters of each post the policy used.
         policy: name of the policy that chose the slate.
+        eligible: how many candidate posts were eligible (allowed forums, not excluded).
     """
 
     posts: IntArray
@@ -29,6 +30,7 @@ class Slate:
     alpha: FloatArray
     beta: FloatArray
     policy: str
+    eligible: int = 0
 
     @classmethod
     def empty(cls, policy: str) -> Slate:

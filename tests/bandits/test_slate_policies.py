@@ -48,6 +48,7 @@ def check_slate(slate, cands, n, kwargs, policy):
     length, eligible = expected_length(cands, n, allowed, exclude, cap)
     assert isinstance(slate, Slate) and slate.policy == policy
     assert len(slate) == length
+    assert slate.eligible == int(eligible.sum())
     for array in (slate.scores, slate.alpha, slate.beta):
         assert array.shape == slate.posts.shape
     assert slate.posts.dtype == np.intp
