@@ -18,7 +18,7 @@ import requests
 from app.config import Settings
 from devtools.redis_server import free_port
 from tests.exposition import samples, value
-from tests.processes import Proc, service_env, start_web, start_worker, wait_for
+from tests.processes import Proc, service_env, wait_for, web_and_worker
 from workers.celery_app import APPLY_EVENTS, make_celery
 
 pytestmark = pytest.mark.e2e
@@ -42,16 +42,9 @@ def stack(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[Stack]:
     env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
                       BANDIT_APP_TOKEN=APP_TOKEN, BANDIT_WORKER_METRICS_PORT=str(port),
                       BANDIT_WORKER_METRICS_HOST="127.0.0.1")  # fmt: skip
-    procs: list[Proc] = []
-    try:
-        web, base = start_web(env, tmp_path, workers=2)
-        procs.append(web)
-        procs.append(start_worker(env, tmp_path))
-        yield Stack(base, f"http://127.0.0.1:{port}/metrics", web, procs[1], env,
+    with web_and_worker(env, tmp_path) as (web, worker, base):
+        yield Stack(base, f"http://127.0.0.1:{port}/metrics", web, worker, env,
                     Path(web.env["PROMETHEUS_MULTIPROC_DIR"]))  # fmt: skip
-    finally:
-        for proc in procs:
-            proc.stop()
 
 
 def get(url: str, **params: Any) -> requests.Response:
