@@ -109,7 +109,7 @@ def start_web(env: dict[str, str], tmp: Path, workers: int = 2) -> tuple[Proc, s
 
 def start_worker(env: dict[str, str], tmp: Path, name: str = "worker") -> Proc:
     """A Celery worker process (threads pool, as in the Procfile); waits until it consumes."""
-    args = [str(BIN / "celery"), "--app", "workers.main", "worker", "--pool", "threads",
+    args = [str(BIN / "celery"), "--app", "workers.main", "--quiet", "worker", "--pool", "threads",
             "--concurrency", "4", "--loglevel", "INFO", "--hostname", f"{name}-{free_port()}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
     proc = Proc(name, args, env, tmp / f"{name}.log").start()

@@ -122,6 +122,26 @@ def test_logs_are_json_lines_without_secrets(stack: Stack) -> None:
         assert ADMIN_TOKEN not in proc.output() and APP_TOKEN not in proc.output()
 
 
+# Celery writes this straight to its standard output, whatever the logging set-up.
+CELERY_SHUTDOWN_NOTICE = "\nworker: Warm shutdown (MainProcess)\n"
+
+
+def test_gunicorn_and_the_worker_write_nothing_but_json_lines(stack: Stack) -> None:
+    serve_and_report(stack)
+    wait_for(lambda: sum(x["msg"] == "events applied" for x in json_lines(stack.worker)) == 2,
+             15, "two 'events applied' lines")  # fmt: skip
+    stack.web.stop()
+    stack.worker.stop()
+    web = [json.loads(line) for line in stack.web.output().splitlines()]
+    gunicorn = [x["msg"] for x in web if x["logger"] == "gunicorn.error"]
+    assert gunicorn[0].startswith("Starting gunicorn") and gunicorn[-1] == "Shutting down: Master"
+    assert sum(m.startswith("Booting worker with pid") for m in gunicorn) == 2
+    output = stack.worker.output()
+    assert output.count(CELERY_SHUTDOWN_NOTICE) == 1
+    worker = [json.loads(line) for line in output.replace(CELERY_SHUTDOWN_NOTICE, "").splitlines()]
+    assert any(x["logger"] == "celery.apps.worker" and x["msg"].endswith(" ready.") for x in worker)
+
+
 def test_a_dead_gunicorn_worker_leaves_totals_and_takes_its_live_gauges(stack: Stack) -> None:
     serve_and_report(stack)
 
