@@ -34,6 +34,10 @@ logconfig_dict = {
 # The request line (method, path and query) may be up to gunicorn's maximum, 8190 bytes, so that
 # long forums=/exclude= lists fit; longer lines get gunicorn's own 400 before the app sees them.
 limit_request_line = 8190
+# gunicorn's control socket (for gunicornc) has one default path per user, shared by every
+# instance on the host, so a second instance (a test run, the benchmark) would take it over;
+# nothing here uses gunicornc.
+control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:

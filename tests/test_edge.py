@@ -19,7 +19,9 @@ pytestmark = pytest.mark.e2e
 def base(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[str]:
     web: Proc | None = None
     try:
-        web, url = start_web(service_env(redis_url, broker_url, tmp_path), tmp_path, workers=1)
+        # gunicorn puts its control socket under XDG_RUNTIME_DIR when that is set.
+        env = service_env(redis_url, broker_url, tmp_path, XDG_RUNTIME_DIR=str(tmp_path / "run"))
+        web, url = start_web(env, tmp_path, workers=1)
         yield url
     finally:
         if web is not None:
@@ -35,6 +37,13 @@ def raw_request(base: str, head: bytes, body: bytes = b"") -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_gunicorn_opens_no_control_socket_that_other_instances_would_share(
+    base: str, tmp_path: Path
+) -> None:
+    assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    assert not (tmp_path / "run" / "gunicorn.ctl").exists()
 
 
 def test_an_oversized_body_is_a_413_that_names_the_limit(base: str) -> None:
