@@ -16,12 +16,28 @@ worker_class = "sync"
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
-accesslog = None
-errorlog = "-"
+accesslog = None  # the app logs each recommendation and event batch itself
 loglevel = os.environ.get("BANDIT_LOG_LEVEL", "info").lower()
+# gunicorn's own messages (start, workers booting and exiting, signals, errors) as JSON lines on
+# stderr, in the format of the app's lines on stdout. jsonlog is outside the app package: the
+# master must not import the app (see jsonlog).
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "jsonlog.JsonFormatter"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
+                            "stream": "ext://sys.stderr"}},
+    "root": {"level": loglevel.upper(), "handlers": ["stderr"]},
+    "loggers": {"gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"],
+                                   "propagate": False}},
+}  # fmt: skip
 # The request line (method, path and query) may be up to gunicorn's maximum, 8190 bytes, so that
 # long forums=/exclude= lists fit; longer lines get gunicorn's own 400 before the app sees them.
 limit_request_line = 8190
+# gunicorn's control socket (for gunicornc) has one default path per user, shared by every
+# instance on the host, so a second instance (a test run, the benchmark) would take it over;
+# nothing here uses gunicornc.
+control_socket_disable = True
 
 
 def on_starting(server: Any) -> None:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from bandits import make_policy
+
 DEV_ADMIN_TOKEN = "dev-admin-token"  # development only; production refuses it
 
 
@@ -30,6 +32,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("BANDIT_APP_TOKEN", "app_token", str, "", "bearer token for event posts (empty: open)"),
     ("BANDIT_POLICY", "policy", str, "two_level_ts", "slate policy served"),
     ("BANDIT_PRIOR_STRENGTH", "prior_strength", float, 10.0, "pseudo-impressions of priors"),
+    ("BANDIT_EXPLORATION", "exploration", float, 1.0, "two_level_ts: post draw variance scale"),
     ("BANDIT_PER_FORUM_CAP", "per_forum_cap", int, 0, "max posts per forum in a slate, 0 = none"),
     ("BANDIT_FORUM_WINDOW", "forum_window", int, 20, "forum prior: first W imps a post, 0=all"),
     ("BANDIT_ATTRIBUTION_SECONDS", "attribution_seconds", int, 86_400, "events count this long"),
@@ -59,6 +62,7 @@ class Settings:
     app_token: str
     policy: str
     prior_strength: float
+    exploration: float
     per_forum_cap: int
     forum_window: int
     attribution_seconds: int
@@ -113,10 +117,37 @@ class Settings:
             raise ConfigError("BANDIT_VISIBILITY_TIMEOUT must be >= 1")
         if self.log_level.upper() not in logging.getLevelNamesMapping():
             raise ConfigError(f"BANDIT_LOG_LEVEL must be a level name, got {self.log_level}")
+        self._check_policy()
+
+    def policy_params(self) -> dict[str, float]:
+        """The settings the served policy takes, by parameter name."""
+        return {name: getattr(self, name) for name in POLICY_SETTINGS.get(self.policy, ())}
+
+    def _check_policy(self) -> None:
+        if self.policy not in POLICY_SETTINGS:
+            names = ", ".join(POLICY_SETTINGS)
+            raise ConfigError(f"BANDIT_POLICY must be one of {names}, got {self.policy!r}")
+        if self.exploration != 1.0 and "exploration" not in POLICY_SETTINGS[self.policy]:
+            raise ConfigError(f"BANDIT_EXPLORATION applies to two_level_ts, not {self.policy}")
+        try:
+            make_policy(self.policy, **self.policy_params())
+        except ValueError as exc:
+            named = [env for param, env in _ENV_OF.items() if param in str(exc)]
+            raise ConfigError(f"{(named or ['BANDIT_POLICY'])[0]}: {exc}") from exc
 
     def as_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
+
+# The settings each policy that can be served takes; the others do not apply to it.
+POLICY_SETTINGS: dict[str, tuple[str, ...]] = {
+    "two_level_ts": ("prior_strength", "exploration"),
+    "flat_ts": (),
+    "greedy": ("prior_strength",),
+    "epsilon_greedy": ("prior_strength",),
+    "random": (),
+}
+_ENV_OF = {"prior_strength": "BANDIT_PRIOR_STRENGTH", "exploration": "BANDIT_EXPLORATION"}
 
 # What a parser of VARIABLES accepts, for the error message.
 _EXPECTED: dict[Callable[[str], Any], str] = {int: "a whole number", float: "a number"}

@@ -16,6 +16,8 @@ from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from app.schemas import (
+    ID_CHARS,
+    ID_MAX,
     MAX_BODY_BYTES,
     Accepted,
     ErrorBody,
@@ -164,7 +166,7 @@ def _path_parameters(path: str) -> list[dict[str, Any]]:
 
 
 def _query_parameters(model: type[BaseModel] | None) -> list[dict[str, Any]]:
-    """Query parameters from a model; lists travel comma-separated (``forums=a,b``)."""
+    """Query parameters from a model, each described as the text the service reads."""
     if model is None:
         return []
     schema = model.model_json_schema()
@@ -173,9 +175,26 @@ def _query_parameters(model: type[BaseModel] | None) -> list[dict[str, Any]]:
         prop = _without_null(raw)
         param = {"name": name, "in": "query", "required": name in schema.get("required", ())}
         if prop.get("type") == "array":
-            param.update(style="form", explode=False)
+            param["description"] = f"comma-separated ids, at most {prop['maxItems']}"
+            prop = _id_list(prop)
         params.append({**param, "schema": prop})
     return params
+
+
+def _id_list(prop: dict[str, Any]) -> dict[str, Any]:
+    """A list of ids as the one comma-separated string that carries it (``forums=a,b``).
+
+    Described as an array (style form, explode false), a scalar such as ``0`` or ``0.0`` would
+    be invalid, yet it is sent as the very text of a valid one-id list: a fuzzer's "invalid"
+    case would then be a valid request. The pattern admits exactly the lists the model does.
+
+    Raises:
+        ValueError: the list is not of ids, or may be empty (no query text spells that).
+    """
+    if prop["items"] != TypeAdapter(Id).json_schema() or prop.get("minItems") != 1:
+        raise ValueError(f"no query-string form for {prop}")
+    item = f"{ID_CHARS}{{1,{ID_MAX}}}"
+    return {"type": "string", "pattern": f"^{item}(?:,{item}){{0,{prop['maxItems'] - 1}}}$"}
 
 
 def _without_null(prop: dict[str, Any]) -> dict[str, Any]:

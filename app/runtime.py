@@ -58,7 +58,7 @@ def make_runtime(settings: Settings) -> Runtime:
         client, settings.key_prefix, settings.decision_log_maxlen, settings.forum_window
     )
 
-    policy = make_policy(settings.policy, prior_strength=settings.prior_strength)
+    policy = make_policy(settings.policy, **settings.policy_params())
     return Runtime(
         settings=settings,
         storage=storage,

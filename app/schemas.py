@@ -10,7 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-ID_PATTERN = r"^[A-Za-z0-9_.:-]+$"
+ID_CHARS = "[A-Za-z0-9_.:-]"
+ID_PATTERN = f"^{ID_CHARS}+$"
 ID_MAX = 64
 MAX_N = 50
 MAX_FORUMS = 100
@@ -32,6 +33,15 @@ def _split_csv(value: object) -> object:
 CsvIds = Annotated[list[Id], BeforeValidator(_split_csv)]
 
 
+def _decimal(value: object) -> object:
+    # Only ASCII digits are read as a number: int() alone also takes " 5", "5_0" and "+5", and
+    # pydantic's lax mode "1.0", none of which the OpenAPI document calls an integer.
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+
+
+QueryInt = Annotated[int, Field(strict=True), BeforeValidator(_decimal)]
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -40,7 +50,7 @@ class RecommendationQuery(Strict):
     """Query string of ``GET /v1/recommendations``."""
 
     user_id: Id
-    n: int = Field(default=10, ge=1, le=MAX_N)
+    n: QueryInt = Field(default=10, ge=1, le=MAX_N)
     forums: CsvIds | None = Field(default=None, min_length=1, max_length=MAX_FORUMS)
     exclude: CsvIds = Field(default_factory=list, min_length=1, max_length=MAX_EXCLUDE)
 

@@ -36,8 +36,8 @@ def commands() -> dict[str, list[str]]:
     return {
         "web": [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
                 "app:create_app()"],
-        "worker": [str(BIN / "celery"), "--app", "workers.main", "worker", "--pool", "threads",
-                   "--concurrency", "4", "--loglevel", "INFO"],
+        "worker": [str(BIN / "celery"), "--app", "workers.main", "--quiet", "worker",
+                   "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO"],
     }  # fmt: skip
 
 

@@ -7,9 +7,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 import requests
@@ -107,13 +109,42 @@ def start_web(env: dict[str, str], tmp: Path, workers: int = 2) -> tuple[Proc, s
 
 def start_worker(env: dict[str, str], tmp: Path, name: str = "worker") -> Proc:
     """A Celery worker process (threads pool, as in the Procfile); waits until it consumes."""
-    args = [str(BIN / "celery"), "--app", "workers.main", "worker", "--pool", "threads",
+    args = [str(BIN / "celery"), "--app", "workers.main", "--quiet", "worker", "--pool", "threads",
             "--concurrency", "4", "--loglevel", "INFO", "--hostname", f"{name}-{free_port()}@%h",
             "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
     proc = Proc(name, args, env, tmp / f"{name}.log").start()
     wait_for(lambda: "ready." in proc.output() or not proc.alive(), 30, "celery worker ready")
     assert proc.alive(), proc.output()
     return proc
+
+
+def stop_all(procs: Iterable[Proc]) -> None:
+    """Stop every process, then print the tail of each log (pytest shows it for a failed test)."""
+    procs = list(procs)
+    for proc in procs:
+        proc.stop()
+    for proc in procs:
+        print(f"--- {proc.name} log (tail) ---\n{proc.output()[-4000:]}")
+
+
+class WebAndWorker(NamedTuple):
+    web: Proc
+    worker: Proc
+    base: str  # the web tier's URL
+
+
+@contextmanager
+def web_and_worker(env: dict[str, str], tmp: Path, web_workers: int = 2) -> Iterator[WebAndWorker]:
+    """gunicorn (``web_workers`` workers) and one Celery worker, both with ``env``, for the
+    length of the block; stopped at its end, whatever happens."""
+    procs: list[Proc] = []
+    try:
+        web, base = start_web(env, tmp, workers=web_workers)
+        procs.append(web)
+        procs.append(start_worker(env, tmp))
+        yield WebAndWorker(web, procs[1], base)
+    finally:
+        stop_all(procs)
 
 
 def _healthy(base: str) -> bool:
@@ -158,11 +189,7 @@ class Stack:
         return {master.pid} | {child.pid for child in master.children()}
 
     def stop(self) -> None:
-        procs = [p for p in (self.web, *self.workers) if p is not None]
-        for proc in procs:
-            proc.stop()
-        for proc in procs:
-            print(f"--- {proc.name} log (tail) ---\n{proc.output()[-4000:]}")
+        stop_all(p for p in (self.web, *self.workers) if p is not None)
 
 
 ADMIN_TOKEN = "stack-admin-token"

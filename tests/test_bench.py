@@ -4,19 +4,21 @@ file and the profile summary (bin/bench itself runs minutes and is not part of t
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from devtools.bench.catalogue import Catalogue
-from devtools.bench.probes import event_batches
+from devtools.bench.probes import PacedSender, SnapshotWatch, event_batches
 from devtools.bench.profile import parts
 from devtools.bench.report import replace_section
 from devtools.bench.wrk import finish_wrk, run_wrk, start_wrk
-from tests.processes import Proc, service_env, start_web, start_worker, wait_for
+from tests.processes import WebAndWorker, service_env, wait_for, web_and_worker
 
 
 def test_event_batches_carry_every_impression_and_one_click_per_slate(redis_url: str) -> None:
@@ -61,24 +63,45 @@ def test_profile_parts_take_the_first_matching_frame(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def stack(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[str]:
-    env = service_env(redis_url, broker_url, tmp_path)
-    procs: list[Proc] = []
-    try:
-        web, base = start_web(env, tmp_path, workers=2)
-        procs.append(web)
-        procs.append(start_worker(env, tmp_path))
-        yield base
-    finally:
-        for proc in procs:
-            proc.stop()
+def stack(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[WebAndWorker]:
+    with web_and_worker(service_env(redis_url, broker_url, tmp_path), tmp_path) as running:
+        yield running
+
+
+def running_threads() -> set[str]:
+    return {thread.name for thread in threading.enumerate()}
+
+
+@pytest.mark.e2e
+def test_paced_events_and_the_snapshot_watch_run_in_threads_until_stopped(
+    stack: WebAndWorker, redis_url: str
+) -> None:
+    catalogue = Catalogue.connect(redis_url)
+    catalogue.grow(40)
+    slates = catalogue.serve_slates(20)  # 200 impressions: two batches
+    counted = catalogue.totals()[0] + 200
+    workers = [child.pid for child in psutil.Process(stack.web.pid).children()]
+    watch = SnapshotWatch(stack.base, workers).start()
+    sender = PacedSender(stack.base, slates, events_per_second=1000).start()
+    wait_for(lambda: catalogue.totals()[0] == counted and len(watch.series) >= 3, 30,
+             "every impression counted and a few scrapes")  # fmt: skip
+    sender.stop()
+    watch.stop()
+    assert (sender.sent, sender.failed) == (200, 0)
+    assert all(scraped > 0 and built >= 0 for scraped, built in watch.series)
+    # One batch every 100 s: stop ends the wait for the second one.
+    slow = PacedSender(stack.base, slates, events_per_second=1).start()
+    wait_for(lambda: slow.sent == 100, 10, "the first slow batch")
+    slow.stop()
+    assert running_threads().isdisjoint({"paced-events", "snapshot-watch"})
 
 
 @pytest.mark.e2e
 def test_wrk_reports_and_posts_every_batch_exactly_once(
-    stack: str, redis_url: str, tmp_path: Path
+    stack: WebAndWorker, redis_url: str, tmp_path: Path
 ) -> None:
-    bare = run_wrk(f"{stack}/healthz", 1, 2)
+    base = stack.base
+    bare = run_wrk(f"{base}/healthz", 1, 2)
     assert bare.requests > 0 and bare.non2xx == 0 and 0 < bare.p50_ms <= bare.p99_ms
     catalogue = Catalogue.connect(redis_url)
     catalogue.grow(80)
@@ -87,7 +110,7 @@ def test_wrk_reports_and_posts_every_batch_exactly_once(
     batches.write_text("".join(f"{p}\t{b}\n" for p, b in event_batches(slates)))
     before = catalogue.totals()
     expected = (before[0] + 10 * len(slates), before[1] + len(slates))
-    wrk = start_wrk(f"{stack}/", 60, 4, "ingest.lua", (str(batches),))
+    wrk = start_wrk(f"{base}/", 60, 4, "ingest.lua", (str(batches),))
     try:
         wait_for(lambda: catalogue.totals() == expected, 60, "every event counted")
         time.sleep(1)  # and nothing more arrives

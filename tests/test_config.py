@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from celery.app.defaults import flatten
 
-from app.config import DEV_ADMIN_TOKEN, ConfigError, Settings
+from app import create_app
+from app.config import DEV_ADMIN_TOKEN, POLICY_SETTINGS, ConfigError, Settings
 from workers.celery_app import celery_settings, make_celery
 
 
@@ -40,11 +43,36 @@ def test_forum_window_is_a_whole_number(raw: object, window: int) -> None:
         ({"BANDIT_FORUM_WINDOW": ""}, "BANDIT_FORUM_WINDOW must be a whole number, got ''"),
         ({"BANDIT_FORUM_WINDOW": 2.5}, "BANDIT_FORUM_WINDOW must be a whole number, got 2.5"),
         ({"forum_window": True}, "BANDIT_FORUM_WINDOW must be a whole number, got True"),
+        ({"BANDIT_POLICY": "ucb"}, "BANDIT_POLICY must be one of two_level_ts, flat_ts, greedy"),
+        ({"BANDIT_PRIOR_STRENGTH": "0"}, r"BANDIT_PRIOR_STRENGTH: prior_strength must be in \["),
+        ({"BANDIT_EXPLORATION": "0"}, r"BANDIT_EXPLORATION: exploration must be in \[0.01, 1\]"),
+        ({"BANDIT_EXPLORATION": "1.5"}, r"BANDIT_EXPLORATION: exploration must be in \[0.01, 1\]"),
+        (
+            {"BANDIT_POLICY": "greedy", "BANDIT_EXPLORATION": "0.5"},
+            "BANDIT_EXPLORATION applies to two_level_ts, not greedy",
+        ),
     ],
 )
 def test_invalid_settings_are_refused(values: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Settings.from_mapping(values)
+
+
+@pytest.mark.parametrize("policy", sorted(POLICY_SETTINGS))
+def test_every_policy_can_be_served_and_gets_only_its_own_settings(
+    config: dict[str, Any], policy: str
+) -> None:
+    app = create_app({**config, "BANDIT_POLICY": policy, "BANDIT_PRIOR_STRENGTH": "4"})
+    served = app.extensions["postbandit"].policy
+    assert served.name == policy
+    if policy in ("two_level_ts", "greedy", "epsilon_greedy"):
+        assert served.prior_strength == 4.0
+    assert not hasattr(served, "exploration") or served.exploration == 1.0
+
+
+def test_exploration_reaches_the_served_policy(config: dict[str, Any]) -> None:
+    app = create_app({**config, "BANDIT_EXPLORATION": "0.2"})
+    assert app.extensions["postbandit"].policy.exploration == 0.2
 
 
 def test_worker_in_production_needs_no_admin_token() -> None:

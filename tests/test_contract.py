@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import hypothesis
+import jsonschema_rs
 import pytest
 import schemathesis
 from flask import Flask
@@ -17,7 +18,7 @@ from schemathesis import GenerationMode
 
 from app import create_app
 from app.openapi import OPERATIONS, document
-from app.schemas import ErrorBody
+from app.schemas import MAX_EXCLUDE, MAX_FORUMS, ErrorBody
 from tests.conftest import register
 
 APP_TOKEN = "fuzz-app-token"
@@ -52,12 +53,52 @@ def test_document_is_served_and_describes_the_limits(client: Any) -> None:
     assert served["openapi"].startswith("3.")
     query = {p["name"]: p for p in served["paths"]["/v1/recommendations"]["get"]["parameters"]}
     assert query["n"]["schema"]["maximum"] == 50
-    assert query["exclude"]["schema"]["maxItems"] == 500
+    assert query["exclude"]["schema"]["pattern"].endswith("{0,499}$")
     batch = served["components"]["schemas"]["EventBatch"]["properties"]["events"]
     assert (batch["minItems"], batch["maxItems"]) == (1, 1000)
     put = served["paths"]["/v1/posts/{post_id}"]["put"]
     assert put["security"] == [{"admin": []}]
     assert "413" in put["responses"]
+
+
+def query_schema(name: str) -> dict[str, Any]:
+    parameters = document()["paths"]["/v1/recommendations"]["get"]["parameters"]
+    [schema] = [p["schema"] for p in parameters if p["name"] == name]
+    return schema
+
+
+def test_every_query_parameter_is_described_as_the_text_the_service_reads() -> None:
+    """Lists are one comma-separated string, not arrays: an array schema calls a scalar such as
+    0.0 invalid, though ``exclude=0.0`` is the text of a valid one-id list."""
+    for op in OPERATIONS:
+        for parameter in document()["paths"][op.path][op.method.lower()]["parameters"]:
+            assert parameter["schema"]["type"] in {"string", "integer"}, parameter
+
+
+ID_LISTS = ["0.0", "-358", "true", "null", "a,b", "a.b:c-d_e", "a,,b", ",a", "a,", ",", "", "a b",
+            "a\n", "\u00e9", "a;b", "a" * 64, "a" * 65]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "most"), [("forums", MAX_FORUMS), ("exclude", MAX_EXCLUDE)])
+def test_an_id_list_is_valid_in_the_document_exactly_when_the_service_takes_it(
+    client: Any, name: str, most: int
+) -> None:
+    documented = jsonschema_rs.validator_for(query_schema(name))
+
+    def agree(text: str) -> None:
+        response = client.get("/v1/recommendations", query_string={"user_id": "u", name: text})
+        assert response.status_code in (200, 400), response.text
+        assert (response.status_code == 200) == documented.is_valid(text), (text, response.json)
+
+    for text in [*ID_LISTS, ",".join(["p"] * most), ",".join(["p"] * (most + 1))]:
+        agree(text)
+
+    @hypothesis.settings(max_examples=150, database=None, deadline=None)
+    @hypothesis.given(st.text(alphabet="a0,.:-_ %+\n\u00e9", max_size=12))
+    def agree_on_any(text: str) -> None:
+        agree(text)
+
+    agree_on_any()
 
 
 @pytest.fixture

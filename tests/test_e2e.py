@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.processes import Proc, service_env, start_web, start_worker, wait_for
+from tests.processes import service_env, wait_for, web_and_worker
 
 ADMIN = {"Authorization": "Bearer e2e-admin-token"}
 pytestmark = pytest.mark.e2e
@@ -17,24 +17,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def stack(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[str]:
-    env = service_env(
-        redis_url,
-        broker_url,
-        tmp_path,
-        BANDIT_ADMIN_TOKEN="e2e-admin-token",
-        BANDIT_ENV="production",
-    )
-    procs: list[Proc] = []
-    try:
-        web, base = start_web(env, tmp_path, workers=2)
-        procs.append(web)
-        procs.append(start_worker(env, tmp_path))
-        yield base
-    finally:
-        for proc in procs:
-            proc.stop()
-        for proc in procs:
-            print(f"--- {proc.name} log ---\n{proc.output()[-5000:]}")
+    env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN="e2e-admin-token",
+                      BANDIT_ENV="production")  # fmt: skip
+    with web_and_worker(env, tmp_path) as running:
+        yield running.base
 
 
 def post_counts(base: str, post_id: str) -> tuple[int, int]:

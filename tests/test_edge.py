@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -19,7 +20,10 @@ pytestmark = pytest.mark.e2e
 def base(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[str]:
     web: Proc | None = None
     try:
-        web, url = start_web(service_env(redis_url, broker_url, tmp_path), tmp_path, workers=1)
+        # gunicorn puts its control socket in XDG_RUNTIME_DIR when that directory exists.
+        (tmp_path / "run").mkdir()
+        env = service_env(redis_url, broker_url, tmp_path, XDG_RUNTIME_DIR=str(tmp_path / "run"))
+        web, url = start_web(env, tmp_path, workers=1)
         yield url
     finally:
         if web is not None:
@@ -35,6 +39,16 @@ def raw_request(base: str, head: bytes, body: bytes = b"") -> bytes:
         while chunk := sock.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks)
+
+
+def test_gunicorn_opens_no_control_socket_that_other_instances_would_share(
+    base: str, tmp_path: Path
+) -> None:
+    assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    # The master would have opened it right after starting the worker that just answered.
+    time.sleep(0.5)
+    assert list((tmp_path / "run").iterdir()) == []
+    assert "Control socket" not in (tmp_path / "web.log").read_text()
 
 
 def test_an_oversized_body_is_a_413_that_names_the_limit(base: str) -> None:

@@ -18,7 +18,7 @@ import requests
 from app.config import Settings
 from devtools.redis_server import free_port
 from tests.exposition import samples, value
-from tests.processes import Proc, service_env, start_web, start_worker, wait_for
+from tests.processes import Proc, service_env, wait_for, web_and_worker
 from workers.celery_app import APPLY_EVENTS, make_celery
 
 pytestmark = pytest.mark.e2e
@@ -42,16 +42,9 @@ def stack(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[Stack]:
     env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
                       BANDIT_APP_TOKEN=APP_TOKEN, BANDIT_WORKER_METRICS_PORT=str(port),
                       BANDIT_WORKER_METRICS_HOST="127.0.0.1")  # fmt: skip
-    procs: list[Proc] = []
-    try:
-        web, base = start_web(env, tmp_path, workers=2)
-        procs.append(web)
-        procs.append(start_worker(env, tmp_path))
-        yield Stack(base, f"http://127.0.0.1:{port}/metrics", web, procs[1], env,
+    with web_and_worker(env, tmp_path) as (web, worker, base):
+        yield Stack(base, f"http://127.0.0.1:{port}/metrics", web, worker, env,
                     Path(web.env["PROMETHEUS_MULTIPROC_DIR"]))  # fmt: skip
-    finally:
-        for proc in procs:
-            proc.stop()
 
 
 def get(url: str, **params: Any) -> requests.Response:
@@ -127,6 +120,26 @@ def test_logs_are_json_lines_without_secrets(stack: Stack) -> None:
     assert applied["click"]["events"] == 1 and applied["click"]["lag_seconds"] >= 0
     for proc in (stack.web, stack.worker):
         assert ADMIN_TOKEN not in proc.output() and APP_TOKEN not in proc.output()
+
+
+# Celery writes this straight to its standard output, whatever the logging set-up.
+CELERY_SHUTDOWN_NOTICE = "\nworker: Warm shutdown (MainProcess)\n"
+
+
+def test_gunicorn_and_the_worker_write_nothing_but_json_lines(stack: Stack) -> None:
+    serve_and_report(stack)
+    wait_for(lambda: sum(x["msg"] == "events applied" for x in json_lines(stack.worker)) == 2,
+             15, "two 'events applied' lines")  # fmt: skip
+    stack.web.stop()
+    stack.worker.stop()
+    web = [json.loads(line) for line in stack.web.output().splitlines()]
+    gunicorn = [x["msg"] for x in web if x["logger"] == "gunicorn.error"]
+    assert gunicorn[0].startswith("Starting gunicorn") and gunicorn[-1] == "Shutting down: Master"
+    assert sum(m.startswith("Booting worker with pid") for m in gunicorn) == 2
+    output = stack.worker.output()
+    assert output.count(CELERY_SHUTDOWN_NOTICE) == 1
+    worker = [json.loads(line) for line in output.replace(CELERY_SHUTDOWN_NOTICE, "").splitlines()]
+    assert any(x["logger"] == "celery.apps.worker" and x["msg"].endswith(" ready.") for x in worker)
 
 
 def test_a_dead_gunicorn_worker_leaves_totals_and_takes_its_live_gauges(stack: Stack) -> None:

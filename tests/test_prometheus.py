@@ -33,7 +33,7 @@ import yaml
 
 from devtools import dashboard
 from devtools.redis_server import free_port
-from tests.processes import ROOT, Proc, service_env, start_web, start_worker, wait_for
+from tests.processes import ROOT, Proc, service_env, wait_for, web_and_worker
 
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
@@ -230,15 +230,8 @@ def service(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[tuple[s
     env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
                       BANDIT_WORKER_METRICS_PORT=str(worker_port),
                       BANDIT_WORKER_METRICS_HOST="127.0.0.1")  # fmt: skip
-    procs: list[Proc] = []
-    try:
-        web, base = start_web(env, tmp_path, workers=2)
-        procs.append(web)
-        procs.append(start_worker(env, tmp_path))
-        yield base, f"127.0.0.1:{worker_port}"
-    finally:
-        for proc in procs:
-            proc.stop()
+    with web_and_worker(env, tmp_path) as running:
+        yield running.base, f"127.0.0.1:{worker_port}"
 
 
 def prometheus_config(web: str, worker: str, tmp: Path) -> Path:

@@ -52,6 +52,13 @@ def check_error(response: Any, status: int, field: str | None, text: str) -> Non
         ({"user_id": "u", "n": ["1", "2"]}, "n", "given more than once"),
         ({"user_id": "u", "n": "1.5"}, "n", "valid integer"),
         ({"user_id": "u", "n": "true"}, "n", "valid integer"),
+        # Only ASCII digits are an integer, as the OpenAPI document says:
+        ({"user_id": "u", "n": "1.0"}, "n", "valid integer"),
+        ({"user_id": "u", "n": "5_0"}, "n", "valid integer"),
+        ({"user_id": "u", "n": " 5"}, "n", "valid integer"),
+        ({"user_id": "u", "n": "5\n"}, "n", "valid integer"),
+        ({"user_id": "u", "n": "+5"}, "n", "valid integer"),
+        ({"user_id": "u", "n": "\u0665"}, "n", "valid integer"),
         ({"user_id": "u\u00e9"}, "user_id", "should match pattern"),
         ({"user_id": "u\n"}, "user_id", "should match pattern"),
     ],

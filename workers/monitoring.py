@@ -1,5 +1,9 @@
 """Logs and metrics of the worker process: JSON lines on stdout and its own ``/metrics``.
 
+Run the worker with ``celery --quiet`` (as the Procfile does): Celery prints its start-up
+banner as plain text otherwise. Its one line on a warm shutdown, ``worker: Warm shutdown
+(MainProcess)``, it writes straight to the standard output whatever the settings.
+
 The worker serves :data:`app.metrics.WORKER` over HTTP on ``BANDIT_WORKER_METRICS_HOST:PORT``
 from the moment it consumes (``worker_ready``) rather than writing into the web tier's
 multiprocess directory: on a Procfile platform web and worker run on different hosts. Run one
@@ -37,9 +41,13 @@ def install(celery: Celery) -> None:
     settings: Settings = celery.postbandit_settings
     servers: list[WSGIServer] = []
 
+    # celeryd_init is the worker's first signal: Celery warns (running as root) before it sends
+    # setup_logging, and a receiver of setup_logging keeps Celery's own log set-up out.
+    @signals.celeryd_init.connect(weak=False)
     @signals.setup_logging.connect(weak=False)
     def _logging(**_: Any) -> None:
         logs.configure(settings.log_level)
+        logging.captureWarnings(True)
         if logging.getLogger().level > logging.DEBUG:
             # Celery logs each task received and succeeded, with its arguments, at INFO: our
             # one line per batch ("events applied") carries the counts instead.

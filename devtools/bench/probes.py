@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import ClassVar, Self
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
@@ -70,26 +71,39 @@ def _body(events: list[tuple[str, str]]) -> str:
 
 
 @dataclass
-class PacedSender:
+class Background:
+    """``_run`` in a daemon thread from ``start`` until ``stop``; ``_run`` returns once
+    ``_stop`` is set."""
+
+    thread_name: ClassVar[str] = "background"
+    _stop: threading.Event = field(default_factory=threading.Event, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Set ``_stop`` and wait up to 10 s for the thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class PacedSender(Background):
     """POSTs impression batches at ``events_per_second`` in a thread until stopped."""
 
+    thread_name: ClassVar[str] = "paced-events"
     base: str
     slates: list[Served]
     events_per_second: float
     sent: int = 0
     failed: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> PacedSender:
-        self._thread = threading.Thread(target=self._run, name="paced-events", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def _run(self) -> None:
         session = requests.Session()
@@ -110,25 +124,14 @@ class PacedSender:
 
 
 @dataclass
-class SnapshotWatch:
+class SnapshotWatch(Background):
     """Scrapes the oldest snapshot time from /metrics every ``interval`` s into a series."""
 
+    thread_name: ClassVar[str] = "snapshot-watch"
     base: str
     pids: list[int]
     interval: float = 0.02
     series: list[tuple[float, float]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> SnapshotWatch:
-        self._thread = threading.Thread(target=self._run, name="snapshot-watch", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
 
     def _run(self) -> None:
         session = requests.Session()
