@@ -112,12 +112,26 @@ class PostView(Strict):
     withdrawn: bool
 
 
+class PolicyCounts(Strict):
+    """A forum's (impressions, clicks) as the policy takes them: over each post's first
+    ``window`` impressions (``BANDIT_FORUM_WINDOW``), or over every impression when it is 0."""
+
+    impressions: int
+    clicks: int
+    window: int
+
+
 class ForumView(Strict):
+    """A forum's totals over every impression, its live posts, the counts the policy takes
+    and ``prior_mean``, the forum's posterior mean on which a new post's prior is centred."""
+
     forum_id: str
     impressions: int
     clicks: int
     ctr: float | None
     live_posts: int
+    policy_counts: PolicyCounts
+    prior_mean: float
 
 
 class ForumList(Strict):

@@ -17,8 +17,15 @@ from app.errors import Conflict, NotFound, Unavailable
 from app.runtime import Runtime
 from app.schemas import EventBatch, PostIn, RecommendationQuery
 from app.snapshot import Snapshot
-from app.storage import PostConflict, RequestContext, Served, new_request_id, queue_length
-from bandits import Slate, beta_summary, post_posterior
+from app.storage import (
+    ForumRecord,
+    PostConflict,
+    RequestContext,
+    Served,
+    new_request_id,
+    queue_length,
+)
+from bandits import Slate, beta_summary, forum_posterior, post_posterior
 from workers.celery_app import APPLY_EVENTS, QUEUE
 
 log = logging.getLogger(__name__)
@@ -269,27 +276,45 @@ def _policy_counts(rt: Runtime, forum_id: str) -> tuple[tuple[int, int], tuple[i
 
 
 def list_forums(rt: Runtime) -> list[dict[str, Any]]:
-    forums = rt.storage.get_forums(rt.storage.forum_ids(), time.time())
-    return [_forum_view(f) for f in forums]
+    return _forum_views(rt, rt.storage.get_forums(rt.storage.forum_ids(), time.time()))
 
 
 def get_forum(rt: Runtime, forum_id: str) -> dict[str, Any]:
-    """One forum's totals and live post count.
+    """One forum's totals, live post count, and the counts and prior mean the policy takes.
 
     Raises:
         NotFound: unknown forum.
     """
     if not rt.storage.known_forums([forum_id])[0]:
         raise NotFound(f"forum {forum_id} is not registered", field="forum_id")
-    return _forum_view(rt.storage.get_forums([forum_id], time.time())[0])
+    # The prior mean depends on every forum's counts (the global mean it is shrunk towards).
+    views = list_forums(rt)
+    return next(view for view in views if view["forum_id"] == forum_id)
 
 
-def _forum_view(forum: Any) -> dict[str, Any]:
-    ctr = forum.clicks / forum.impressions if forum.impressions else None
-    return {
-        "forum_id": forum.forum_id,
-        "impressions": forum.impressions,
-        "clicks": forum.clicks,
-        "ctr": ctr,
-        "live_posts": forum.live_posts,
-    }
+def _forum_views(rt: Runtime, forums: list[ForumRecord]) -> list[dict[str, Any]]:
+    """The forums' totals and, beside them, their counts as the policy takes them and the
+    resulting prior mean: the mean of the forum's posterior, on which a new post's prior is
+    centred (as in :func:`get_post`)."""
+    if not forums:
+        return []
+    imps = np.array([f.policy_counts[0] for f in forums])
+    clicks = np.array([f.policy_counts[1] for f in forums])
+    alpha, beta = forum_posterior(imps, clicks, imps.sum(), clicks.sum())
+    means = alpha / (alpha + beta)
+    return [
+        {
+            "forum_id": forum.forum_id,
+            "impressions": forum.impressions,
+            "clicks": forum.clicks,
+            "ctr": forum.clicks / forum.impressions if forum.impressions else None,
+            "live_posts": forum.live_posts,
+            "policy_counts": {
+                "impressions": forum.policy_counts[0],
+                "clicks": forum.policy_counts[1],
+                "window": rt.storage.forum_window,
+            },
+            "prior_mean": float(mean),
+        }
+        for forum, mean in zip(forums, means, strict=True)
+    ]
