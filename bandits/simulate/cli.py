@@ -27,11 +27,15 @@ from bandits.simulate.runner import (
 from bandits.simulate.service import ServiceError, run_service
 
 
-def parse_agent(text: str, delay: int, forum_window: int = FORUM_WINDOW) -> AgentSpec:
+def parse_agent(
+    text: str, delay: int, forum_window: int = FORUM_WINDOW, impute_pending: bool = False
+) -> AgentSpec:
     """``name[:key=value,...]`` (values: numbers, true/false, none, else text) to a spec.
 
     ``mabwiser`` is MABWiser's Thompson sampling (single-pull settings only). Forum counts
     take each post's first ``forum_window`` impressions (0: every impression).
+    ``impute_pending``: the policy counts its decisions since the last refresh at their
+    posterior means (``PolicyRecommender``); not for ``mabwiser``.
 
     Raises:
         ValueError: for a malformed spec, an unknown policy or an invalid parameter.
@@ -42,8 +46,13 @@ def parse_agent(text: str, delay: int, forum_window: int = FORUM_WINDOW) -> Agen
         make_policy(name, **dict(params))
     if forum_window < 0:
         raise ValueError(f"--forum-window must be >= 0, got {forum_window}")
+    if impute_pending and name == "mabwiser":
+        raise ValueError("--impute-pending applies to this library's policies, not mabwiser")
     label = text if delay == 1 else f"{text} D={delay}"
-    return AgentSpec(label, name, params, delay, forum_window=forum_window or None)
+    label += " imputed" if impute_pending else ""
+    return AgentSpec(
+        label, name, params, delay, forum_window=forum_window or None, impute_pending=impute_pending
+    )
 
 
 def _parse_param(item: str) -> tuple[str, float | bool | str | None]:
@@ -113,6 +122,12 @@ def _run_options(parser: argparse.ArgumentParser, horizon: int | None) -> None:
     )
     parser.add_argument("--delay", type=int, default=1, help="refresh posteriors every D")
     parser.add_argument(
+        "--impute-pending",
+        action="store_true",
+        help="between refreshes, count each decision made since the last one as an "
+        "impression clicked at the post's posterior mean",
+    )
+    parser.add_argument(
         "--forum-window",
         type=int,
         default=FORUM_WINDOW,
@@ -152,7 +167,10 @@ def run_simulation(args: argparse.Namespace) -> str:
     setting = _setting(args)
     target = getattr(args, "target", None)
     default = TARGET_POLICIES if target else DEFAULT_POLICIES
-    agents = [parse_agent(p, args.delay, args.forum_window) for p in args.policy or default]
+    agents = [
+        parse_agent(p, args.delay, args.forum_window, args.impute_pending)
+        for p in args.policy or default
+    ]
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     served = []
     if target:

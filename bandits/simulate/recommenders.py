@@ -59,6 +59,14 @@ class PolicyRecommender:
     The first impressions are shown to new posts whatever their CTR, so the forum's CTR
     estimates a typical post's CTR instead of the CTR of the posts the policy already
     favours (which collect most impressions).
+
+    With ``impute_pending=True`` the policy also sees the decisions made since the last
+    refresh, whose feedback it does not have yet: each post chosen since then counts as one
+    more impression with its posterior mean (``alpha / (alpha + beta)`` of the slate that
+    chose it) as clicks. That keeps the post's mean and narrows its posterior, so a batch
+    does not keep drawing a post for a chance it has already been given (the "hallucinated
+    observations" of batch Bayesian optimisation). Post counts only; forum counts wait
+    for the refresh. Every chosen post counts, also one in a slot the member may not see.
     """
 
     def __init__(
@@ -68,13 +76,14 @@ class PolicyRecommender:
         delay: int,
         rng: np.random.Generator,
         forum_window: int | None = FORUM_WINDOW,
+        impute_pending: bool = False,
     ) -> None:
         if delay < 1:
             raise ValueError(f"delay must be >= 1, got {delay}")
         if forum_window is not None and forum_window < 1:
             raise ValueError(f"forum_window must be None or >= 1, got {forum_window}")
         self.policy, self.delay, self.rng = policy, delay, rng
-        self.forum_window = forum_window
+        self.forum_window, self.impute_pending = forum_window, impute_pending
         self._forum = np.zeros(0, np.intp)
         self._imps = np.zeros(0)
         self._clicks = np.zeros(0)
@@ -86,6 +95,8 @@ class PolicyRecommender:
         self._ids = np.zeros(0, np.intp)
         self._cand_of = np.zeros(0, np.intp)
         self._gone = np.zeros(0, np.intp)
+        self._pending_imps = np.zeros(0)
+        self._pending_clicks = np.zeros(0)
 
     def add_posts(self, ids: IntArray, forums: IntArray) -> None:
         """Announce new posts; ids must extend the existing range."""
@@ -119,14 +130,29 @@ class PolicyRecommender:
         self._stale += 1
         assert self._cands is not None
         slate = self.policy.select(
-            self._cands,
+            self._with_pending() if self._stale > 1 and self.impute_pending else self._cands,
             n,
             self.rng,
             allowed_forums=allowed_forums,
             exclude=self._candidate_indices(exclude),
             per_forum_cap=per_forum_cap,
         )
+        if self.impute_pending:
+            self._pending_imps[slate.posts] += 1.0  # slate posts are distinct
+            self._pending_clicks[slate.posts] += slate.alpha / (slate.alpha + slate.beta)
         return self._ids[slate.posts]
+
+    def _with_pending(self) -> Candidates:
+        """The snapshot plus the imputed outcomes of the decisions made since it."""
+        cands = self._cands
+        assert cands is not None
+        return Candidates.unchecked(
+            post_forum=cands.post_forum,
+            post_impressions=cands.post_impressions + self._pending_imps,
+            post_clicks=cands.post_clicks + self._pending_clicks,
+            forum_impressions=cands.forum_impressions,
+            forum_clicks=cands.forum_clicks,
+        )
 
     def record(self, shown: IntArray, clicked: BoolArray) -> None:
         """Count one impression per seen post and the clicks (posts and forums)."""
@@ -159,6 +185,8 @@ class PolicyRecommender:
         self._cand_of = np.full(self._alive.shape[0], -1, np.intp)
         self._cand_of[ids] = np.arange(ids.shape[0])
         self._gone = np.zeros(0, np.intp)
+        self._pending_imps = np.zeros(ids.shape[0])
+        self._pending_clicks = np.zeros(ids.shape[0])
         self._stale = 0
 
     def _candidate_indices(self, exclude: IntArray | None) -> IntArray | None:

@@ -78,6 +78,7 @@ class AgentSpec:
     """How to build the recommender of a run: a named policy, or ``mabwiser`` (peer TS).
 
     ``forum_window``: forum counts over each post's first N impressions (``None``: all).
+    ``impute_pending``: see :class:`~bandits.simulate.recommenders.PolicyRecommender`.
     """
 
     label: str
@@ -86,6 +87,7 @@ class AgentSpec:
     delay: int = 1
     seed_salt: int = 0
     forum_window: int | None = FORUM_WINDOW
+    impute_pending: bool = False
 
     def build(self, n_forums: int, seed: int) -> Recommender:
         """A fresh recommender whose randomness comes from ``seed`` only."""
@@ -93,7 +95,9 @@ class AgentSpec:
             return MabwiserTS(n_forums, self.delay, seed)
         policy = make_policy(self.policy, **dict(self.params))
         rng = np.random.default_rng(seed)
-        return PolicyRecommender(policy, n_forums, self.delay, rng, self.forum_window)
+        return PolicyRecommender(
+            policy, n_forums, self.delay, rng, self.forum_window, self.impute_pending
+        )
 
 
 @dataclass(frozen=True)

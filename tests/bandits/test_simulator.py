@@ -108,6 +108,40 @@ def test_policy_recommender_refreshes_statistics_only_every_delay_decisions():
     assert rec.recommend(1)[0] == 1
 
 
+def _new_post_against_a_known_one(impute: bool, delay: int, decisions: int) -> PolicyRecommender:
+    """Post 0 has CTR 0.6 over 1,000 impressions, post 1 none; flat TS decides."""
+    rng = np.random.default_rng(7)
+    rec = PolicyRecommender(make_policy("flat_ts"), 1, delay, rng, impute_pending=impute)
+    rec.add_posts(np.arange(2), np.zeros(2, np.intp))
+    rec.record(np.zeros(1000, np.intp), np.arange(1000) < 600)
+    rec.picks = [int(rec.recommend(1)[0]) for _ in range(decisions)]  # type: ignore[attr-defined]
+    return rec
+
+
+def test_imputing_pending_decisions_stops_a_batch_from_redrawing_the_same_chance():
+    plain = _new_post_against_a_known_one(False, 400, 400).picks.count(1)
+    imputed_rec = _new_post_against_a_known_one(True, 400, 400)
+    imputed = imputed_rec.picks.count(1)
+    # Plain: every decision of the batch draws the new post's Beta(1, 1) against ~0.6,
+    # P = 0.4. Imputed: each pick narrows the new post's posterior around 0.5. Over seeds
+    # 0-199 plain picked it 127-198 times (mean 160), imputed 44-64 (mean 54).
+    assert 120 <= plain <= 200
+    assert imputed <= 80
+    # The policy sees each pick as one impression clicked at the post's posterior mean,
+    # which imputing keeps: 0.5 for the new post, 601 / 1002 for the known one.
+    seen = imputed_rec._with_pending()
+    np.testing.assert_allclose(seen.post_impressions, [1000 + 400 - imputed, imputed])
+    np.testing.assert_allclose(seen.post_clicks, [600 + (400 - imputed) * 601 / 1002, imputed / 2])
+
+
+def test_imputation_is_cleared_on_refresh_and_changes_nothing_without_delay():
+    rec = _new_post_against_a_known_one(True, 400, 401)
+    assert rec._pending_imps.sum() == 1  # the 401st decision, after the refresh
+    np.testing.assert_array_equal(rec._cands.post_impressions, [1000, 0])
+    undelayed = [_new_post_against_a_known_one(i, 1, 300).picks for i in (False, True)]
+    assert undelayed[0] == undelayed[1]
+
+
 def test_policy_recommender_maps_exclusions_and_expiry_to_candidates():
     rec = PolicyRecommender(make_policy("random"), 2, 5, np.random.default_rng(0))
     rec.add_posts(np.arange(5), np.array([0, 0, 1, 1, 1]))
@@ -162,6 +196,17 @@ def test_cli_forum_run_with_policy_parameters(capsys):
 def test_invalid_policy_specs_are_rejected(spec, message):
     with pytest.raises(ValueError, match=message):
         parse_agent(spec, 1)
+
+
+def test_impute_pending_is_labelled_and_refused_for_mabwiser(capsys):
+    spec = parse_agent("flat_ts", 1000, impute_pending=True)
+    assert (spec.label, spec.delay, spec.impute_pending) == ("flat_ts D=1000 imputed", 1000, True)
+    assert not parse_agent("flat_ts", 1000).impute_pending
+    with pytest.raises(ValueError, match="--impute-pending applies to this library's policies"):
+        parse_agent("mabwiser", 1000, impute_pending=True)
+    args = ["classic", "--horizon", "300", "--seeds", "1", "--jobs", "1", "--delay", "50"]
+    assert main([*args, "--policy", "flat_ts", "--impute-pending"]) == 0
+    assert "| flat_ts D=50 imputed | 1 |" in capsys.readouterr().out
 
 
 def test_cli_reports_invalid_specs_as_usage_errors(capsys):
