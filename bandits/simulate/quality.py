@@ -382,10 +382,12 @@ def render_classic(
 
 @dataclass(frozen=True)
 class Ratio:
-    """A ratio of mean regrets paired by seed, with its delta-method standard error."""
+    """A ratio of mean regrets paired by seed, with its delta-method standard error, and
+    the paired difference it came from."""
 
     value: float
     se: float
+    diff: Paired
 
     @classmethod
     def of(cls, a: list[Outcome], b: list[Outcome]) -> Ratio:
@@ -393,7 +395,7 @@ class Ratio:
         p = paired(a, b, final_regret)  # checks the seeds
         va, vb = report.values(a, final_regret), report.values(b, final_regret)
         resid = va - p.ratio * vb
-        return cls(p.ratio, float(resid.std(ddof=1) / np.sqrt(p.n) / vb.mean()))
+        return cls(p.ratio, float(resid.std(ddof=1) / np.sqrt(p.n) / vb.mean()), p)
 
     def text(self) -> str:
         """``ratio ± se`` and the 95 % interval."""
@@ -438,7 +440,7 @@ def render_delay(
         "standard error by the delta method, paired by seed).",
         f"- Imputing the pending decisions changes regret by {gain.diff:+.1f} ± {gain.se:.1f} "
         f"(z = {gain.z:.1f}) against the plain delayed policy.",
-        f"- {_delay_sentence(plan, ts, slow, paired(slow, ts, final_regret).se)}",
+        f"- {_delay_sentence(plan, ts, slow, plain.diff.se)}",
         "",
     ]
     targets = [
