@@ -19,12 +19,12 @@ keepalive = 5
 accesslog = None  # the app logs each recommendation and event batch itself
 loglevel = os.environ.get("BANDIT_LOG_LEVEL", "info").lower()
 # gunicorn's own messages (start, workers booting and exiting, signals, errors) as JSON lines on
-# stderr, in the format of the app's lines on stdout. jsonlog is outside the app package: the
-# master must not import the app (see jsonlog).
+# stderr, in the format of the app's lines on stdout. core.logs imports only the standard
+# library: the master must not import the app (see core.logs).
 logconfig_dict = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"json": {"()": "jsonlog.JsonFormatter"}},
+    "formatters": {"json": {"()": "core.logs.JsonFormatter"}},
     "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json",
                             "stream": "ext://sys.stderr"}},
     "root": {"level": loglevel.upper(), "handlers": ["stderr"]},

@@ -7,16 +7,16 @@ from typing import Any
 
 from flask import Flask
 
-from app import cli, errors, logs, metrics, runtime, service, views
-from app.config import Settings
+from app import cli, errors, logs, monitoring, runtime, service, views
 from app.schemas import MAX_BODY_BYTES
+from core.settings import Settings
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """Build the Flask app from ``config`` (tests) or the environment (production).
 
     Raises:
-        app.config.ConfigError: a setting is invalid or missing in production.
+        core.settings.ConfigError: a setting is invalid or missing in production.
     """
     settings = Settings.from_env() if config is None else Settings.from_mapping(config)
     app = Flask(__name__)
@@ -24,7 +24,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     logs.init_app(app, settings.log_level)
     errors.init_app(app)
     runtime.init_app(app, settings)
-    metrics.init_app(app, settings.policy, lambda: service.dependencies(runtime.runtime()))
+    monitoring.init_app(app, settings.policy, lambda: service.dependencies(runtime.runtime()))
     app.register_blueprint(views.bp)
     cli.init_app(app)
     return app

@@ -26,8 +26,8 @@ from typing import IO, Any
 
 from redis.typing import EncodableT
 
-from app.storage import Storage, StreamEntry, request_time
 from bandits import Slate
+from core.storage import Storage, StreamEntry, request_time
 
 PAGE = 1000
 ITEM_FIELDS = ("posts", "forums", "scores", "alpha", "beta")

@@ -14,12 +14,12 @@ import redis
 from celery import Celery
 from flask import Flask, current_app
 
-from app.config import Settings
 from app.snapshot import Refresher, SnapshotCache
-from app.storage import Storage
 from bandits import make_policy
 from bandits.policies import Policy
-from workers.celery_app import make_celery
+from core.queue import make_celery
+from core.settings import Settings
+from core.storage import Storage
 
 
 @dataclass

@@ -12,12 +12,15 @@ import numpy as np
 import redis
 from kombu.exceptions import OperationalError
 
-from app import decisions, metrics
+from app import decisions
 from app.errors import Conflict, NotFound, Unavailable
 from app.runtime import Runtime
 from app.schemas import EventBatch, PostIn, RecommendationQuery
 from app.snapshot import Snapshot
-from app.storage import (
+from bandits import Slate, beta_summary, forum_posterior, post_posterior
+from core import metrics
+from core.queue import APPLY_EVENTS, QUEUE
+from core.storage import (
     ForumRecord,
     PostConflict,
     RequestContext,
@@ -25,8 +28,6 @@ from app.storage import (
     new_request_id,
     queue_length,
 )
-from bandits import Slate, beta_summary, forum_posterior, post_posterior
-from workers.celery_app import APPLY_EVENTS, QUEUE
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ keeps a snapshot that a background thread refreshes every ``BANDIT_REFRESH_SECON
 good snapshot also serves, marked degraded, while Redis is unreachable.
 
 A refresh reads only the posts that changed since the previous one (Redis keeps a change log
-per forum, see app.storage) into this process's :class:`Catalogue`, a set of growable arrays,
+per forum, see core.storage) into this process's :class:`Catalogue`, a set of growable arrays,
 and then builds the candidates' arrays with numpy: no Python work per unchanged post. Every
 ``FULL_RELOAD_SECONDS`` the catalogue is read afresh, which also drops withdrawn and expired
 posts from its arrays.
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 import numpy as np
 import redis
 
-from app import metrics
-from app.storage import ForumRead, PostStates, Storage
 from bandits import Candidates
+from core import metrics
+from core.storage import ForumRead, PostStates, Storage
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ class Catalogue:
 
     def apply(self, reads: Sequence[ForumRead]) -> None:
         """Take in what a read found: the forums' counts as the policy takes them (windowed
-        with a forum window, see app.storage), cursors and the posts' current state."""
+        with a forum window, see core.storage), cursors and the posts' current state."""
         for read in reads:
             forum = self.forum_index.get(read.forum_id)
             if forum is None:

@@ -12,10 +12,11 @@ from flask import Blueprint, Response, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from app import metrics, openapi, service
+from app import openapi, service
 from app.errors import ApiError, Forbidden, InvalidInput, Unauthorized, Unavailable
 from app.runtime import runtime
 from app.schemas import ID_MAX, ID_PATTERN, EventBatch, PostIn, RecommendationQuery, Strict
+from core import metrics
 
 log = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)

@@ -12,9 +12,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.config import Settings
 from app.runtime import Runtime
-from app.storage import Storage
+from core.settings import Settings
+from core.storage import Storage
 from devtools.redis_server import RedisServer
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}

@@ -19,7 +19,7 @@ from typing import Any
 import redis
 import requests
 
-from app.storage import Keys, new_request_id, request_time
+from core.storage import Keys, new_request_id, request_time
 
 Event = tuple[str, str]  # (request id, post id)
 
@@ -75,7 +75,7 @@ class Stream:
         }
 
     def outcomes(self) -> Counter[str]:
-        """How many events must end as each order-independent outcome of app.events (which of
+        """How many events must end as each order-independent outcome of core.events (which of
         two copies of an event counts and which is the duplicate depends on timing)."""
         served = {s.request_id: s.posts for s in self.slates}
         found: Counter[str] = Counter()

@@ -10,11 +10,11 @@ import redis
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.events import apply_batch
 from app.runtime import Runtime
 from bandits import post_posterior
+from core.events import apply_batch
+from core.queue import QUEUE
 from tests.conftest import ADMIN, register
-from workers.celery_app import QUEUE
 
 FORUMS = {"maths": 4, "physics": 3, "jobs": 2}
 

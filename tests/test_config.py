@@ -8,8 +8,8 @@ import pytest
 from celery.app.defaults import flatten
 
 from app import create_app
-from app.config import DEV_ADMIN_TOKEN, POLICY_SETTINGS, ConfigError, Settings
-from workers.celery_app import celery_settings, make_celery
+from core.queue import celery_settings, make_celery
+from core.settings import DEV_ADMIN_TOKEN, POLICY_SETTINGS, ConfigError, Settings
 
 
 def test_development_defaults() -> None:

@@ -13,9 +13,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from app import decisions
-from app.events import apply_batch
 from app.runtime import Runtime
-from app.storage import OUTCOMES_PER_DECISION, Served, Storage, new_request_id
+from core.events import apply_batch
+from core.storage import OUTCOMES_PER_DECISION, Served, Storage, new_request_id
 from tests.conftest import register
 
 FORUMS = {"maths": 4, "physics": 3, "jobs": 2}

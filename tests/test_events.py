@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from app.events import apply_batch
-from app.storage import Served, Storage, new_request_id
+from core.events import apply_batch
+from core.storage import Served, Storage, new_request_id
 
 WINDOW = 3600
 

@@ -21,7 +21,7 @@ import pytest
 import redis
 import requests
 
-from app.storage import Keys
+from core.storage import Keys
 from devtools.redis_server import RedisServer
 from tests.processes import ADMIN, Stack, wait_for
 

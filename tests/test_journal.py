@@ -10,9 +10,9 @@ import pytest
 import redis
 from celery import Celery
 
-from app.config import Settings
-from app.storage import Storage, oldest_waiting_task
-from workers.celery_app import QUEUE, make_celery
+from core.queue import QUEUE, make_celery
+from core.settings import Settings
+from core.storage import Storage, oldest_waiting_task
 from workers.sweeper import sweep
 
 VISIBILITY = 10

@@ -10,7 +10,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from app import create_app
-from app.config import ConfigError, Settings
+from core.settings import ConfigError, Settings
 from tests.conftest import ADMIN, register
 
 APP_TOKEN = "s3cret-app-token"

@@ -17,9 +17,10 @@ from flask.testing import FlaskClient
 from prometheus_client import generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
-from app import create_app, metrics
+from app import create_app
 from app.runtime import Runtime
-from app.storage import Storage
+from core import metrics
+from core.storage import Storage
 from devtools.redis_server import free_port
 from tests.conftest import register
 from tests.exposition import value
@@ -32,7 +33,7 @@ POLICY = "two_level_ts"
 
 
 def defined() -> dict[str, tuple[str, tuple[str, ...]]]:
-    """name -> (type, labels) of every metric of app.metrics, scrape-time ones included."""
+    """name -> (type, labels) of every metric of core.metrics, scrape-time ones included."""
     found = {}
     for metric in vars(metrics).values():
         if isinstance(metric, MetricWrapperBase):

@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import requests
 
-from app.config import Settings
+from core.queue import APPLY_EVENTS, make_celery
+from core.settings import Settings
 from devtools.redis_server import free_port
 from tests.exposition import samples, value
 from tests.processes import Proc, service_env, wait_for, web_and_worker
-from workers.celery_app import APPLY_EVENTS, make_celery
 
 pytestmark = pytest.mark.e2e
 ADMIN_TOKEN, APP_TOKEN = "obs-admin-token", "obs-app-token"

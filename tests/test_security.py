@@ -15,10 +15,10 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import create_app
-from app.events import apply_batch
-from app.metrics import METHODS
 from app.runtime import Runtime
-from app.storage import new_request_id
+from core.events import apply_batch
+from core.metrics import METHODS
+from core.storage import new_request_id
 from tests.conftest import ADMIN, register
 
 APP_TOKEN = "app-secret-token"

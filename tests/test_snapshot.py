@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.snapshot import Refresher, Snapshot
-from app.storage import Storage
+from core.storage import Storage
 
 HOUR = 3600.0
 

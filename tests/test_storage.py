@@ -13,7 +13,7 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.storage import PostConflict, Served, Storage, new_request_id, request_time
+from core.storage import PostConflict, Served, Storage, new_request_id, request_time
 
 NOW = 1_700_000_000.0
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from app.config import Settings
-from app.storage import Storage
+from core.settings import Settings
+from core.storage import Storage
 from workers.sweeper import prune
 
 

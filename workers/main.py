@@ -1,12 +1,12 @@
 """Entry point of the worker process: ``celery -A workers.main worker``.
 
 The app is built from the environment here, and only here, so that importing
-``workers.celery_app`` (as the web tier does to publish) reads nothing at import time.
+``core.queue`` (as the web tier does to publish) reads nothing at import time.
 """
 
-from app.config import Settings
+from core.queue import make_celery
+from core.settings import Settings
 from workers import monitoring, sweeper
-from workers.celery_app import make_celery
 
 app = make_celery(Settings.from_env(role="worker"))
 monitoring.install(app)

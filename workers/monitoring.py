@@ -4,7 +4,7 @@ Run the worker with ``celery --quiet`` (as the Procfile does): Celery prints its
 banner as plain text otherwise. Its one line on a warm shutdown, ``worker: Warm shutdown
 (MainProcess)``, it writes straight to the standard output whatever the settings.
 
-The worker serves :data:`app.metrics.WORKER` over HTTP on ``BANDIT_WORKER_METRICS_HOST:PORT``
+The worker serves :data:`core.metrics.WORKER` over HTTP on ``BANDIT_WORKER_METRICS_HOST:PORT``
 from the moment it consumes (``worker_ready``) rather than writing into the web tier's
 multiprocess directory: on a Procfile platform web and worker run on different hosts. Run one
 worker process per host (or give each its own port); its pool is threads, so there is one
@@ -26,9 +26,9 @@ from prometheus_client import (
     start_http_server,
 )
 
-from app import logs, metrics
-from app.config import Settings
-from app.events import RESULTS
+from core import logs, metrics
+from core.events import RESULTS
+from core.settings import Settings
 from workers.tasks import MeteredTask
 
 log = logging.getLogger(__name__)

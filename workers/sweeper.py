@@ -2,7 +2,7 @@
 
 The Redis broker can lose a message: kombu pops it (BRPOP) before it records it as
 unacknowledged, and a worker killed in between takes it along. Every batch answered 202 is also
-in the journal (``P:pending``, see app.storage) until a worker applied it, so each worker runs
+in the journal (``P:pending``, see core.storage) until a worker applied it, so each worker runs
 this sweep in a thread: a batch handed to the broker longer ago than the visibility timeout is
 published again under the same id (applying it twice is a no-op), unless it may still be
 waiting in the queue: only batches handed over before the message at the head of the queue are
@@ -25,9 +25,9 @@ import redis
 from celery import Celery, signals
 from kombu.exceptions import OperationalError
 
-from app.config import Settings
-from app.storage import Storage, oldest_waiting_task
-from workers.celery_app import APPLY_EVENTS, QUEUE, restore_interval
+from core.queue import APPLY_EVENTS, QUEUE, restore_interval
+from core.settings import Settings
+from core.storage import Storage, oldest_waiting_task
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def prune(storage: Storage, settings: Settings, now: float) -> int:
 
 def install(celery: Celery) -> None:
     """Run :func:`sweep` in a thread of the worker process, from ``worker_ready`` on, every
-    :func:`~workers.celery_app.restore_interval` seconds."""
+    :func:`~core.queue.restore_interval` seconds."""
     settings: Settings = celery.postbandit_settings
     stop = threading.Event()
 

@@ -11,11 +11,11 @@ import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
-from app import metrics
-from app.config import Settings
-from app.events import Outcome, apply_batch
-from app.storage import Storage
-from workers.celery_app import APPLY_EVENTS
+from core import metrics
+from core.events import Outcome, apply_batch
+from core.queue import APPLY_EVENTS
+from core.settings import Settings
+from core.storage import Storage
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from app.config import Settings
-from app.storage import Served, Storage, new_request_id
+from core.settings import Settings
+from core.storage import Served, Storage, new_request_id
 
 FORUMS = 50
 POST_TTL = 3 * 86_400

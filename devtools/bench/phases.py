@@ -180,7 +180,7 @@ def _wait_totals(catalogue: Catalogue, expected: tuple[int, int], started: float
 def direct_writer(stack: Stack, events: int, batch: int = 100) -> float:
     """Seconds for ``events`` HINCRBYs, pipelined ``batch`` at a time, straight to Redis.
 
-    This is the yardstick the issue names, so it bypasses app.storage on purpose (and uses
+    This is the yardstick the issue names, so it bypasses core.storage on purpose (and uses
     its own scratch key, deleted afterwards).
     """
     client = redis.Redis.from_url(stack.redis_url)

@@ -13,7 +13,7 @@ from typing import ClassVar, Self
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.storage import Served
+from core.storage import Served
 
 SNAPSHOT_METRIC = "postbandit_snapshot_timestamp_seconds"
 PROBE_TIMEOUT = 10.0

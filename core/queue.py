@@ -6,7 +6,7 @@ Events must never be lost once the API answered 202, nor counted twice:
   events were applied, so a worker killed mid-task leaves it to be delivered again;
 * the Redis transport re-delivers unacknowledged messages after ``visibility_timeout``
   (``BANDIT_VISIBILITY_TIMEOUT``): every worker sweeps for them at start-up and then every
-  :func:`restore_interval` seconds, and applying an event twice is a no-op (see app.storage);
+  :func:`restore_interval` seconds, and applying an event twice is a no-op (see core.storage);
 * publishing retries once, with the web tier's broker socket timeouts at
   ``BANDIT_PUBLISH_TIMEOUT``, so the API answers 503 within a few seconds instead of hanging.
 """
@@ -17,8 +17,8 @@ from typing import Any
 
 from celery import Celery
 
-from app.config import Settings
-from workers import kombu_patch
+from core import kombu_patch
+from core.settings import Settings
 
 APPLY_EVENTS = "postbandit.apply_events"
 QUEUE = "postbandit.events"
@@ -77,6 +77,7 @@ def make_celery(settings: Settings, role: str = "worker") -> Celery:
     kombu_patch.apply()
     celery = Celery("postbandit", set_as_current=False)
     celery.conf.update(celery_settings(settings, role))
-    celery.conf.update(include=["workers.tasks"])
+    if role == "worker":
+        celery.conf.update(include=["workers.tasks"])
     celery.postbandit_settings = settings
     return celery

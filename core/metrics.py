@@ -16,22 +16,15 @@ Two exposures, two registries:
 
 from __future__ import annotations
 
-import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
-from flask import Flask, Response, g, request
 from prometheus_client import (
-    CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
     ProcessCollector,
-    disable_created_metrics,
-    generate_latest,
-    multiprocess,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -209,43 +202,3 @@ class DependencyCollector(Collector):
             depth.add_metric([queue], float(length))
         yield up
         yield depth
-
-
-def render(read_dependencies: Callable[[], Dependencies]) -> Response:
-    """The exposition of this process, or of all gunicorn workers in multiprocess mode."""
-    live = CollectorRegistry()
-    live.register(DependencyCollector(read_dependencies))
-    read_now = generate_latest(live)  # first: errors it counts are in this very scrape
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        data = generate_latest(registry)
-    else:
-        data = generate_latest(WEB)
-    return Response(data + read_now, mimetype=CONTENT_TYPE_LATEST)
-
-
-def init_app(app: Flask, policy: str, read_dependencies: Callable[[], Dependencies]) -> None:
-    """Time and count every request by its URL rule (bounded), method and status; /metrics."""
-    disable_created_metrics()  # no ``*_created`` series: Prometheus has no use for them
-    init_web_labels(policy)
-    memory_sampled = 0.0
-
-    @app.before_request
-    def _start_timer() -> None:
-        g.metrics_started = time.perf_counter()
-
-    @app.after_request
-    def _record(response: Response) -> Response:
-        nonlocal memory_sampled
-        endpoint = request.url_rule.rule if request.url_rule else "unmatched"
-        method = request.method if request.method in METHODS else "OTHER"
-        started = g.get("metrics_started", time.perf_counter())
-        HTTP_LATENCY.labels(endpoint, method).observe(time.perf_counter() - started)
-        HTTP_REQUESTS.labels(endpoint, method, str(response.status_code)).inc()
-        if started - memory_sampled >= 1.0:  # at most once a second per process
-            memory_sampled = started
-            PROCESS_MEMORY.set(resident_memory())
-        return response
-
-    app.add_url_rule("/metrics", "metrics", lambda: render(read_dependencies))

@@ -1,15 +1,17 @@
 """One JSON object per log line, the format of every process of the service: the app's and the
-worker's records and gunicorn's own messages.
+worker's records and gunicorn's own messages (ready for Loki or ELK).
 
-A module outside the ``app`` package, so that gunicorn's master process can use it without
-importing the app: ``app`` defines the Prometheus metrics, which open their multiprocess files
-on import, in the master, before ``on_starting`` has even made their directory.
+gunicorn's master process uses this module too, so it imports nothing but the standard library:
+the metric definitions open their multiprocess files on import, and the master must not do that
+before ``on_starting`` has even made their directory.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
+import time
 from typing import Any
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is logged.
@@ -30,3 +32,13 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+
+def configure(level: str) -> None:
+    """Send every log record of the process to stdout as JSON lines at ``level``."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    logging.Formatter.converter = time.gmtime

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from app.storage import Served, Storage, request_time
+from core.storage import Served, Storage, request_time
 
 KINDS = {"impression": "i", "click": "c"}
 
