@@ -1,13 +1,13 @@
 """Per-process resources of the web tier, kept in ``app.extensions["postbandit"]``.
 
-Redis connection pool, statistics snapshot, random generator and Celery producer are all
+Redis connection pools, statistics snapshot, random generator and Celery producer are all
 created lazily in the process that uses them, so nothing is shared across gunicorn's fork.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import redis
@@ -17,6 +17,8 @@ from flask import Flask, current_app
 from app.snapshot import Refresher, SnapshotCache
 from bandits import make_policy
 from bandits.policies import Policy
+from core import clients
+from core.process import PerProcess
 from core.queue import make_celery
 from core.settings import Settings
 from core.storage import Storage
@@ -30,43 +32,30 @@ class Runtime:
     snapshots: SnapshotCache
     policy: Policy
     celery: Celery
-    _rng: np.random.Generator | None = field(default=None, repr=False)
-    _rng_pid: int = 0
+    generators: PerProcess[np.random.Generator]
 
     @property
     def rng(self) -> np.random.Generator:
-        """One generator per process, seeded after fork (else all workers draw alike)."""
-        if self._rng is None or self._rng_pid != os.getpid():
-            seed = self.settings.seed + os.getpid() if self.settings.seed else None
-            self._rng = np.random.default_rng(seed)
-            self._rng_pid = os.getpid()
-        return self._rng
-
-
-def _redis(url: str, settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(
-        url,
-        socket_timeout=settings.redis_timeout,
-        socket_connect_timeout=settings.redis_timeout,
-        health_check_interval=30,
-    )
+        """This process's generator (seeded after fork, else all workers draw alike)."""
+        return self.generators.get()
 
 
 def make_runtime(settings: Settings) -> Runtime:
-    client = _redis(settings.redis_url, settings)
-    storage = Storage(
-        client, settings.key_prefix, settings.decision_log_maxlen, settings.forum_window
-    )
-
-    policy = make_policy(settings.policy, **settings.policy_params())
+    storage = clients.statistics(settings, "web")
     return Runtime(
         settings=settings,
         storage=storage,
-        broker=_redis(settings.broker_url, settings),
+        broker=clients.broker(settings, "web"),
         snapshots=SnapshotCache(Refresher(storage), settings.refresh_seconds),
-        policy=policy,
+        policy=make_policy(settings.policy, **settings.policy_params()),
         celery=make_celery(settings, role="web"),
+        generators=PerProcess(lambda: _generator(settings.seed)),
     )
+
+
+def _generator(seed: int) -> np.random.Generator:
+    """A fixed ``seed`` still differs per process (by its pid); 0 takes entropy from the OS."""
+    return np.random.default_rng(seed + os.getpid() if seed else None)
 
 
 def init_app(app: Flask, settings: Settings) -> None:

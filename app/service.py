@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -18,8 +17,8 @@ from app.runtime import Runtime
 from app.schemas import EventBatch, PostIn, RecommendationQuery
 from app.snapshot import Snapshot
 from bandits import Slate, beta_summary, forum_posterior, post_posterior
-from core import metrics
-from core.queue import APPLY_EVENTS, QUEUE
+from core import metrics, queue
+from core.queue import QUEUE
 from core.storage import (
     ForumRecord,
     PostConflict,
@@ -139,8 +138,7 @@ def _log_slate(body: dict[str, Any], query: RecommendationQuery, seconds: float)
 
 
 def _redis_failed(operation: str, exc: redis.RedisError) -> bool:
-    log.warning("redis %s failed: %s", operation, exc)
-    metrics.REDIS_ERRORS.labels(operation=operation).inc()
+    metrics.redis_failed(log, operation, exc)
     return True
 
 
@@ -157,31 +155,23 @@ def submit_events(rt: Runtime, event_type: str, batch: EventBatch) -> int:
     Raises:
         Unavailable: Redis or the broker did not take the batch (nothing was accepted).
     """
-    events = [[e.request_id, e.post_id] for e in batch.events]
     now = time.time()
-    args = [event_type, events, now]
+    message = queue.EventBatch(event_type, [[e.request_id, e.post_id] for e in batch.events], now)
     batch_id = uuid.uuid4().hex
     try:
-        rt.storage.journal_batch(batch_id, json.dumps(args), now)
+        rt.storage.journal_batch(batch_id, message.to_json(), now)
     except redis.RedisError as exc:
-        metrics.REDIS_ERRORS.labels(operation="journal").inc()
-        log.warning("journal write failed: %s", exc)
+        metrics.redis_failed(log, "journal", exc)
         raise Unavailable("the event journal is unreachable; retry later", retry_after=2) from exc
     try:
-        # A short argsrepr: Celery would otherwise repr the whole batch into the message
-        # headers, a fifth of this request's CPU time.
-        argsrepr = f"({event_type!r}, <{len(events)} events>, {now})"
-        rt.celery.send_task(
-            APPLY_EVENTS, args=args, task_id=batch_id, argsrepr=argsrepr, kwargsrepr="{}"
-        )
+        queue.publish(rt.celery, batch_id, message)
     except (OperationalError, redis.RedisError) as exc:
-        metrics.REDIS_ERRORS.labels(operation="enqueue").inc()
-        log.warning("enqueue failed: %s", exc)
+        metrics.redis_failed(log, "enqueue", exc)
         _forget_quietly(rt, batch_id)
         raise Unavailable("the event queue is unreachable; retry later", retry_after=2) from exc
-    metrics.EVENTS_RECEIVED.labels(type=event_type).inc(len(events))
-    log.info("events accepted", extra={"type": event_type, "events": len(events)})
-    return len(events)
+    metrics.EVENTS_RECEIVED.labels(type=event_type).inc(len(message.events))
+    log.info("events accepted", extra={"type": event_type, "events": len(message.events)})
+    return len(message.events)
 
 
 def _forget_quietly(rt: Runtime, batch_id: str) -> None:

@@ -256,8 +256,7 @@ class SnapshotCache:
             with self._refreshing:
                 snapshot = self._load()
         except redis.RedisError as exc:
-            log.warning("snapshot refresh failed: %s", exc)
-            metrics.REDIS_ERRORS.labels(operation="snapshot").inc()
+            metrics.redis_failed(log, "snapshot", exc)
             return False
         metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)
         metrics.LIVE_POSTS.set(snapshot.size)

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 
 from core.storage import Served, Storage, request_time
 
-KINDS = {"impression": "i", "click": "c"}
+# The event types of the API, and the one-letter kind each is stored as.
+EVENT_TYPES = ("impression", "click")
+KINDS = dict(zip(EVENT_TYPES, ("i", "c"), strict=True))
 
 # Outcomes of one event, used as the bounded ``result`` label of the applied-events metric.
 COUNTED = "counted"

@@ -16,6 +16,7 @@ Two exposures, two registries:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -29,13 +30,14 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from core.events import EVENT_TYPES
+
 WEB = CollectorRegistry(auto_describe=True)
 WORKER = CollectorRegistry(auto_describe=True)
 
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"})
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
-EVENT_TYPES = ("impression", "click")
 RECOMMENDATION_RESULTS = ("ok", "empty", "unavailable")
 WEB_REDIS_OPERATIONS = ("snapshot", "remember_served", "journal", "enqueue", "probe")
 TASK_OUTCOMES = ("retried", "failed")
@@ -128,6 +130,12 @@ WORKER.register(REDIS_ERRORS)
 WORKER.register(PROCESS_MEMORY)
 
 _process = ProcessCollector(registry=None)
+
+
+def redis_failed(log: logging.Logger, operation: str, exc: Exception) -> None:
+    """Log a failed Redis operation and count it by ``operation`` (a bounded name)."""
+    log.warning("redis %s failed: %s", operation, exc)
+    REDIS_ERRORS.labels(operation=operation).inc()
 
 
 def resident_memory() -> float:

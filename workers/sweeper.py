@@ -16,7 +16,6 @@ expired (:func:`prune`), so the per-forum keys hold recent posts only.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 import time
@@ -25,7 +24,8 @@ import redis
 from celery import Celery, signals
 from kombu.exceptions import OperationalError
 
-from core.queue import APPLY_EVENTS, QUEUE, restore_interval
+from core import clients
+from core.queue import QUEUE, EventBatch, publish, restore_interval
 from core.settings import Settings
 from core.storage import Storage, oldest_waiting_task
 
@@ -62,11 +62,11 @@ def sweep(
             return 0
         published = 0
         for batch_id, payload in storage.overdue_batches(before, BATCHES_PER_SWEEP):
-            args = json.loads(payload) if payload else None
-            if args is None or args[2] < now - settings.attribution_seconds:
+            batch = _batch(batch_id, payload)
+            if batch is None or batch.received_at < now - settings.attribution_seconds:
                 storage.forget_batch(batch_id)
                 continue
-            celery.send_task(APPLY_EVENTS, args=args, task_id=batch_id)
+            publish(celery, batch_id, batch)
             storage.batch_requeued(batch_id, now)
             published += 1
         if published:
@@ -75,6 +75,17 @@ def sweep(
     finally:
         with contextlib.suppress(redis.exceptions.LockError):  # expired meanwhile
             lock.release()
+
+
+def _batch(batch_id: str, payload: str | None) -> EventBatch | None:
+    """The journalled batch, or None when it was forgotten meanwhile or cannot be read."""
+    if payload is None:
+        return None
+    try:
+        return EventBatch.from_json(payload)
+    except ValueError as exc:
+        log.error("dropping unreadable journal entry %s: %s", batch_id, exc)
+        return None
 
 
 def prune(storage: Storage, settings: Settings, now: float) -> int:
@@ -109,16 +120,15 @@ def install(celery: Celery) -> None:
 
 
 def _run(celery: Celery, settings: Settings, stop: threading.Event) -> None:
-    from workers.tasks import storage_for
-
-    broker = redis.Redis.from_url(settings.broker_url, socket_timeout=5, socket_connect_timeout=5)
+    storage: Storage = celery.postbandit_storage.get()
+    broker = clients.broker(settings, "worker")
     pruned_at = 0.0
     while not stop.wait(restore_interval(settings.visibility_timeout)):
         now = time.time()
         try:
-            sweep(celery, storage_for(settings), broker, settings, now)
+            sweep(celery, storage, broker, settings, now)
             if now - pruned_at >= PRUNE_EVERY_SECONDS:
-                prune(storage_for(settings), settings, now)
+                prune(storage, settings, now)
                 pruned_at = now
         except (redis.RedisError, OperationalError) as exc:
             log.warning("journal sweep failed: %s", exc)

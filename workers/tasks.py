@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from typing import Any
 
@@ -20,21 +19,6 @@ from core.storage import Storage
 log = logging.getLogger(__name__)
 
 RETRY_BACKOFF_MAX = 30
-_storage: dict[int, Storage] = {}
-
-
-def storage_for(settings: Settings) -> Storage:
-    """One Redis connection pool per worker process, created on first use (after fork)."""
-    pid = os.getpid()
-    if pid not in _storage:
-        client = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=5, health_check_interval=30
-        )
-        _storage.clear()
-        _storage[pid] = Storage(
-            client, settings.key_prefix, settings.decision_log_maxlen, settings.forum_window
-        )
-    return _storage[pid]
 
 
 class MeteredTask(Task):
@@ -69,7 +53,7 @@ def apply_events(
     the journal (see workers.sweeper).
     """
     settings: Settings = self.app.postbandit_settings
-    storage = storage_for(settings)
+    storage: Storage = self.app.postbandit_storage.get()
     try:
         outcome = apply_batch(
             storage,
@@ -81,8 +65,7 @@ def apply_events(
         )
         storage.forget_batch(self.request.id)
     except redis.RedisError as exc:
-        metrics.REDIS_ERRORS.labels(operation="apply_events").inc()
-        log.warning("redis failed applying %s events, retrying: %s", event_type, exc)
+        metrics.redis_failed(log, "apply_events", exc)
         raise retry_later(self, exc) from exc
     lag = max(0.0, time.time() - received_at)
     _count(event_type, outcome, lag)
