@@ -3,8 +3,10 @@ pyproject.toml and run by bin/test through lint-imports)."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,3 +39,27 @@ def test_the_algorithms_load_nothing_of_ours_nor_any_service_library() -> None:
     loaded = loaded_modules("import bandits")
     assert "numpy" in loaded
     assert not loaded & {"app", "core", "workers", "flask", "redis", "celery", "prometheus_client"}
+
+
+# The web tier and the worker stay easy to read: modules named after what they own, short
+# functions (docstrings included).
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 40
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _sources() -> list[Path]:
+    return sorted(p for package in ("app", "workers") for p in (ROOT / package).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", _sources(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_modules_and_functions_of_web_and_worker_stay_short(path: Path) -> None:
+    source = path.read_text()
+    assert len(source.splitlines()) <= MAX_MODULE_LINES
+    long = [
+        f"{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and (node.end_lineno or node.lineno) - node.lineno + 1 > MAX_FUNCTION_LINES
+    ]
+    assert not long
