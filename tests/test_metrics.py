@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -189,3 +192,15 @@ def test_task_attempts_are_timed_and_failures_counted_by_task() -> None:
     assert value(text, "postbandit_task_failures_total", **task, outcome="retried") == 1
     assert value(text, "postbandit_task_failures_total", **task, outcome="failed") == 1
     assert value(text, "postbandit_task_duration_seconds_count", **task) == 3
+
+
+def test_the_worker_refuses_a_prometheus_client_already_in_multiprocess_mode(tmp: Path) -> None:
+    """workers.main drops PROMETHEUS_MULTIPROC_DIR before prometheus-client is imported; if
+    something imported it earlier, in multiprocess mode, the worker refuses to start."""
+    code = "import prometheus_client, workers.main"
+    env = {"PATH": os.environ["PATH"], "PROMETHEUS_MULTIPROC_DIR": str(tmp)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=False)  # fmt: skip
+    assert run.returncode == 1
+    assert "RuntimeError: prometheus-client was imported with PROMETHEUS_MULTIPROC" in run.stderr
+    assert list(tmp.iterdir()) == []
