@@ -84,6 +84,10 @@ SNAPSHOT_TIMESTAMP = Gauge(
     "When the statistics snapshot of each live web process began reading Redis (unix s)",
     multiprocess_mode="liveall", registry=WEB,
 )  # fmt: skip
+# Gauges whose 0 means "nothing yet": prometheus-client writes a label-less gauge at 0 as soon
+# as a process defines it, and a snapshot read at 0 would be fifty years old. The web tier's
+# exposition leaves these samples out (Unset).
+UNSET_AT_ZERO = frozenset({"postbandit_snapshot_timestamp_seconds"})
 
 # ---- worker --------------------------------------------------------------------------------
 
@@ -164,6 +168,20 @@ def init_worker_labels(policy: str, results: Iterable[str], tasks: Iterable[str]
         REDIS_ERRORS.labels(task)
         for outcome in TASK_OUTCOMES:
             TASK_FAILURES.labels(task, outcome)
+
+
+class Unset(Collector):
+    """The metrics of ``source`` without the samples at 0 of the :data:`UNSET_AT_ZERO` gauges:
+    a process that has not loaded a snapshot exports no snapshot timestamp."""
+
+    def __init__(self, source: Collector | CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._source.collect():
+            if family.name in UNSET_AT_ZERO:
+                family.samples = [s for s in family.samples if s.value != 0]
+            yield family
 
 
 # ---- read at scrape time -------------------------------------------------------------------

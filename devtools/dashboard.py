@@ -77,6 +77,11 @@ RECOMMENDATIONS = (
         ("max(postbandit_live_posts)", "posts"),
         ("max(postbandit_live_forums)", "forums"),
     )),
+    Panel("Snapshot age (oldest web process)", "s", (
+        ("time() - min by (instance) (postbandit_snapshot_timestamp_seconds)", "{{instance}}"),
+    ), "How old the statistics are that slates are drawn from, in the web process whose snapshot"
+       " is oldest. A process that has not loaded a snapshot yet exports no timestamp and is left"
+       " out (it answers 503, counted as unavailable)."),
 )  # fmt: skip
 
 LEARNING = (

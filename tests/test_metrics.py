@@ -17,7 +17,7 @@ from celery import Celery
 from celery.exceptions import Retry
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from app import create_app
@@ -26,7 +26,7 @@ from core import metrics
 from core.storage import Storage
 from devtools.redis_server import free_port
 from tests.conftest import register
-from tests.exposition import value
+from tests.exposition import samples, value
 from workers.tasks import MeteredTask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -204,3 +204,19 @@ def test_the_worker_refuses_a_prometheus_client_already_in_multiprocess_mode(tmp
     assert run.returncode == 1
     assert "RuntimeError: prometheus-client was imported with PROMETHEUS_MULTIPROC" in run.stderr
     assert list(tmp.iterdir()) == []
+
+
+def test_a_snapshot_timestamp_at_zero_is_not_exported() -> None:
+    """0 is what prometheus-client writes before a process has loaded any snapshot."""
+    registry = CollectorRegistry()
+    stamp = Gauge("postbandit_snapshot_timestamp_seconds", "t", registry=registry)
+    live = Gauge("postbandit_live_posts", "n", registry=registry)
+    exposed = CollectorRegistry()
+    exposed.register(metrics.Unset(registry))
+    text = generate_latest(exposed).decode()
+    assert samples(text, "postbandit_snapshot_timestamp_seconds") == []
+    assert value(text, "postbandit_live_posts") == 0  # other gauges keep their 0
+    stamp.set(1_700_000_000.5)
+    live.set(3)
+    text = generate_latest(exposed).decode()
+    assert value(text, "postbandit_snapshot_timestamp_seconds") == 1_700_000_000.5

@@ -227,9 +227,11 @@ def test_the_promql_helpers() -> None:
 def service(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """gunicorn (2 workers) and a Celery worker with its /metrics; (web base, worker target)."""
     worker_port = free_port()
+    # The worker gets the web's PROMETHEUS_MULTIPROC_DIR too, as a shared .env gives it.
     env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
                       BANDIT_WORKER_METRICS_PORT=str(worker_port),
-                      BANDIT_WORKER_METRICS_HOST="127.0.0.1")  # fmt: skip
+                      BANDIT_WORKER_METRICS_HOST="127.0.0.1",
+                      PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "web-metrics"))  # fmt: skip
     with web_and_worker(env, tmp_path) as running:
         yield running.base, f"127.0.0.1:{worker_port}"
 
@@ -332,3 +334,22 @@ def test_every_dashboard_and_alert_expression_returns_data(
     rules = [r for g in prometheus.get("/api/v1/rules")["groups"] for r in g["rules"]]
     assert sorted(r["name"] for r in rules) == sorted(alerts)
     assert all(r["health"] == "ok" for r in rules), rules
+
+
+def test_the_snapshot_age_leaves_out_processes_without_a_snapshot(
+    service: tuple[str, str], prometheus: Prometheus
+) -> None:
+    """One recommendation: one gunicorn worker loads a snapshot; the other has none, nor has the
+    Celery worker. Neither may pull the oldest snapshot's age to the unix epoch."""
+    base, _ = service
+    response = requests.put(f"{base}/v1/posts/p", json={"forum_id": "f"}, headers=ADMIN,
+                            timeout=5)  # fmt: skip
+    assert response.status_code == 201, response.text
+    slate = requests.get(f"{base}/v1/recommendations", params={"user_id": "u"}, timeout=5)
+    assert slate.status_code == 200 and len(slate.json()["items"]) == 1, slate.text
+    loaded = "max(postbandit_snapshot_timestamp_seconds) > 0"
+    wait_for(lambda: bool(prometheus.query(loaded)), 30, "the loaded snapshot scraped")
+    assert prometheus.query("count(postbandit_snapshot_timestamp_seconds)") == [1.0]
+    [age] = prometheus.query(dashboard_targets()["Snapshot age (oldest web process) / A"])
+    assert 0 <= age < 60
+    assert prometheus.query(with_bool(alert_rules()["PostbanditSnapshotStale"])) == [0.0]
