@@ -189,14 +189,17 @@ class Unset(Collector):
 
 @dataclass(frozen=True)
 class Dependencies:
-    """What the web tier reads when scraped: Redis reachability by role, and queue depths."""
+    """What the web tier reads when scraped: Redis reachability by role, queue depths, and the
+    age in seconds of the oldest batch waiting in the journal (0: none; None: unknown)."""
 
     redis_up: dict[str, bool] = field(default_factory=dict)
     queue_depth: dict[str, int] = field(default_factory=dict)
+    oldest_pending_age: float | None = None
 
 
 class DependencyCollector(Collector):
-    """``postbandit_redis_up`` and ``postbandit_queue_depth``, read live on every scrape.
+    """``postbandit_redis_up``, ``postbandit_queue_depth`` and
+    ``postbandit_oldest_pending_batch_age_seconds``, read live on every scrape.
 
     The web tier reads them (not the worker) so they stay visible when no worker is alive.
     """
@@ -218,5 +221,13 @@ class DependencyCollector(Collector):
         )  # fmt: skip
         for queue, length in sorted(deps.queue_depth.items()):
             depth.add_metric([queue], float(length))
+        waiting = GaugeMetricFamily(
+            "postbandit_oldest_pending_batch_age_seconds",
+            "Seconds since the oldest accepted, not yet applied, event batch was handed to the "
+            "broker (0: none waiting)",
+        )  # fmt: skip
+        if deps.oldest_pending_age is not None:
+            waiting.add_metric([], deps.oldest_pending_age)
         yield up
         yield depth
+        yield waiting

@@ -95,6 +95,10 @@ LEARNING = (
     Panel("Queue depth (event batches waiting)", "short", (
         ("max by (queue) (postbandit_queue_depth)", "{{queue}}"),
     )),
+    Panel("Oldest event batch waiting to be applied", "s", (
+        ("max(postbandit_oldest_pending_batch_age_seconds)", "oldest batch"),
+    ), "Since the oldest accepted batch not yet applied was handed to the broker (0: none"
+       " waits). Grows while no worker consumes, even when the queue is short."),
 )  # fmt: skip
 
 WORKERS = (

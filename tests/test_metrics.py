@@ -43,7 +43,7 @@ def defined() -> dict[str, tuple[str, tuple[str, ...]]]:
             family = metric.describe()[0]
             name = family.name + ("_total" if family.type == "counter" else "")
             found[name] = (family.type, tuple(metric._labelnames))
-    deps = metrics.Dependencies({"statistics": True}, {"q": 1})
+    deps = metrics.Dependencies({"statistics": True}, {"q": 1}, oldest_pending_age=2.0)
     for family in metrics.DependencyCollector(lambda: deps).collect():
         found[family.name] = (family.type, tuple(sorted(family.samples[0].labels)))
     return found
@@ -135,12 +135,16 @@ def test_queue_depth_and_redis_up_are_read_at_scrape_time(
     rid = client.get("/v1/recommendations", query_string={"user_id": "u"}).json["request_id"]  # type: ignore[index]
     before = scrape(client)
     assert value(before, "postbandit_queue_depth", queue="postbandit.events") == 0
+    assert value(before, "postbandit_oldest_pending_batch_age_seconds") == 0  # journal empty
+    posted = time.time()
     for kind in ("impressions", "clicks", "impressions"):
         events = [{"request_id": rid, "post_id": "p0"}]
         response = client.post(f"/v1/{kind}", json={"events": events})
         assert response.status_code == 202
     after = scrape(client)
     assert value(after, "postbandit_queue_depth", queue="postbandit.events") == 3  # no worker
+    age = value(after, "postbandit_oldest_pending_batch_age_seconds")
+    assert 0 < age <= time.time() - posted
     assert value(after, "postbandit_redis_up", role="statistics") == 1
     assert value(after, "postbandit_redis_up", role="broker") == 1
     received = value(after, "postbandit_events_received_total", type="impression")
@@ -162,6 +166,7 @@ def test_unreachable_redis_is_reported_not_raised(unreachable_app: Flask) -> Non
     assert value(text, "postbandit_redis_up", role="statistics") == 0
     assert value(text, "postbandit_redis_up", role="broker") == 0
     assert "postbandit_queue_depth{" not in text  # unknown, not a made-up 0
+    assert samples(text, "postbandit_oldest_pending_batch_age_seconds") == []
     errors = value(text, "postbandit_redis_errors_total", operation="probe")
     assert errors - value(before, "postbandit_redis_errors_total", operation="probe") == 2
     assert client.get("/v1/recommendations?user_id=u").status_code == 503

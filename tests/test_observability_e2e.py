@@ -122,6 +122,33 @@ def test_a_worker_given_the_web_metrics_directory_keeps_out_of_it(stack: Stack) 
     assert pids and pids <= gunicorn_workers
 
 
+def oldest_waiting(base: str) -> float | None:
+    """The web's postbandit_oldest_pending_batch_age_seconds, None while it is absent."""
+    found = samples(get(f"{base}/metrics").text, "postbandit_oldest_pending_batch_age_seconds")
+    return found[0][1] if found else None
+
+
+def test_a_batch_waiting_for_a_stopped_worker_ages_until_applied(stack: Stack) -> None:
+    response = requests.put(f"{stack.base}/v1/posts/p", json={"forum_id": "f"}, timeout=5,
+                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
+    assert response.status_code == 201
+    rid = get(f"{stack.base}/v1/recommendations", user_id="m").json()["request_id"]
+    assert oldest_waiting(stack.base) == 0  # nothing in the journal
+    os.kill(stack.worker.pid, signal.SIGSTOP)  # alive (its port is open) but not consuming
+    try:
+        send(stack.base, "impressions", rid, ["p"])
+        wait_for(lambda: (oldest_waiting(stack.base) or 0) > 1, 15, "the batch to age 1 s")
+        first = oldest_waiting(stack.base)
+        assert first is not None
+        wait_for(lambda: (oldest_waiting(stack.base) or 0) > first, 15, "the age to grow")
+    finally:
+        os.kill(stack.worker.pid, signal.SIGCONT)
+    wait_for(lambda: oldest_waiting(stack.base) == 0, 15, "the age back to 0 once applied")
+    applied = get(stack.worker_metrics).text
+    assert value(applied, "postbandit_events_applied_total", type="impression",
+                 result="counted") == 1  # fmt: skip
+
+
 def json_lines(proc: Proc) -> list[dict[str, Any]]:
     return [json.loads(line) for line in proc.output().splitlines() if line.startswith("{")]
 
