@@ -225,3 +225,17 @@ def test_a_snapshot_timestamp_at_zero_is_not_exported() -> None:
     live.set(3)
     text = generate_latest(exposed).decode()
     assert value(text, "postbandit_snapshot_timestamp_seconds") == 1_700_000_000.5
+
+
+@pytest.mark.parametrize("variable", ["PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"])
+def test_the_worker_entry_point_keeps_prometheus_client_out_of_multiprocess_mode(
+    tmp: Path, variable: str
+) -> None:
+    code = ("import os, workers.main, prometheus_client.values as v\n"
+            "assert v.ValueClass is v.MutexValue, v.ValueClass\n"
+            f"assert {variable!r} not in os.environ\n")  # fmt: skip
+    env = {"PATH": os.environ["PATH"], variable: str(tmp)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert list(tmp.iterdir()) == []
