@@ -26,6 +26,7 @@ from core.metrics import (
     WEB,
     Dependencies,
     DependencyCollector,
+    Unset,
     init_web_labels,
     resident_memory,
 )
@@ -36,13 +37,12 @@ def render(read_dependencies: Callable[[], Dependencies]) -> Response:
     live = CollectorRegistry()
     live.register(DependencyCollector(read_dependencies))
     read_now = generate_latest(live)  # first: errors it counts are in this very scrape
+    recorded = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        data = generate_latest(registry)
+        recorded.register(Unset(multiprocess.MultiProcessCollector(None)))
     else:
-        data = generate_latest(WEB)
-    return Response(data + read_now, mimetype=CONTENT_TYPE_LATEST)
+        recorded.register(Unset(WEB))
+    return Response(generate_latest(recorded) + read_now, mimetype=CONTENT_TYPE_LATEST)
 
 
 def init_app(app: Flask, policy: str, read_dependencies: Callable[[], Dependencies]) -> None:

@@ -184,13 +184,16 @@ def _forget_quietly(rt: Runtime, batch_id: str) -> None:
 
 
 def dependencies(rt: Runtime) -> metrics.Dependencies:
-    """Whether Redis (statistics, broker) answers now, and the event queue's depth (/metrics).
+    """Whether Redis (statistics, broker) answers now, the event queue's depth and the age of
+    the journal's oldest batch (/metrics).
 
     Failures are logged and counted (operation ``probe``), never raised.
     """
-    up, depth = {}, {}
+    up, depth, age = {}, {}, None
     try:
         up["statistics"] = rt.storage.ping()
+        since = rt.storage.oldest_pending_since()
+        age = 0.0 if since is None else max(0.0, time.time() - since)
     except redis.RedisError as exc:
         up["statistics"] = not _redis_failed("probe", exc)
     try:
@@ -198,7 +201,7 @@ def dependencies(rt: Runtime) -> metrics.Dependencies:
         up["broker"] = True
     except redis.RedisError as exc:
         up["broker"] = not _redis_failed("probe", exc)
-    return metrics.Dependencies(redis_up=up, queue_depth=depth)
+    return metrics.Dependencies(redis_up=up, queue_depth=depth, oldest_pending_age=age)
 
 
 def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], bool]:

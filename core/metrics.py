@@ -86,6 +86,10 @@ SNAPSHOT_TIMESTAMP = Gauge(
     "When the statistics snapshot of each live web process began reading Redis (unix s)",
     multiprocess_mode="liveall", registry=WEB,
 )  # fmt: skip
+# Gauges whose 0 means "nothing yet": prometheus-client writes a label-less gauge at 0 as soon
+# as a process defines it, and a snapshot read at 0 would be fifty years old. The web tier's
+# exposition leaves these samples out (Unset).
+UNSET_AT_ZERO = frozenset({"postbandit_snapshot_timestamp_seconds"})
 
 # ---- worker --------------------------------------------------------------------------------
 
@@ -174,19 +178,36 @@ def init_worker_labels(policy: str, results: Iterable[str], tasks: Iterable[str]
             TASK_FAILURES.labels(task, outcome)
 
 
+class Unset(Collector):
+    """The metrics of ``source`` without the samples at 0 of the :data:`UNSET_AT_ZERO` gauges:
+    a process that has not loaded a snapshot exports no snapshot timestamp."""
+
+    def __init__(self, source: Collector | CollectorRegistry) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._source.collect():
+            if family.name in UNSET_AT_ZERO:
+                family.samples = [s for s in family.samples if s.value != 0]
+            yield family
+
+
 # ---- read at scrape time -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Dependencies:
-    """What the web tier reads when scraped: Redis reachability by role, and queue depths."""
+    """What the web tier reads when scraped: Redis reachability by role, queue depths, and the
+    age in seconds of the oldest batch waiting in the journal (0: none; None: unknown)."""
 
     redis_up: dict[str, bool] = field(default_factory=dict)
     queue_depth: dict[str, int] = field(default_factory=dict)
+    oldest_pending_age: float | None = None
 
 
 class DependencyCollector(Collector):
-    """``postbandit_redis_up`` and ``postbandit_queue_depth``, read live on every scrape.
+    """``postbandit_redis_up``, ``postbandit_queue_depth`` and
+    ``postbandit_oldest_pending_batch_age_seconds``, read live on every scrape.
 
     The web tier reads them (not the worker) so they stay visible when no worker is alive.
     """
@@ -208,5 +229,13 @@ class DependencyCollector(Collector):
         )  # fmt: skip
         for queue, length in sorted(deps.queue_depth.items()):
             depth.add_metric([queue], float(length))
+        waiting = GaugeMetricFamily(
+            "postbandit_oldest_pending_batch_age_seconds",
+            "Seconds since the oldest accepted, not yet applied, event batch was handed to the "
+            "broker (0: none waiting)",
+        )  # fmt: skip
+        if deps.oldest_pending_age is not None:
+            waiting.add_metric([], deps.oldest_pending_age)
         yield up
         yield depth
+        yield waiting

@@ -743,6 +743,12 @@ class Storage:
     def batch_requeued(self, batch_id: str, now: float) -> None:
         self.client.zadd(self.keys.pending_since, {batch_id: now}, xx=True)
 
+    def oldest_pending_since(self) -> float | None:
+        """When the batch of the journal handed to the broker longest ago was handed over (at
+        acceptance, or when the sweeper published it again); None when the journal is empty."""
+        oldest: Any = self.client.zrange(self.keys.pending_since, 0, 0, withscores=True)
+        return float(oldest[0][1]) if oldest else None
+
     def journal_size(self) -> int:
         return int(self.client.zcard(self.keys.pending_since))
 

@@ -77,6 +77,11 @@ RECOMMENDATIONS = (
         ("max(postbandit_live_posts)", "posts"),
         ("max(postbandit_live_forums)", "forums"),
     )),
+    Panel("Snapshot age (oldest web process)", "s", (
+        ("time() - min by (instance) (postbandit_snapshot_timestamp_seconds)", "{{instance}}"),
+    ), "How old the statistics are that slates are drawn from, in the web process whose snapshot"
+       " is oldest. A process that has not loaded a snapshot yet exports no timestamp and is left"
+       " out (it answers 503, counted as unavailable)."),
 )  # fmt: skip
 
 LEARNING = (
@@ -90,6 +95,10 @@ LEARNING = (
     Panel("Queue depth (event batches waiting)", "short", (
         ("max by (queue) (postbandit_queue_depth)", "{{queue}}"),
     )),
+    Panel("Oldest event batch waiting to be applied", "s", (
+        ("max(postbandit_oldest_pending_batch_age_seconds)", "oldest batch"),
+    ), "Since the oldest accepted batch not yet applied was handed to the broker (0: none"
+       " waits). Grows while no worker consumes, even when the queue is short."),
 )  # fmt: skip
 
 WORKERS = (

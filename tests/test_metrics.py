@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +17,7 @@ from celery import Celery
 from celery.exceptions import Retry
 from flask import Flask
 from flask.testing import FlaskClient
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
 
 from app import create_app
@@ -23,7 +26,7 @@ from core import metrics
 from core.storage import Storage
 from devtools.redis_server import free_port
 from tests.conftest import register
-from tests.exposition import value
+from tests.exposition import samples, value
 from workers.tasks import MeteredTask
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +43,7 @@ def defined() -> dict[str, tuple[str, tuple[str, ...]]]:
             family = metric.describe()[0]
             name = family.name + ("_total" if family.type == "counter" else "")
             found[name] = (family.type, tuple(metric._labelnames))
-    deps = metrics.Dependencies({"statistics": True}, {"q": 1})
+    deps = metrics.Dependencies({"statistics": True}, {"q": 1}, oldest_pending_age=2.0)
     for family in metrics.DependencyCollector(lambda: deps).collect():
         found[family.name] = (family.type, tuple(sorted(family.samples[0].labels)))
     return found
@@ -132,12 +135,16 @@ def test_queue_depth_and_redis_up_are_read_at_scrape_time(
     rid = client.get("/v1/recommendations", query_string={"user_id": "u"}).json["request_id"]  # type: ignore[index]
     before = scrape(client)
     assert value(before, "postbandit_queue_depth", queue="postbandit.events") == 0
+    assert value(before, "postbandit_oldest_pending_batch_age_seconds") == 0  # journal empty
+    posted = time.time()
     for kind in ("impressions", "clicks", "impressions"):
         events = [{"request_id": rid, "post_id": "p0"}]
         response = client.post(f"/v1/{kind}", json={"events": events})
         assert response.status_code == 202
     after = scrape(client)
     assert value(after, "postbandit_queue_depth", queue="postbandit.events") == 3  # no worker
+    age = value(after, "postbandit_oldest_pending_batch_age_seconds")
+    assert 0 < age <= time.time() - posted
     assert value(after, "postbandit_redis_up", role="statistics") == 1
     assert value(after, "postbandit_redis_up", role="broker") == 1
     received = value(after, "postbandit_events_received_total", type="impression")
@@ -159,6 +166,7 @@ def test_unreachable_redis_is_reported_not_raised(unreachable_app: Flask) -> Non
     assert value(text, "postbandit_redis_up", role="statistics") == 0
     assert value(text, "postbandit_redis_up", role="broker") == 0
     assert "postbandit_queue_depth{" not in text  # unknown, not a made-up 0
+    assert samples(text, "postbandit_oldest_pending_batch_age_seconds") == []
     errors = value(text, "postbandit_redis_errors_total", operation="probe")
     assert errors - value(before, "postbandit_redis_errors_total", operation="probe") == 2
     assert client.get("/v1/recommendations?user_id=u").status_code == 503
@@ -189,3 +197,45 @@ def test_task_attempts_are_timed_and_failures_counted_by_task() -> None:
     assert value(text, "postbandit_task_failures_total", **task, outcome="retried") == 1
     assert value(text, "postbandit_task_failures_total", **task, outcome="failed") == 1
     assert value(text, "postbandit_task_duration_seconds_count", **task) == 3
+
+
+def test_the_worker_refuses_a_prometheus_client_already_in_multiprocess_mode(tmp: Path) -> None:
+    """workers.main drops PROMETHEUS_MULTIPROC_DIR before prometheus-client is imported; if
+    something imported it earlier, in multiprocess mode, the worker refuses to start."""
+    code = "import prometheus_client, workers.main"
+    env = {"PATH": os.environ["PATH"], "PROMETHEUS_MULTIPROC_DIR": str(tmp)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=False)  # fmt: skip
+    assert run.returncode == 1
+    assert "RuntimeError: prometheus-client was imported with PROMETHEUS_MULTIPROC" in run.stderr
+    assert list(tmp.iterdir()) == []
+
+
+def test_a_snapshot_timestamp_at_zero_is_not_exported() -> None:
+    """0 is what prometheus-client writes before a process has loaded any snapshot."""
+    registry = CollectorRegistry()
+    stamp = Gauge("postbandit_snapshot_timestamp_seconds", "t", registry=registry)
+    live = Gauge("postbandit_live_posts", "n", registry=registry)
+    exposed = CollectorRegistry()
+    exposed.register(metrics.Unset(registry))
+    text = generate_latest(exposed).decode()
+    assert samples(text, "postbandit_snapshot_timestamp_seconds") == []
+    assert value(text, "postbandit_live_posts") == 0  # other gauges keep their 0
+    stamp.set(1_700_000_000.5)
+    live.set(3)
+    text = generate_latest(exposed).decode()
+    assert value(text, "postbandit_snapshot_timestamp_seconds") == 1_700_000_000.5
+
+
+@pytest.mark.parametrize("variable", ["PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir"])
+def test_the_worker_entry_point_keeps_prometheus_client_out_of_multiprocess_mode(
+    tmp: Path, variable: str
+) -> None:
+    code = ("import os, workers.main, prometheus_client.values as v\n"
+            "assert v.ValueClass is v.MutexValue, v.ValueClass\n"
+            f"assert {variable!r} not in os.environ\n")  # fmt: skip
+    env = {"PATH": os.environ["PATH"], variable: str(tmp)}
+    run = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                         text=True, timeout=60, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert list(tmp.iterdir()) == []

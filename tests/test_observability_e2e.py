@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.queue import APPLY_EVENTS, make_celery
 from core.settings import Settings
@@ -39,9 +41,12 @@ class Stack:
 @pytest.fixture
 def stack(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[Stack]:
     port = free_port()
+    # Both processes get the web's PROMETHEUS_MULTIPROC_DIR, as a shared .env under a Procfile
+    # runner gives it to them (start_web sets the same path for gunicorn).
     env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
                       BANDIT_APP_TOKEN=APP_TOKEN, BANDIT_WORKER_METRICS_PORT=str(port),
-                      BANDIT_WORKER_METRICS_HOST="127.0.0.1")  # fmt: skip
+                      BANDIT_WORKER_METRICS_HOST="127.0.0.1",
+                      PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "web-metrics"))  # fmt: skip
     with web_and_worker(env, tmp_path) as (web, worker, base):
         yield Stack(base, f"http://127.0.0.1:{port}/metrics", web, worker, env,
                     Path(web.env["PROMETHEUS_MULTIPROC_DIR"]))  # fmt: skip
@@ -98,6 +103,50 @@ def test_the_worker_exports_its_own_metrics(stack: Stack) -> None:
     celery.send_task(APPLY_EVENTS, args=["view", [["r", "p"]], time.time()])
     wait_for(lambda: 'outcome="failed",task="apply_events"} 1.0' in get(stack.worker_metrics).text,
              15, "the failed task counted")  # fmt: skip
+
+
+def test_a_worker_given_the_web_metrics_directory_keeps_out_of_it(stack: Stack) -> None:
+    assert stack.worker.env["PROMETHEUS_MULTIPROC_DIR"] == str(stack.metrics_dir)
+    serve_and_report(stack)
+    wait_for(lambda: 'result="counted",type="click"} 1.0' in get(stack.worker_metrics).text,
+             15, "the click applied")  # fmt: skip
+    assert value(get(stack.worker_metrics).text, "postbandit_clicks_total", policy=POLICY) == 1
+    assert list(stack.metrics_dir.glob(f"*_{stack.worker.pid}.db")) == []
+    web = get(f"{stack.base}/metrics").text
+    for name in ("postbandit_events_applied_total", "postbandit_clicks_total",
+                 "postbandit_task_duration_seconds_count"):  # fmt: skip
+        assert samples(web, name) == [], name
+    gunicorn_workers = {str(c.pid) for c in psutil.Process(stack.web.pid).children()}
+    pids = {sample.labels["pid"] for family in text_string_to_metric_families(web)
+            for sample in family.samples if "pid" in sample.labels}  # fmt: skip
+    assert pids and pids <= gunicorn_workers
+
+
+def oldest_waiting(base: str) -> float | None:
+    """The web's postbandit_oldest_pending_batch_age_seconds, None while it is absent."""
+    found = samples(get(f"{base}/metrics").text, "postbandit_oldest_pending_batch_age_seconds")
+    return found[0][1] if found else None
+
+
+def test_a_batch_waiting_for_a_stopped_worker_ages_until_applied(stack: Stack) -> None:
+    response = requests.put(f"{stack.base}/v1/posts/p", json={"forum_id": "f"}, timeout=5,
+                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
+    assert response.status_code == 201
+    rid = get(f"{stack.base}/v1/recommendations", user_id="m").json()["request_id"]
+    assert oldest_waiting(stack.base) == 0  # nothing in the journal
+    os.kill(stack.worker.pid, signal.SIGSTOP)  # alive (its port is open) but not consuming
+    try:
+        send(stack.base, "impressions", rid, ["p"])
+        wait_for(lambda: (oldest_waiting(stack.base) or 0) > 1, 15, "the batch to age 1 s")
+        first = oldest_waiting(stack.base)
+        assert first is not None
+        wait_for(lambda: (oldest_waiting(stack.base) or 0) > first, 15, "the age to grow")
+    finally:
+        os.kill(stack.worker.pid, signal.SIGCONT)
+    wait_for(lambda: oldest_waiting(stack.base) == 0, 15, "the age back to 0 once applied")
+    applied = get(stack.worker_metrics).text
+    assert value(applied, "postbandit_events_applied_total", type="impression",
+                 result="counted") == 1  # fmt: skip
 
 
 def json_lines(proc: Proc) -> list[dict[str, Any]]:

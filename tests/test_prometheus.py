@@ -23,6 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,16 @@ import yaml
 
 from devtools import dashboard
 from devtools.redis_server import free_port
-from tests.processes import ROOT, Proc, service_env, wait_for, web_and_worker
+from tests.processes import (
+    ROOT,
+    Proc,
+    service_env,
+    start_web,
+    start_worker,
+    stop_all,
+    wait_for,
+    web_and_worker,
+)
 
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "alerts.yml"
@@ -227,18 +237,20 @@ def test_the_promql_helpers() -> None:
 def service(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """gunicorn (2 workers) and a Celery worker with its /metrics; (web base, worker target)."""
     worker_port = free_port()
+    # The worker gets the web's PROMETHEUS_MULTIPROC_DIR too, as a shared .env gives it.
     env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
                       BANDIT_WORKER_METRICS_PORT=str(worker_port),
-                      BANDIT_WORKER_METRICS_HOST="127.0.0.1")  # fmt: skip
+                      BANDIT_WORKER_METRICS_HOST="127.0.0.1",
+                      PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "web-metrics"))  # fmt: skip
     with web_and_worker(env, tmp_path) as running:
         yield running.base, f"127.0.0.1:{worker_port}"
 
 
-def prometheus_config(web: str, worker: str, tmp: Path) -> Path:
+def prometheus_config(web: str, worker: str, tmp: Path, rules: Path = RULES) -> Path:
     """deploy/prometheus/prometheus.yml with these targets, 1 s intervals, absolute rule path."""
     config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
-    config["rule_files"] = [str(RULES)]
+    config["rule_files"] = [str(rules)]
     targets = {"postbandit-web": web, "postbandit-worker": worker}
     for job in config["scrape_configs"]:
         job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
@@ -250,8 +262,15 @@ def prometheus_config(web: str, worker: str, tmp: Path) -> Path:
 @pytest.fixture
 def prometheus(service: tuple[str, str], tmp_path: Path) -> Iterator[Prometheus]:
     base, worker = service
+    with running_prometheus(prometheus_config(base.removeprefix("http://"), worker, tmp_path),
+                            tmp_path) as prom:  # fmt: skip
+        yield prom
+
+
+@contextmanager
+def running_prometheus(config: Path, tmp_path: Path) -> Iterator[Prometheus]:
+    """A Prometheus with ``config`` for the length of the block, once it is ready."""
     port = free_port()
-    config = prometheus_config(base.removeprefix("http://"), worker, tmp_path)
     args = [tool("prometheus"), f"--config.file={config}", f"--web.listen-address=127.0.0.1:{port}",
             f"--storage.tsdb.path={tmp_path / 'tsdb'}", "--log.level=warn"]  # fmt: skip
     proc = Proc("prometheus", args, {}, tmp_path / "prometheus.log").start()
@@ -332,3 +351,61 @@ def test_every_dashboard_and_alert_expression_returns_data(
     rules = [r for g in prometheus.get("/api/v1/rules")["groups"] for r in g["rules"]]
     assert sorted(r["name"] for r in rules) == sorted(alerts)
     assert all(r["health"] == "ok" for r in rules), rules
+
+
+def test_the_snapshot_age_leaves_out_processes_without_a_snapshot(
+    service: tuple[str, str], prometheus: Prometheus
+) -> None:
+    """One recommendation: one gunicorn worker loads a snapshot; the other has none, nor has the
+    Celery worker. Neither may pull the oldest snapshot's age to the unix epoch."""
+    base, _ = service
+    response = requests.put(f"{base}/v1/posts/p", json={"forum_id": "f"}, headers=ADMIN,
+                            timeout=5)  # fmt: skip
+    assert response.status_code == 201, response.text
+    slate = requests.get(f"{base}/v1/recommendations", params={"user_id": "u"}, timeout=5)
+    assert slate.status_code == 200 and len(slate.json()["items"]) == 1, slate.text
+    loaded = "max(postbandit_snapshot_timestamp_seconds) > 0"
+    wait_for(lambda: bool(prometheus.query(loaded)), 30, "the loaded snapshot scraped")
+    assert prometheus.query("count(postbandit_snapshot_timestamp_seconds)") == [1.0]
+    [age] = prometheus.query(dashboard_targets()["Snapshot age (oldest web process) / A"])
+    assert 0 <= age < 60
+    assert prometheus.query(with_bool(alert_rules()["PostbanditSnapshotStale"])) == [0.0]
+
+
+def rules_with(tmp: Path, alert: str, threshold: str) -> Path:
+    """alerts.yml with ``alert`` at ``threshold`` (in place of its own) and no ``for``."""
+    model = yaml.safe_load(RULES.read_text())
+    [rule] = [r for g in model["groups"] for r in g["rules"] if r.get("alert") == alert]
+    signal, _ = rule["expr"].rsplit(">", 1)
+    rule.update(expr=f"{signal}> {threshold}", **{"for": "0s"})
+    path = tmp / "alerts.yml"
+    path.write_text(yaml.safe_dump(model))
+    return path
+
+
+def test_a_batch_no_worker_applies_fires_the_alert_until_a_worker_applies_it(
+    redis_url: str, broker_url: str, tmp_path: Path
+) -> None:
+    """Threshold 2 s instead of 300 s: the alert's expression on the real exposition."""
+    env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN)
+    web, base = start_web(env, tmp_path)  # no worker yet
+    procs = [web]
+    rules = rules_with(tmp_path, "PostbanditEventsNotApplied", "2")
+    config = prometheus_config(base.removeprefix("http://"), f"127.0.0.1:{free_port()}",
+                               tmp_path, rules)  # fmt: skip
+    firing = 'ALERTS{alertname="PostbanditEventsNotApplied",alertstate="firing"}'
+    try:
+        with running_prometheus(config, tmp_path) as prom:
+            assert requests.put(f"{base}/v1/posts/p", json={"forum_id": "f"}, headers=ADMIN,
+                                timeout=5).status_code == 201  # fmt: skip
+            rid = requests.get(f"{base}/v1/recommendations", params={"user_id": "u"},
+                               timeout=5).json()["request_id"]  # fmt: skip
+            events = {"events": [{"request_id": rid, "post_id": "p"}]}
+            assert requests.post(f"{base}/v1/clicks", json=events, timeout=5).status_code == 202
+            wait_for(lambda: bool(prom.query(firing)), 30, "the alert to fire", step=0.5)
+            procs.append(start_worker(env, tmp_path))
+            wait_for(lambda: not prom.query(firing), 30, "the alert to resolve", step=0.5)
+            age = "postbandit_oldest_pending_batch_age_seconds"
+            assert prom.query(age) == [0.0]
+    finally:
+        stop_all(procs)

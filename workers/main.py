@@ -2,11 +2,42 @@
 
 The app is built from the environment here, and only here, so that importing
 ``core.queue`` (as the web tier does to publish) reads nothing at import time.
+
+The worker never writes into the web tier's multiprocess metrics directory: prometheus-client
+chooses its value store once, when it is first imported, from ``PROMETHEUS_MULTIPROC_DIR``, and
+a worker given the web's variable (a shared ``.env`` under a Procfile runner) would add its
+counters, and a ``0`` memory series per worker process, to the web's ``/metrics``. So the
+variable is dropped here, before anything imports prometheus-client; the worker serves its own
+registry (workers/monitoring.py).
 """
 
-from core.queue import make_celery
-from core.settings import Settings
-from workers import monitoring, sweeper
+import os
+import sys
+
+MULTIPROCESS_VARIABLES = ("PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
+
+
+def leave_the_web_metrics_alone() -> None:
+    """Drop the multiprocess variables from this process's environment.
+
+    Raises:
+        RuntimeError: prometheus-client was imported before, in multiprocess mode.
+    """
+    for name in MULTIPROCESS_VARIABLES:
+        os.environ.pop(name, None)
+    values = sys.modules.get("prometheus_client.values")
+    if values is not None and values.ValueClass is not values.MutexValue:
+        raise RuntimeError(
+            "prometheus-client was imported with PROMETHEUS_MULTIPROC_DIR set: unset it for "
+            "the worker, which serves its own /metrics"
+        )
+
+
+leave_the_web_metrics_alone()
+
+from core.queue import make_celery  # noqa: E402
+from core.settings import Settings  # noqa: E402
+from workers import monitoring, sweeper  # noqa: E402
 
 app = make_celery(Settings.from_env(role="worker"))
 monitoring.install(app)
