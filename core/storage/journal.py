@@ -51,9 +51,6 @@ class Journal:
         """The batch was handed to the broker again at ``now``."""
         self.client.zadd(self.keys.pending_since, {batch_id: now}, xx=True)
 
-    def size(self) -> int:
-        return int(self.client.zcard(self.keys.pending_since))
-
     def sweep_lock(self, seconds: float) -> redis.lock.Lock:
         """A lock that one worker at a time holds while it sweeps the journal."""
         return self.client.lock(self.keys.pending_lock, timeout=seconds, blocking=False)
