@@ -54,7 +54,7 @@ def init_app(app: Flask) -> None:
         """
         rt, now = runtime(), time.time()
         summary = decisions.export(
-            rt.storage,
+            rt.storage.decisions,
             now - 86_400 if since is None else since,
             now if until is None else until,
             rt.settings.attribution_seconds,

@@ -27,7 +27,8 @@ from typing import IO, Any
 from redis.typing import EncodableT
 
 from bandits import Slate
-from core.storage import Storage, StreamEntry, request_time
+from core.storage import StreamEntry, request_time
+from core.storage.decision_log import DecisionLog
 
 PAGE = 1000
 ITEM_FIELDS = ("posts", "forums", "scores", "alpha", "beta")
@@ -69,17 +70,17 @@ class ExportSummary:
 
 
 def export(
-    storage: Storage, since: float, until: float, window: int, now: float, out: IO[str]
+    log: DecisionLog, since: float, until: float, window: int, now: float, out: IO[str]
 ) -> ExportSummary:
     """Write the decisions served in [since, until] (unix seconds) with their outcomes to ``out``.
 
     Raises:
         redis.RedisError: Redis failed (the output is then incomplete).
     """
-    outcomes = _outcomes(storage, since, until, window)
-    kept_since = storage.outcomes_kept_since()
+    outcomes = _outcomes(log, since, until, window)
+    kept_since = log.outcomes_kept_since()
     summary = ExportSummary(outcomes_trimmed=kept_since is not None and kept_since > since)
-    for _, entry in _scan(storage.read_decisions, since, until):
+    for _, entry in _scan(log.read_decisions, since, until):
         record = _joined(entry, outcomes.get(entry["request_id"], {}), now, window)
         out.write(json.dumps(record) + "\n")
         summary.decisions += 1
@@ -110,11 +111,11 @@ def _joined(
 
 
 def _outcomes(
-    storage: Storage, since: float, until: float, window: int
+    log: DecisionLog, since: float, until: float, window: int
 ) -> dict[str, dict[str, set[str]]]:
     """request id -> post id -> kinds seen ('i', 'c'), for requests issued in [since, until]."""
     found: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for _, entry in _scan(storage.read_outcomes, since, until + window):
+    for _, entry in _scan(log.read_outcomes, since, until + window):
         issued = request_time(entry["r"])
         if (
             issued is not None

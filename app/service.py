@@ -19,14 +19,8 @@ from app.snapshot import Snapshot
 from bandits import Slate, beta_summary, forum_posterior, post_posterior
 from core import metrics, queue
 from core.queue import QUEUE
-from core.storage import (
-    ForumRecord,
-    PostConflict,
-    RequestContext,
-    Served,
-    new_request_id,
-    queue_length,
-)
+from core.storage import ForumRecord, PostConflict, RequestContext, Served, new_request_id
+from core.storage.broker import queue_length
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +41,7 @@ def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
         metrics.RECOMMENDATIONS.labels(rt.policy.name, "unavailable").inc()
         raise Unavailable("statistics are not available yet; Redis is unreachable")
     now = time.time()
-    request_id = new_request_id(now)
+    request_id = new_request_id(query.user_id, now)
     items, degraded = _serve(rt, snap, query, request_id, now)
     _count_slate(rt.policy.name, len(items), degraded)
     body = {"request_id": request_id, "policy": rt.policy.name, "items": items,
@@ -63,8 +57,8 @@ def _serve(
 
     The one round trip that remembers the slate also checks it for posts the member clicked
     recently or that were just withdrawn (the snapshot cannot know either). When it finds
-    one, the slate is chosen again without every such post; a third choice, unchecked, only
-    follows a click or withdrawal between the two.
+    one, nothing is kept and the slate is chosen again without every such post; a third
+    choice, unchecked, only follows a click or withdrawal between the two.
     """
     hide = (now - rt.settings.reclick_seconds, snap.built_at - WITHDRAWN_MARGIN_SECONDS)
     hidden: list[str] = []
@@ -121,9 +115,9 @@ def _remember(
     served = Served(request_id, user_id, rt.policy.name,
                     {item["post_id"]: item["forum_id"] for item in items})  # fmt: skip
     decision = None
-    if rt.storage.decision_log_maxlen:
+    if rt.storage.decisions.maxlen:
         decision = decisions.fields(request_id, now, user_id, slate, items)
-    return rt.storage.serve(served, rt.settings.attribution_seconds, decision, hide_since)
+    return rt.storage.serving.serve(served, rt.settings.attribution_seconds, decision, hide_since)
 
 
 def _log_slate(body: dict[str, Any], query: RecommendationQuery, seconds: float) -> None:
@@ -159,7 +153,7 @@ def submit_events(rt: Runtime, event_type: str, batch: EventBatch) -> int:
     message = queue.EventBatch(event_type, [[e.request_id, e.post_id] for e in batch.events], now)
     batch_id = uuid.uuid4().hex
     try:
-        rt.storage.journal_batch(batch_id, message.to_json(), now)
+        rt.storage.journal.add(batch_id, message.to_json(), now)
     except redis.RedisError as exc:
         metrics.redis_failed(log, "journal", exc)
         raise Unavailable("the event journal is unreachable; retry later", retry_after=2) from exc
@@ -178,7 +172,7 @@ def _forget_quietly(rt: Runtime, batch_id: str) -> None:
     """Drop a batch that was not accepted from the journal, if Redis lets us (else the journal
     sweep publishes it later, which is harmless: the caller retries it anyway)."""
     try:
-        rt.storage.forget_batch(batch_id)
+        rt.storage.journal.forget(batch_id)
     except redis.RedisError as exc:
         log.warning("could not drop an unaccepted batch from the journal: %s", exc)
 
@@ -192,7 +186,7 @@ def dependencies(rt: Runtime) -> metrics.Dependencies:
     up, depth, age = {}, {}, None
     try:
         up["statistics"] = rt.storage.ping()
-        since = rt.storage.oldest_pending_since()
+        since = rt.storage.journal.oldest_since()
         age = 0.0 if since is None else max(0.0, time.time() - since)
     except redis.RedisError as exc:
         up["statistics"] = not _redis_failed("probe", exc)
@@ -214,7 +208,7 @@ def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], b
     created_at = body.created_at.timestamp() if body.created_at else now
     ttl = body.ttl_seconds or rt.settings.post_ttl_seconds
     try:
-        created = rt.storage.put_post(
+        created = rt.storage.catalogue.put_post(
             post_id, body.forum_id, created_at, created_at + ttl, rt.settings.attribution_seconds
         )
     except PostConflict as exc:
@@ -228,7 +222,7 @@ def delete_post(rt: Runtime, post_id: str) -> None:
     Raises:
         NotFound: unknown post.
     """
-    if not rt.storage.delete_post(post_id, time.time()):
+    if not rt.storage.catalogue.delete_post(post_id, time.time()):
         raise NotFound(f"post {post_id} is not registered", field="post_id")
 
 
@@ -238,10 +232,10 @@ def get_post(rt: Runtime, post_id: str) -> dict[str, Any]:
     Raises:
         NotFound: unknown (or long expired) post.
     """
-    record = rt.storage.get_post(post_id)
+    record = rt.storage.catalogue.get_post(post_id)
     if record is None:
         raise NotFound(f"post {post_id} is not registered", field="post_id")
-    forum, totals = _policy_counts(rt, record.forum_id)
+    forum, totals = record.forum_policy_counts, _global_counts(rt)
     alpha, beta = post_posterior(
         np.array([record.impressions]), np.array([record.clicks]),
         np.array([forum[0]]), np.array([forum[1]]),
@@ -259,18 +253,22 @@ def get_post(rt: Runtime, post_id: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _policy_counts(rt: Runtime, forum_id: str) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(impressions, clicks) of the forum and of all forums, as the policy takes them."""
-    counts = {
-        f.forum_id: f.policy_counts
-        for f in rt.storage.get_forums(rt.storage.forum_ids(), time.time())
-    }
-    totals = (sum(i for i, _ in counts.values()), sum(c for _, c in counts.values()))
-    return counts[forum_id], totals
+def _global_counts(rt: Runtime) -> tuple[float, float]:
+    """(impressions, clicks) of all forums as the policy takes them: the sums that this
+    process's snapshot holds (the ones the policy centres its priors on), summed once per
+    refresh. A process that has not loaded a snapshot yet (it loads one with its first slate)
+    reads every forum instead, rather than load a snapshot for a catalogue request."""
+    snap = rt.snapshots.current()
+    if snap is not None:
+        return snap.candidates.global_impressions, snap.candidates.global_clicks
+    catalogue = rt.storage.catalogue
+    forums = catalogue.get_forums(catalogue.forum_ids(), time.time())
+    return sum(f.policy_counts[0] for f in forums), sum(f.policy_counts[1] for f in forums)
 
 
 def list_forums(rt: Runtime) -> list[dict[str, Any]]:
-    return _forum_views(rt, rt.storage.get_forums(rt.storage.forum_ids(), time.time()))
+    catalogue = rt.storage.catalogue
+    return _forum_views(rt, catalogue.get_forums(catalogue.forum_ids(), time.time()))
 
 
 def get_forum(rt: Runtime, forum_id: str) -> dict[str, Any]:
@@ -279,22 +277,22 @@ def get_forum(rt: Runtime, forum_id: str) -> dict[str, Any]:
     Raises:
         NotFound: unknown forum.
     """
-    if not rt.storage.known_forums([forum_id])[0]:
+    catalogue = rt.storage.catalogue
+    if not catalogue.known_forums([forum_id])[0]:
         raise NotFound(f"forum {forum_id} is not registered", field="forum_id")
-    # The prior mean depends on every forum's counts (the global mean it is shrunk towards).
-    views = list_forums(rt)
-    return next(view for view in views if view["forum_id"] == forum_id)
+    (view,) = _forum_views(rt, catalogue.get_forums([forum_id], time.time()))
+    return view
 
 
 def _forum_views(rt: Runtime, forums: list[ForumRecord]) -> list[dict[str, Any]]:
     """The forums' totals and, beside them, their counts as the policy takes them and the
     resulting prior mean: the mean of the forum's posterior, on which a new post's prior is
-    centred (as in :func:`get_post`)."""
+    centred (as in :func:`get_post`), shrunk towards the global mean (:func:`_global_counts`)."""
     if not forums:
         return []
     imps = np.array([f.policy_counts[0] for f in forums])
     clicks = np.array([f.policy_counts[1] for f in forums])
-    alpha, beta = forum_posterior(imps, clicks, imps.sum(), clicks.sum())
+    alpha, beta = forum_posterior(imps, clicks, *_global_counts(rt))
     means = alpha / (alpha + beta)
     return [
         {

@@ -204,11 +204,11 @@ class Refresher:
         catalogue = self._catalogue
         if catalogue is None or self._pid != os.getpid() or self._full_due(started):
             catalogue = Catalogue()
-            catalogue.apply(self.storage.read_changes({}, now))
+            catalogue.apply(self.storage.snapshots.read_changes({}, now))
             self._catalogue, self._full_at, self._pid = catalogue, started, os.getpid()
             self._previous = None
         else:
-            catalogue.apply(self.storage.read_changes(catalogue.cursors, now))
+            catalogue.apply(self.storage.snapshots.read_changes(catalogue.cursors, now))
         self._read_at = started
         previous = self._previous
         if previous is not None and not catalogue.changed and time.time() < previous.next_expiry:
@@ -220,7 +220,7 @@ class Refresher:
     def _full_due(self, now: float) -> bool:
         return (
             now - self._full_at >= self.full_every
-            or now - self._read_at >= self.storage.changes_keep_us / 2e6
+            or now - self._read_at >= self.storage.snapshots.changes_keep_us / 2e6
         )
 
 
@@ -247,6 +247,10 @@ class SnapshotCache:
         self._ensure_thread()
         if self._snapshot is None:
             self.refresh()
+        return self._snapshot
+
+    def current(self) -> Snapshot | None:
+        """The current snapshot, or None when none was loaded yet (never loads one)."""
         return self._snapshot
 
     def refresh(self) -> bool:

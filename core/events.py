@@ -65,7 +65,7 @@ def apply_batch(
     kind = KINDS.get(event_type)
     if kind is None:
         raise ValueError(f"event_type must be one of {sorted(KINDS)}, got {event_type!r}")
-    served = storage.lookup_served(request_id for request_id, _ in events)
+    served = storage.serving.lookup(request_id for request_id, _ in events)
     results: Counter[str] = Counter()
     todo: list[tuple[str, str, str]] = []
     for request_id, post_id in events:
@@ -76,7 +76,7 @@ def apply_batch(
         else:
             assert record is not None
             todo.append((request_id, post_id, record.forums[post_id]))
-    applied = storage.apply_events(kind, todo, window)
+    applied = storage.counting.apply_events(kind, todo, window)
     return _outcome(storage, kind, todo, applied, served, results, now, reclick_window)
 
 
@@ -102,5 +102,5 @@ def _outcome(
         # Idempotent, so done for duplicates too: a retry after a crash between the two
         # steps still records the click for re-recommendation filtering.
         clicks = [(served[rid].user_id, post_id) for rid, post_id, _ in todo]
-        storage.remember_clicks(clicks, now, reclick_window)
+        storage.serving.remember_clicks(clicks, now, reclick_window)
     return Outcome(results, by_policy, implied)

@@ -122,7 +122,10 @@ def build_stream(
         clicks += [(slate.request_id, p) for p in posts if rng.random() < 0.3]
         clicks += [(slate.request_id, f"not-served-{rng.randrange(10**6)}")] * (rng.random() < 0.1)
     noise = [(f"unknown-{rng.randrange(10**9)}", "p") for _ in range(len(slates) // 4 + 1)]
-    noise += [(new_request_id(time.time() - window - 60), "p") for _ in range(len(slates) // 4 + 1)]
+    noise += [
+        (new_request_id("late", time.time() - window - 60), "p")
+        for _ in range(len(slates) // 4 + 1)
+    ]
     rng.shuffle(impressions)
     rng.shuffle(clicks)
     stream = Stream(slates)

@@ -141,8 +141,8 @@ def test_the_policy_and_the_post_view_take_the_windowed_forum_counts(
         client, rt = app.test_client(), app.extensions["postbandit"]
         for post_id in ("jobs-0", "jobs-1", "jobs-2"):
             register(client, post_id, "jobs")
-        rt.storage.apply_events("c", [(f"r{r}", "jobs-0", "jobs") for r in range(3)], 60)
-        rt.storage.apply_events("i", [("r0", "jobs-1", "jobs")], 60)
+        rt.storage.counting.apply_events("c", [(f"r{r}", "jobs-0", "jobs") for r in range(3)], 60)
+        rt.storage.counting.apply_events("i", [("r0", "jobs-1", "jobs")], 60)
         snap = rt.snapshots.get()
         assert snap is not None
         forum = snap.forum_index["jobs"]
@@ -181,7 +181,7 @@ def test_forum_prior_means_are_those_of_new_posts(
     client: FlaskClient, rt: Runtime, catalogue: dict[str, str]
 ) -> None:
     """Each forum's prior mean, shrunk towards the global mean, centres its new posts' priors."""
-    rt.storage.apply_events("c", [(f"r{r}", "maths-0", "maths") for r in range(3)], 60)
+    rt.storage.counting.apply_events("c", [(f"r{r}", "maths-0", "maths") for r in range(3)], 60)
     forums = {f["forum_id"]: f for f in client.get("/v1/forums").json["forums"]}  # type: ignore[index]
     assert forums["maths"]["policy_counts"] == {"impressions": 3, "clicks": 3, "window": 20}
     for forum_id, post_id in (("maths", "maths-1"), ("physics", "physics-0")):

@@ -37,7 +37,7 @@ def recommend(client: FlaskClient, **params: Any) -> dict[str, Any]:
 
 
 def logged(rt: Runtime) -> list[dict[str, str]]:
-    return [entry for _, entry in rt.storage.read_decisions("-", "+", 1000)]
+    return [entry for _, entry in rt.storage.decisions.read_decisions("-", "+", 1000)]
 
 
 def events(rt: Runtime, event_type: str, pairs: list[tuple[str, str]]) -> dict[str, int]:
@@ -49,7 +49,7 @@ def events(rt: Runtime, event_type: str, pairs: list[tuple[str, str]]) -> dict[s
 def export(rt: Runtime, now: float | None = None) -> tuple[list[dict[str, Any]], Any]:
     out = io.StringIO()
     now = time.time() if now is None else now
-    summary = decisions.export(rt.storage, now - 3600, now, WINDOW, now, out)
+    summary = decisions.export(rt.storage.decisions, now - 3600, now, WINDOW, now, out)
     return [json.loads(line) for line in out.getvalue().splitlines()], summary
 
 
@@ -103,7 +103,9 @@ def test_export_joins_each_decision_with_its_impressions_and_clicks(
     later, _ = export(rt, now=time.time() + WINDOW + 1)
     assert later == []  # outside --since/--until
     out = io.StringIO()
-    summary = decisions.export(rt.storage, 0, time.time(), WINDOW, time.time() + WINDOW + 1, out)
+    summary = decisions.export(
+        rt.storage.decisions, 0, time.time(), WINDOW, time.time() + WINDOW + 1, out
+    )
     assert summary.final == 2  # the attribution windows have closed
 
 
@@ -133,8 +135,8 @@ def test_export_cli_refuses_a_bad_time(app: Flask, value: str) -> None:
 def test_streams_are_capped(rclient: redis.Redis) -> None:
     storage = Storage(rclient, "pb", decision_log_maxlen=50)
     for _ in range(300):
-        served = Served(new_request_id(), "u", "random", {"p": "f"})
-        storage.remember_served(served, 60, {"request_id": served.request_id})
+        served = Served(new_request_id("u"), "u", "random", {"p": "f"})
+        storage.serving.serve(served, 60, {"request_id": served.request_id})
     # XADD MAXLEN ~ trims whole stream nodes (100 entries each), never below the cap.
     assert 50 <= rclient.xlen(storage.keys.decisions) <= 150
     assert OUTCOMES_PER_DECISION * 50 >= 1000  # room for 20 events per kept decision
@@ -143,23 +145,27 @@ def test_streams_are_capped(rclient: redis.Redis) -> None:
 def test_a_trimmed_outcome_stream_is_reported(rclient: redis.Redis) -> None:
     storage = Storage(rclient, "pb", decision_log_maxlen=1)  # keeps ~20 outcomes
     since = time.time() - 1
-    storage.put_post("p", "f", time.time(), time.time() + 3600, 60)
+    storage.catalogue.put_post("p", "f", time.time(), time.time() + 3600, 60)
     for _ in range(300):
-        rid = new_request_id()
-        storage.remember_served(Served(rid, "u", "random", {"p": "f"}), 60)
-        storage.apply_events("i", [(rid, "p", "f")], 60)
-    summary = decisions.export(storage, since, time.time(), 60, time.time(), io.StringIO())
+        rid = new_request_id("u")
+        storage.serving.serve(Served(rid, "u", "random", {"p": "f"}), 60)
+        storage.counting.apply_events("i", [(rid, "p", "f")], 60)
+    summary = decisions.export(
+        storage.decisions, since, time.time(), 60, time.time(), io.StringIO()
+    )
     assert summary.outcomes_trimmed is True
 
 
 def test_outcomes_are_appended_in_the_apply_round_trip(rclient: redis.Redis) -> None:
     storage = Storage(rclient, "pb", decision_log_maxlen=10)
-    storage.put_post("p", "f", time.time(), time.time() + 3600, 60)
-    rid = new_request_id()
-    storage.remember_served(Served(rid, "u", "random", {"p": "f"}), 60)
-    assert storage.apply_events("c", [(rid, "p", "f")], 60) == [2]
-    assert storage.apply_events("c", [(rid, "p", "f")], 60) == [0]  # replayed: appended again
-    entries = [e for _, e in storage.read_outcomes("-", "+", 10)]
+    storage.catalogue.put_post("p", "f", time.time(), time.time() + 3600, 60)
+    rid = new_request_id("u")
+    storage.serving.serve(Served(rid, "u", "random", {"p": "f"}), 60)
+    assert storage.counting.apply_events("c", [(rid, "p", "f")], 60) == [2]
+    assert storage.counting.apply_events("c", [(rid, "p", "f")], 60) == [
+        0
+    ]  # replayed: appended again
+    entries = [e for _, e in storage.decisions.read_outcomes("-", "+", 10)]
     assert entries == [{"r": rid, "p": "p", "k": "c"}] * 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Any
 
@@ -12,7 +13,8 @@ from celery import Celery
 
 from core.queue import QUEUE, make_celery
 from core.settings import Settings
-from core.storage import Storage, oldest_waiting_task
+from core.storage import Storage
+from core.storage.broker import oldest_waiting_task
 from workers.sweeper import sweep
 
 VISIBILITY = 10
@@ -38,7 +40,7 @@ def broker(broker_url: str) -> redis.Redis:
 
 def journal(storage: Storage, batch_id: str, since: float, received_at: float) -> None:
     args = ["impression", [["r1", "p1"]], received_at]
-    storage.journal_batch(batch_id, json.dumps(args), since)
+    storage.journal.add(batch_id, json.dumps(args), since)
 
 
 def queued_ids(broker: redis.Redis) -> list[str]:
@@ -53,9 +55,9 @@ def test_an_overdue_batch_is_published_again_once(
     journal(storage, "b" * 32, since=now - 1, received_at=now - 1)  # may still be in flight
     assert sweep(celery, storage, broker, sweep_settings, now) == 1
     assert queued_ids(broker) == ["a" * 32]
-    assert storage.batch_since("a" * 32) == pytest.approx(now)
+    assert storage.journal.since("a" * 32) == pytest.approx(now)
     assert sweep(celery, storage, broker, sweep_settings, now + 1) == 0
-    assert storage.journal_size() == 2
+    assert len(storage.journal.overdue(math.inf, 100)) == 2
 
 
 def test_batches_that_may_wait_in_the_queue_are_left_alone(
@@ -85,7 +87,7 @@ def test_batches_older_than_the_attribution_window_are_dropped(
     now = time.time()
     journal(storage, "a" * 32, since=now - WINDOW, received_at=now - WINDOW - 1)
     assert sweep(celery, storage, broker, sweep_settings, now) == 0
-    assert storage.journal_size() == 0 and broker.llen(QUEUE) == 0
+    assert storage.journal.overdue(math.inf, 100) == [] and broker.llen(QUEUE) == 0
 
 
 def test_one_worker_sweeps_at_a_time(
@@ -93,7 +95,7 @@ def test_one_worker_sweeps_at_a_time(
 ) -> None:
     now = time.time()
     journal(storage, "a" * 32, since=now - 900, received_at=now - 900)
-    held = storage.sweep_lock(seconds=5)
+    held = storage.journal.sweep_lock(seconds=5)
     assert held.acquire()
     assert sweep(celery, storage, broker, sweep_settings, now) == 0
     held.release()
@@ -102,7 +104,7 @@ def test_one_worker_sweeps_at_a_time(
 
 def test_forgetting_a_batch_removes_it_everywhere(storage: Storage) -> None:
     journal(storage, "a" * 32, since=1.0, received_at=1.0)
-    storage.forget_batch("a" * 32)
-    assert storage.journal_size() == 0
-    assert storage.overdue_batches(time.time(), 10) == []
-    assert storage.batch_since("a" * 32) is None
+    storage.journal.forget("a" * 32)
+    assert storage.journal.overdue(math.inf, 100) == []
+    assert storage.journal.overdue(time.time(), 10) == []
+    assert storage.journal.since("a" * 32) is None

@@ -79,7 +79,7 @@ def hostile_traffic(client: FlaskClient, rt: Runtime) -> None:
         rid = slate["request_id"]
         events = [[rid, item["post_id"]] for item in slate["items"]]
         events += [[f"{MARK}-req-{i}", f"{MARK}-post-{i}"], [rid, f"{MARK}-post-{i}"]]
-        events += [[new_request_id(time.time() - 7200), f"{MARK}-old-{i}"]]
+        events += [[new_request_id("old", time.time() - 7200), f"{MARK}-old-{i}"]]
         for kind in ("impression", "click"):
             body = {"events": [{"request_id": r, "post_id": p} for r, p in events]}
             assert client.post(f"/v1/{kind}s", json=body).status_code == 202

@@ -23,11 +23,11 @@ HOUR = 3600.0
 
 def put(storage: Storage, post_id: str, forum_id: str, expires_in: float = HOUR) -> None:
     now = time.time()
-    storage.put_post(post_id, forum_id, now, now + expires_in, retention=60)
+    storage.catalogue.put_post(post_id, forum_id, now, now + expires_in, retention=60)
 
 
 def event(storage: Storage, kind: str, post_id: str, forum_id: str, request_id: str) -> None:
-    storage.apply_events(kind, [(request_id, post_id, forum_id)], 60)
+    storage.counting.apply_events(kind, [(request_id, post_id, forum_id)], 60)
 
 
 def content(snap: Snapshot) -> dict[str, Any]:
@@ -46,18 +46,18 @@ def content(snap: Snapshot) -> dict[str, Any]:
 
 
 def test_a_refresh_reads_only_the_changes(storage: Storage) -> None:
-    storage.changes_overlap_us = 0  # exactly what changed, not the last second again
+    storage.snapshots.changes_overlap_us = 0  # exactly what changed, not the last second again
     put(storage, "p1", "f1")
     put(storage, "p2", "f1")
-    (full,) = storage.read_forums(["f1"], time.time())
+    (full,) = storage.snapshots.read_forums(["f1"], time.time())
     assert full.posts is not None and sorted(full.posts.post_ids) == ["p1", "p2"]
     cursors = {"f1": full.cursor}
-    (unchanged,) = storage.read_changes(cursors, time.time())
+    (unchanged,) = storage.snapshots.read_changes(cursors, time.time())
     assert unchanged.posts is None and unchanged.cursor >= full.cursor
     event(storage, "c", "p1", "f1", "r1")
     put(storage, "p3", "f1")
-    storage.delete_post("p2", time.time())
-    (read,) = storage.read_changes(cursors, time.time())
+    storage.catalogue.delete_post("p2", time.time())
+    (read,) = storage.snapshots.read_changes(cursors, time.time())
     assert read.posts is not None and read.cursor > full.cursor
     posts = read.posts
     states = {
@@ -81,7 +81,7 @@ def test_every_kind_of_change_reaches_the_snapshot(storage: Storage) -> None:
     put(storage, "a5", "fa")  # a new post
     put(storage, "b1", "fb")  # a new forum
     put(storage, "a2", "fa", expires_in=-1)  # an expired post
-    storage.delete_post("a3", time.time())  # a withdrawn post
+    storage.catalogue.delete_post("a3", time.time())  # a withdrawn post
     after = content(refresh())
     assert set(after["posts"]) == {"a1", "a4", "a5", "b1"}
     assert after["posts"]["a1"] == ("fa", 1, 1)
@@ -94,7 +94,7 @@ def test_every_kind_of_change_reaches_the_snapshot(storage: Storage) -> None:
 def test_the_policy_gets_the_windowed_forum_counts(
     storage: Storage, window: int, forums: tuple[float, float]
 ) -> None:
-    storage.forum_window = window
+    storage = Storage(storage.client, "pb", forum_window=window)
     refresh = Refresher(storage)
     put(storage, "p1", "f1")
     put(storage, "p2", "f1")
@@ -134,7 +134,7 @@ def test_posts_expiring_after_the_refresh_are_excluded(storage: Storage) -> None
 def test_a_reader_too_late_for_the_change_log_reads_everything(
     storage: Storage, rclient: redis.Redis
 ) -> None:
-    storage.changes_keep_us = 200_000  # the change log forgets after 0.2 s
+    storage = Storage(storage.client, "pb", changes_keep_seconds=0.2)  # forgets after 0.2 s
     refresh = Refresher(storage)
     put(storage, "p1", "f1")
     put(storage, "p2", "f1")
@@ -153,17 +153,17 @@ def test_a_change_noted_with_a_clock_behind_the_read_is_read_next_time(
 ) -> None:
     put(storage, "p1", "f1")
     put(storage, "p2", "f1")
-    (full,) = storage.read_forums(["f1"], time.time())
+    (full,) = storage.snapshots.read_forums(["f1"], time.time())
     (seconds, micros) = rclient.time()
-    assert full.cursor <= seconds * 1_000_000 + micros - storage.changes_overlap_us
+    assert full.cursor <= seconds * 1_000_000 + micros - storage.snapshots.changes_overlap_us
     # As if p1 and p2 changed after that read, noted by a server clock that had stepped back
     # by half a second and by nearly the whole margin: both come with the next read.
-    margin = storage.changes_overlap_us
+    margin = storage.snapshots.changes_overlap_us
     rclient.zadd(
         storage.keys.changes("f1"), {"p1": full.cursor + margin / 2, "p2": full.cursor + 1}
     )
     rclient.hincrby(storage.keys.stats("f1"), "i:p1", 1)
-    (read,) = storage.read_changes({"f1": full.cursor}, time.time())
+    (read,) = storage.snapshots.read_changes({"f1": full.cursor}, time.time())
     assert read.posts is not None and sorted(read.posts.post_ids) == ["p1", "p2"]
     assert read.posts.impressions[read.posts.post_ids.index("p1")] == 1
 
@@ -229,7 +229,7 @@ def test_incremental_refreshes_equal_the_model_and_a_full_read(
         elif op in ("put", "expire") and post_id not in model.withdrawn:
             put(storage, post_id, forum_of(post_id), HOUR if op == "put" else -1)
             model.live[post_id] = op == "put"
-        elif op == "withdraw" and storage.delete_post(post_id, time.time()):
+        elif op == "withdraw" and storage.catalogue.delete_post(post_id, time.time()):
             model.withdrawn.add(post_id)
             model.live[post_id] = False
         elif op in ("impression", "click"):

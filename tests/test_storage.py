@@ -19,16 +19,16 @@ NOW = 1_700_000_000.0
 
 
 def put(storage: Storage, post_id: str, forum_id: str, expires: float = NOW + 3600) -> bool:
-    return storage.put_post(post_id, forum_id, NOW, expires, retention=60)
+    return storage.catalogue.put_post(post_id, forum_id, NOW, expires, retention=60)
 
 
 def test_put_post_registers_candidate_and_forum(storage: Storage) -> None:
     assert put(storage, "p1", "f1") is True
     assert put(storage, "p1", "f1") is False
-    record = storage.get_post("p1")
+    record = storage.catalogue.get_post("p1")
     assert record is not None
     assert (record.forum_id, record.impressions, record.clicks) == ("f1", 0, 0)
-    assert storage.forum_ids() == ["f1"]
+    assert storage.catalogue.forum_ids() == ["f1"]
 
 
 def test_post_cannot_change_forum(storage: Storage) -> None:
@@ -39,8 +39,8 @@ def test_post_cannot_change_forum(storage: Storage) -> None:
 
 def test_withdrawn_post_cannot_come_back(storage: Storage) -> None:
     put(storage, "p1", "f1")
-    assert storage.delete_post("p1", NOW) is True
-    assert storage.delete_post("nope", NOW) is False
+    assert storage.catalogue.delete_post("p1", NOW) is True
+    assert storage.catalogue.delete_post("nope", NOW) is False
     with pytest.raises(PostConflict, match="withdrawn"):
         put(storage, "p1", "f1")
 
@@ -49,8 +49,11 @@ def test_catalog_has_only_live_posts(storage: Storage) -> None:
     put(storage, "old", "f1", expires=NOW - 1)
     put(storage, "new", "f1", expires=NOW + 10)
     put(storage, "gone", "f2")
-    storage.delete_post("gone", NOW)
-    catalog = {f.forum_id: f.posts for f in storage.read_forums(storage.forum_ids(), NOW)}
+    storage.catalogue.delete_post("gone", NOW)
+    catalog = {
+        f.forum_id: f.posts
+        for f in storage.snapshots.read_forums(storage.catalogue.forum_ids(), NOW)
+    }
     assert catalog["f1"] is not None and catalog["f1"].post_ids == ["new"]
     assert catalog["f2"] is not None and catalog["f2"].post_ids == []
 
@@ -62,12 +65,16 @@ def test_keys_share_a_hash_tag_per_forum(storage: Storage) -> None:
         for k in (keys.live("f1"), keys.stats("f1"), keys.seen("f1", "r"), keys.changes("f1"))
     }
     assert tags == {"{f:f1}"}
-    assert keys.served("r").startswith("pb:{r:r}")
+    rid = new_request_id("alice")
+    assert keys.served(rid) == f"pb:{{u:{rid[12:16]}}}:served:{rid}"
+    assert keys.clicked("alice") == f"pb:{{u:{rid[12:16]}}}:clicked:alice"
+    with pytest.raises(ValueError, match="not a request id"):
+        keys.served("r1")
 
 
 def serve(storage: Storage, posts: dict[str, str], user: str = "u1") -> str:
-    request_id = new_request_id()
-    storage.remember_served(Served(request_id, user, "two_level_ts", posts), ttl=60)
+    request_id = new_request_id(user)
+    storage.serving.serve(Served(request_id, user, "two_level_ts", posts), ttl=60)
     return request_id
 
 
@@ -75,11 +82,11 @@ def test_events_count_once_and_click_implies_impression(storage: Storage) -> Non
     put(storage, "p1", "f1")
     put(storage, "p2", "f1")
     rid = serve(storage, {"p1": "f1", "p2": "f1"})
-    assert storage.apply_events("i", [(rid, "p1", "f1"), (rid, "p1", "f1")], 60) == [1, 0]
-    assert storage.apply_events("c", [(rid, "p2", "f1")], 60) == [2]
-    assert storage.apply_events("i", [(rid, "p2", "f1")], 60) == [0]
-    assert storage.apply_events("c", [(rid, "p2", "f1")], 60) == [0]
-    (forum,) = storage.read_forums(["f1"], NOW)
+    assert storage.counting.apply_events("i", [(rid, "p1", "f1"), (rid, "p1", "f1")], 60) == [1, 0]
+    assert storage.counting.apply_events("c", [(rid, "p2", "f1")], 60) == [2]
+    assert storage.counting.apply_events("i", [(rid, "p2", "f1")], 60) == [0]
+    assert storage.counting.apply_events("c", [(rid, "p2", "f1")], 60) == [0]
+    (forum,) = storage.snapshots.read_forums(["f1"], NOW)
     assert forum.posts is not None
     posts = forum.posts
     assert dict(
@@ -91,24 +98,24 @@ def test_events_count_once_and_click_implies_impression(storage: Storage) -> Non
 def test_a_slate_with_a_post_to_hide_is_not_remembered(
     storage: Storage, rclient: redis.Redis
 ) -> None:
-    storage.decision_log_maxlen = 10
+    storage = Storage(rclient, "pb", decision_log_maxlen=10)
     put(storage, "p1", "f1")
-    storage.remember_clicks([("u1", "clicked")], NOW, 3600)
-    storage.delete_post("p1", NOW)
+    storage.serving.remember_clicks([("u1", "clicked")], NOW, 3600)
+    storage.catalogue.delete_post("p1", NOW)
     since = (NOW - 60, NOW - 5)
     for posts, hidden in (
         ({"x": "f1", "clicked": "f1"}, (["clicked"], ["p1"])),
         ({"p1": "f1", "x": "f1"}, (["clicked"], ["p1"])),
     ):
-        served = Served(new_request_id(), "u1", "two_level_ts", posts)
-        found = storage.serve(served, 60, {"request_id": served.request_id}, since)
+        served = Served(new_request_id("u1"), "u1", "two_level_ts", posts)
+        found = storage.serving.serve(served, 60, {"request_id": served.request_id}, since)
         assert found is not None and (found.clicked, found.withdrawn) == hidden
         assert not rclient.exists(storage.keys.served(served.request_id))
     assert rclient.xlen(storage.keys.decisions) == 0
     later = (NOW + 1, NOW + 1)  # the click and the withdrawal are older: nothing to hide
-    served = Served(new_request_id(), "u1", "two_level_ts", {"p1": "f1", "clicked": "f1"})
-    assert storage.serve(served, 60, {"request_id": served.request_id}, later) is None
-    assert storage.lookup_served([served.request_id])[served.request_id] == served
+    served = Served(new_request_id("u1"), "u1", "two_level_ts", {"p1": "f1", "clicked": "f1"})
+    assert storage.serving.serve(served, 60, {"request_id": served.request_id}, later) is None
+    assert storage.serving.lookup([served.request_id])[served.request_id] == served
     assert rclient.xlen(storage.keys.decisions) == 1
 
 
@@ -175,12 +182,12 @@ def test_batches_count_like_one_event_at_a_time(
     impressions included, count exactly as the rules say, in the batch's order, with or
     without a forum window."""
     rclient.flushdb()
-    storage.forum_window = window
+    storage = Storage(rclient, "pb", forum_window=window)
     model = Model(window)
     for kind, pairs in batches:
         events = [(f"r{r}", f"p{p}", f"f{p % 3}") for r, p in pairs]
         expected = [model.apply(kind, *event) for event in events]
-        assert storage.apply_events(kind, events, 60) == expected
+        assert storage.counting.apply_events(kind, events, 60) == expected
     for p in range(6):
         imps, clicks = rclient.hmget(storage.keys.stats(f"f{p % 3}"), f"i:p{p}", f"c:p{p}")
         assert (int(imps or 0), int(clicks or 0)) == (model.posts[f"p{p}", "i"],
@@ -214,16 +221,16 @@ def test_forum_window_counts_each_posts_first_impressions_and_their_clicks(
     expected: tuple[int, int, int, int],
     batched: bool,
 ) -> None:
-    storage.forum_window = window
+    storage = Storage(rclient, "pb", forum_window=window)
     put(storage, "p", "f")
     arrivals = [(e[0], (f"r{e[1:]}", "p", "f")) for e in events.split()]
     runs = [(kind, [e for _, e in run]) for kind, run in groupby(arrivals, key=itemgetter(0))]
     if not batched:
         runs = [(kind, [event]) for kind, event in arrivals]
     for kind, run in runs:
-        storage.apply_events(kind, run, 60)
+        storage.counting.apply_events(kind, run, 60)
     for kind, run in runs:  # a client retrying everything: nothing counts again
-        assert storage.apply_events(kind, run, 60) == [0] * len(run)
+        assert storage.counting.apply_events(kind, run, 60) == [0] * len(run)
     assert forum_fields(rclient, storage, "f") == dict(zip(FORUM_FIELDS, expected, strict=True))
     if not window:
         assert not rclient.hexists(storage.keys.stats("f"), "_wi")  # the old hash exactly
@@ -231,35 +238,35 @@ def test_forum_window_counts_each_posts_first_impressions_and_their_clicks(
 
 @pytest.mark.parametrize("window", [0, 2])
 def test_forum_reads_give_the_policy_the_windowed_counts(storage: Storage, window: int) -> None:
-    storage.forum_window = window
+    storage = Storage(storage.client, "pb", forum_window=window)
     put(storage, "p", "f")
-    storage.apply_events("c", [(f"r{r}", "p", "f") for r in range(3)], 60)
+    storage.counting.apply_events("c", [(f"r{r}", "p", "f") for r in range(3)], 60)
     policy = (2, 2) if window else (3, 3)
-    (forum,) = storage.get_forums(["f"], NOW)
+    (forum,) = storage.catalogue.get_forums(["f"], NOW)
     assert (forum.impressions, forum.clicks, forum.policy_counts) == (3, 3, policy)
-    (read,) = storage.read_forums(["f"], NOW)
+    (read,) = storage.snapshots.read_forums(["f"], NOW)
     assert read.policy_counts == policy
-    (changes,) = storage.read_changes({"f": 0.0}, NOW)
+    (changes,) = storage.snapshots.read_changes({"f": 0.0}, NOW)
     assert changes.policy_counts == policy
 
 
 def test_a_forum_counted_before_the_window_existed_reads_as_no_counts(
     storage: Storage, rclient: redis.Redis
 ) -> None:
-    storage.forum_window = 20
+    storage = Storage(rclient, "pb", forum_window=20)
     put(storage, "p", "f")
     rclient.hset(storage.keys.stats("f"), mapping={"_i": 100, "_c": 7, "i:p": 100, "c:p": 7})
-    (forum,) = storage.get_forums(["f"], NOW)
+    (forum,) = storage.catalogue.get_forums(["f"], NOW)
     assert (forum.impressions, forum.clicks, forum.policy_counts) == (100, 7, (0, 0))
-    storage.apply_events("i", [("r1", "p", "f")], 60)  # p is past its window already
-    assert storage.read_forums(["f"], NOW)[0].policy_counts == (0, 0)
+    storage.counting.apply_events("i", [("r1", "p", "f")], 60)  # p is past its window already
+    assert storage.snapshots.read_forums(["f"], NOW)[0].policy_counts == (0, 0)
 
 
 def test_temporary_keys_expire(storage: Storage, rclient: redis.Redis) -> None:
     put(storage, "p1", "f1")
     rid = serve(storage, {"p1": "f1"})
-    storage.apply_events("i", [(rid, "p1", "f1")], 60)
-    storage.remember_clicks([("u1", "p1")], time.time(), 120)
+    storage.counting.apply_events("i", [(rid, "p1", "f1")], 60)
+    storage.serving.remember_clicks([("u1", "p1")], time.time(), 120)
     for key in (
         storage.keys.served(rid),
         storage.keys.seen("f1", rid),
@@ -271,14 +278,14 @@ def test_temporary_keys_expire(storage: Storage, rclient: redis.Redis) -> None:
 
 def test_lookup_served_returns_user_policy_and_forums(storage: Storage) -> None:
     rid = serve(storage, {"p1": "f1", "p2": "f2"}, user="alice")
-    found = storage.lookup_served([rid, rid, "unknown"])
+    found = storage.serving.lookup([rid, rid, "unknown"])
     assert list(found) == [rid]
     assert found[rid].user_id == "alice"
     assert found[rid].forums == {"p1": "f1", "p2": "f2"}
 
 
 def test_request_ids_carry_their_time() -> None:
-    rid = new_request_id(NOW)
+    rid = new_request_id("u1", NOW)
     assert len(rid) == 28
     assert request_time(rid) == NOW
     assert request_time("not-a-generated-id") is None
@@ -287,14 +294,14 @@ def test_request_ids_carry_their_time() -> None:
 def test_prune_forgets_long_expired_posts_but_keeps_forum_totals(
     storage: Storage, rclient: redis.Redis
 ) -> None:
-    storage.forum_window = 20
+    storage = Storage(rclient, "pb", forum_window=20)
     put(storage, "old", "f1", expires=NOW - 100)
     put(storage, "recent", "f1", expires=NOW + 100)
     put(storage, "live", "f1", expires=NOW + 10_000)
     rid = serve(storage, {"old": "f1", "recent": "f1", "live": "f1"})
-    storage.apply_events("c", [(rid, p, "f1") for p in ("old", "recent", "live")], 60)
-    assert storage.prune_expired(NOW) == 1
-    assert storage.prune_expired(NOW) == 0
+    storage.counting.apply_events("c", [(rid, p, "f1") for p in ("old", "recent", "live")], 60)
+    assert storage.counting.prune_expired(NOW) == 1
+    assert storage.counting.prune_expired(NOW) == 0
     assert rclient.zrange(storage.keys.live("f1"), 0, -1) == [b"recent", b"live"]
     stats = rclient.hgetall(storage.keys.stats("f1"))
     assert b"i:old" not in stats and b"c:old" not in stats
@@ -307,5 +314,5 @@ def test_prune_is_bounded_per_forum(storage: Storage) -> None:
     for i in range(5):
         put(storage, f"p{i}", "f1", expires=NOW - 100)
         put(storage, f"q{i}", "f2", expires=NOW - 100)
-    assert storage.prune_expired(NOW, limit=3) == 6
-    assert storage.prune_expired(NOW, limit=3) == 4
+    assert storage.counting.prune_expired(NOW, limit=3) == 6
+    assert storage.counting.prune_expired(NOW, limit=3) == 4

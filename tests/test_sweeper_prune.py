@@ -12,7 +12,7 @@ from workers.sweeper import prune
 def test_prune_waits_for_the_attribution_window_after_expiry(storage: Storage) -> None:
     settings = Settings.from_mapping({"BANDIT_ATTRIBUTION_SECONDS": "3600"}, role="worker")
     now = time.time()
-    storage.put_post("closed", "f", now - 7200, now - 3700, retention=60)
-    storage.put_post("open", "f", now - 7200, now - 3500, retention=60)
+    storage.catalogue.put_post("closed", "f", now - 7200, now - 3700, retention=60)
+    storage.catalogue.put_post("open", "f", now - 7200, now - 3500, retention=60)
     assert prune(storage, settings, now) == 1
     assert storage.client.zrange(storage.keys.live("f"), 0, -1) == [b"open"]

@@ -27,7 +27,8 @@ from kombu.exceptions import OperationalError
 from core import clients
 from core.queue import QUEUE, EventBatch, publish, restore_interval
 from core.settings import Settings
-from core.storage import Storage, oldest_waiting_task
+from core.storage import Storage
+from core.storage.broker import oldest_waiting_task
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def cutoff(storage: Storage, broker: redis.Redis, settings: Settings, now: float
     head = oldest_waiting_task(broker, QUEUE)
     if head is None:
         return now - settings.visibility_timeout
-    since = storage.batch_since(head)
+    since = storage.journal.since(head)
     return None if since is None else min(since, now - settings.visibility_timeout)
 
 
@@ -53,7 +54,7 @@ def sweep(
     Raises:
         redis.RedisError, kombu.exceptions.OperationalError: Redis or the broker failed.
     """
-    lock = storage.sweep_lock(seconds=60)
+    lock = storage.journal.sweep_lock(seconds=60)
     if not lock.acquire():
         return 0  # another worker is sweeping
     try:
@@ -61,13 +62,13 @@ def sweep(
         if before is None:
             return 0
         published = 0
-        for batch_id, payload in storage.overdue_batches(before, BATCHES_PER_SWEEP):
+        for batch_id, payload in storage.journal.overdue(before, BATCHES_PER_SWEEP):
             batch = _batch(batch_id, payload)
             if batch is None or batch.received_at < now - settings.attribution_seconds:
-                storage.forget_batch(batch_id)
+                storage.journal.forget(batch_id)
                 continue
             publish(celery, batch_id, batch)
-            storage.batch_requeued(batch_id, now)
+            storage.journal.requeued(batch_id, now)
             published += 1
         if published:
             log.warning("published %d overdue event batches again", published)
@@ -95,7 +96,7 @@ def prune(storage: Storage, settings: Settings, now: float) -> int:
     Raises:
         redis.RedisError: Redis failed.
     """
-    pruned = storage.prune_expired(now - settings.attribution_seconds)
+    pruned = storage.counting.prune_expired(now - settings.attribution_seconds)
     if pruned:
         log.info("forgot %d expired posts", pruned)
     return pruned

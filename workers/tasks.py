@@ -63,7 +63,7 @@ def apply_events(
             settings.attribution_seconds,
             settings.reclick_seconds,
         )
-        storage.forget_batch(self.request.id)
+        storage.journal.forget(self.request.id)
     except redis.RedisError as exc:
         metrics.redis_failed(log, "apply_events", exc)
         raise retry_later(self, exc) from exc

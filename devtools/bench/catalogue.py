@@ -46,13 +46,15 @@ class Catalogue:
         new = range(self.size, size)
         for i in new:
             post_id, forum_id = self.post(i)
-            self.storage.put_post(post_id, forum_id, now, now + POST_TTL, RETENTION)
+            self.storage.catalogue.put_post(post_id, forum_id, now, now + POST_TTL, RETENTION)
         for round_ in range(3):
             shown = [(f"seed{round_}", *self.post(i)) for i in new if self.rng.random() < 0.7]
             clicked = [event for event in shown if self.rng.random() < 0.08]
             for kind, events in (("i", shown), ("c", clicked)):
                 for start in range(0, len(events), SEED_EVENTS):
-                    self.storage.apply_events(kind, events[start : start + SEED_EVENTS], RETENTION)
+                    self.storage.counting.apply_events(
+                        kind, events[start : start + SEED_EVENTS], RETENTION
+                    )
         self.size = max(self.size, size)
 
     def serve_slates(self, count: int, per_slate: int = 10) -> list[Served]:
@@ -62,12 +64,13 @@ class Catalogue:
             picks = self.rng.sample(range(self.size), per_slate)
             forums = dict(self.post(i) for i in picks)
             member = f"m{self.rng.randrange(10_000)}"
-            served = Served(new_request_id(), member, "two_level_ts", forums)
-            self.storage.remember_served(served, RETENTION)
+            served = Served(new_request_id(member), member, "two_level_ts", forums)
+            self.storage.serving.serve(served, RETENTION)
             slates.append(served)
         return slates
 
     def totals(self) -> tuple[int, int]:
         """Counted impressions and clicks over every forum."""
-        forums = self.storage.get_forums(self.storage.forum_ids(), time.time())
+        catalogue = self.storage.catalogue
+        forums = catalogue.get_forums(catalogue.forum_ids(), time.time())
         return sum(f.impressions for f in forums), sum(f.clicks for f in forums)

@@ -62,9 +62,7 @@ def frame_name(frame: str) -> str:
 # (part of the work, a frame that identifies it), checked in this order.
 PARTS = (
     ("snapshot refresh (background thread)", "SnapshotCache._run"),
-    ("Redis read of the request (clicked, withdrawn)", "Storage.request_context"),
-    ("Redis write of the request (served slate, decision log)", "Storage.remember_served"),
-    ("Redis round trip of the request (check, served slate, decision log)", "Storage.serve"),
+    ("Redis round trip of the request (check, served slate, decision log)", "Serving.serve"),
     ("decision-log entry (scores as JSON)", "fields (app/decisions.py)"),
     ("policy.select (bandits/, Thompson draw and ranking)", "Policy.select"),
     ("eligible count for the decision log", "eligible_pool"),

@@ -1,0 +1,106 @@
+"""Counting events into each forum's statistics, and forgetting long-expired posts.
+
+Counts only ever change through ``lua/apply_events.lua``, which marks each event as seen and
+increments the post and forum counters in one atomic step per forum (all its keys under the
+forum's tag); a marker that is already present makes the event a no-op, so retries and
+redelivered tasks never count twice. The same step notes the changed posts in the forum's
+change log, which the snapshots read.
+
+The windowed forum totals count each post over its first W impressions only (W is the forum
+window, ``BANDIT_FORUM_WINDOW``): an impression counts in ``_wi`` when, counted, its post has
+at most W impressions, and a click counts in ``_wc`` when its impression counted in ``_wi``.
+Every post gets its first impressions whatever its CTR, so these totals estimate a typical
+post of the forum, where ``_i``/``_c`` lean towards the posts the policy already favours; the
+policy takes them as the forum's counts (:func:`core.storage.keys.policy_fields`). With W = 0
+they are not written and the policy takes ``_i``/``_c``. A forum hash without them (written
+before they existed, or while W was 0) reads as 0 impressions and 0 clicks: the forum's prior
+is then the global one until impressions within the window are counted again (a post that
+already had W impressions adds none). Changing W applies to the events counted from then on.
+
+Posts whose attribution window closed after they expired leave the forum's live set and
+statistics (``lua/prune_expired.lua``, run by the workers every minute), so those keys hold
+recent posts only; the forum totals, windowed ones too, keep their counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import redis
+from redis.typing import EncodableT
+
+from core.storage.catalogue import forum_ids
+from core.storage.decision_log import DecisionLog
+from core.storage.keys import Keys
+from core.storage.scripts import ScriptCall, Scripts, run
+
+Event = tuple[str, str, str]  # (request id, post id, forum id)
+
+
+def apply_events_call(
+    keys: Keys, kind: str, forum_id: str, events: Sequence[Event], ttl: int, keep_us: int,
+    window: int,
+) -> ScriptCall:  # fmt: skip
+    """KEYS/ARGV of ``lua/apply_events.lua`` for the events of one forum (``forum_id``)."""
+    markers: dict[str, int] = {}
+    args: list[EncodableT] = [kind, ttl, keep_us, window]
+    for request_id, post_id, _ in events:
+        args += [markers.setdefault(request_id, len(markers) + 1), post_id]
+    event_keys = [keys.stats(forum_id), keys.changes(forum_id)]
+    return ScriptCall(event_keys + [keys.seen(forum_id, r) for r in markers], args)
+
+
+def prune_expired_call(keys: Keys, forum_id: str, before: float, limit: int) -> ScriptCall:
+    """KEYS/ARGV of ``lua/prune_expired.lua`` for one forum."""
+    return ScriptCall([keys.live(forum_id), keys.stats(forum_id)], [before, limit])
+
+
+class Counting:
+    """``forum_window`` is W of the windowed forum totals (0: none)."""
+
+    def __init__(
+        self, client: redis.Redis, keys: Keys, scripts: Scripts, log: DecisionLog,
+        forum_window: int, keep_us: int,
+    ) -> None:  # fmt: skip
+        self.client = client
+        self.keys = keys
+        self.scripts = scripts
+        self.log = log
+        self.forum_window = forum_window
+        self.keep_us = keep_us
+
+    def apply_events(self, kind: str, events: Sequence[Event], ttl: int) -> list[int]:
+        """Apply (request id, post id, forum id) events of ``kind`` ('i' or 'c'): one atomic
+        step per forum, all in one round trip; seen-markers expire after ``ttl`` seconds.
+
+        Returns per event 0 (already counted), 1 (counted) or 2 (a click that also counted
+        its missing impression). With the decision log on, every event is also appended to the
+        outcome stream in the same round trip.
+        """
+        by_forum: dict[str, list[int]] = {}
+        for i, (_, _, forum_id) in enumerate(events):
+            by_forum.setdefault(forum_id, []).append(i)
+        pipe = self.client.pipeline(transaction=False)
+        for forum_id, indices in by_forum.items():
+            call = apply_events_call(self.keys, kind, forum_id, [events[i] for i in indices],
+                                     ttl, self.keep_us, self.forum_window)  # fmt: skip
+            run(self.scripts.apply_events, call, pipe)
+        self.log.queue_outcomes(pipe, kind, events)
+        results = [0] * len(events)
+        replies = pipe.execute()[: len(by_forum)]  # then the outcome stream's entry ids
+        for indices, applied in zip(by_forum.values(), replies, strict=True):
+            for i, status in zip(indices, applied, strict=True):
+                results[i] = int(status)
+        return results
+
+    def prune_expired(self, before: float, limit: int = 1000) -> int:
+        """Forget posts that expired before ``before`` (at most ``limit`` a forum): they leave
+        their forum's live set and statistics, atomically per forum; how many were forgotten.
+
+        Without this, every post ever registered would stay in those keys for good.
+        """
+        pipe = self.client.pipeline(transaction=False)
+        for forum_id in forum_ids(self.client, self.keys):
+            run(self.scripts.prune_expired, prune_expired_call(self.keys, forum_id, before, limit),
+                pipe)  # fmt: skip
+        return sum(int(n) for n in pipe.execute())

@@ -1,0 +1,48 @@
+"""One object holding the storage parts of a process, all on the one client passed in."""
+
+from __future__ import annotations
+
+import redis
+
+from core.storage.catalogue import Catalogue
+from core.storage.counting import Counting
+from core.storage.decision_log import DecisionLog
+from core.storage.journal import Journal
+from core.storage.keys import Keys
+from core.storage.scripts import Scripts
+from core.storage.serving import Serving
+from core.storage.snapshot_reads import CHANGES_KEEP_SECONDS, SnapshotReads
+
+
+class Storage:
+    """The parts by what they own: ``catalogue``, ``counting``, ``serving`` (attribution),
+    ``snapshots`` (reads for the snapshot), ``journal``, ``decisions`` (the decision log).
+
+    ``decision_log_maxlen`` is how many decisions the decision log keeps (0: no log);
+    ``forum_window`` is W of the windowed forum totals (0: none, the policy takes every
+    impression); ``changes_keep_seconds`` is how long each forum's change log keeps a change
+    (a snapshot that has not read it for half of this reloads in full).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = "pb",
+        decision_log_maxlen: int = 0,
+        forum_window: int = 0,
+        changes_keep_seconds: float = CHANGES_KEEP_SECONDS,
+    ) -> None:
+        self.client = client
+        self.keys = keys = Keys(prefix)
+        self.forum_window = forum_window
+        scripts = Scripts(client)
+        keep_us = int(changes_keep_seconds * 1_000_000)
+        self.snapshots = SnapshotReads(client, keys, forum_window, keep_us)
+        self.decisions = DecisionLog(client, keys, decision_log_maxlen)
+        self.catalogue = Catalogue(client, keys, scripts, forum_window, keep_us)
+        self.counting = Counting(client, keys, scripts, self.decisions, forum_window, keep_us)
+        self.serving = Serving(client, keys, scripts, self.decisions)
+        self.journal = Journal(client, keys)
+
+    def ping(self) -> bool:
+        return bool(self.client.ping())

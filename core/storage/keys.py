@@ -1,0 +1,134 @@
+"""Every Redis key of postbandit, with its hash tag, and the fields of the hashes.
+
+``P`` is the configurable prefix; ``{...}`` are Redis Cluster hash tags. Every multi-key step
+(a Lua script) touches the keys of one tag only, so it runs in one hash slot:
+a forum's steps under ``{f:F}``, a member's under ``{u:T}`` where T is the member tag
+(:func:`core.storage.request_ids.member_tag`, 4 hex digits of a hash of the member id).
+
+==============================  ========  ==================================================
+key                             type      content
+==============================  ========  ==================================================
+``P:forums``                    set       every forum id ever registered
+``P:{f:F}:live``                zset      post id -> expiry (unix seconds) of forum F's posts
+``P:{f:F}:stats``               hash      ``i:<post>``/``c:<post>`` counts; ``_i``/``_c`` totals;
+                                          ``_wi``/``_wc`` windowed totals (core.storage.counting)
+``P:{f:F}:changes``             zset      post id -> when its counts or liveness last changed
+                                          (Redis clock, microseconds; about the last 10 minutes)
+``P:{f:F}:seen:R``              set       ``i:<post>``/``c:<post>`` counted for request R;
+                                          ``w:<post>`` its impression counted in ``_wi`` (TTL)
+``P:post:ID``                   hash      forum_id, created_at, expires_at, deleted (TTL)
+``P:withdrawn``                 zset      post id -> withdrawal time, the last hour only
+``P:{u:T}:served:R``            hash      slate R served to a member of tag T: ``u`` member,
+                                          ``p`` policy, ``#<post>`` -> forum (TTL)
+``P:{u:T}:clicked:U``           zset      post id -> click time for member U of tag T (TTL)
+``P:decisions``                 stream    served slates for offline evaluation (capped)
+``P:outcomes``                  stream    attributable events ``r`` request, ``p`` post,
+                                          ``k`` kind ``i``/``c`` (capped)
+``P:pending``                   hash      accepted event batch id -> JSON task arguments,
+                                          until a worker applied it (the journal)
+``P:pending:since``             zset      batch id -> when it was last handed to the broker
+``P:pending:lock``              string    held by the worker sweeping the journal (TTL)
+==============================  ========  ==================================================
+
+Why the served slate is keyed by member: serving checks the slate against the member's
+recently clicked posts and writes it in one atomic step, so both keys share the member's tag.
+The worker knows only ``(request_id, post_id)`` of an event; the request id carries the tag
+(:mod:`core.storage.request_ids`), so the slate's key follows from the request id alone.
+
+Post ids never collide with the slate's own fields: a post field is ``#`` and the post id, and
+``#`` is not a character an id may hold (``A-Z a-z 0-9 _ . : -``); ``u`` and ``p`` do not start
+with it. In a forum's stats hash every post field holds a ``:`` (``i:<post>``), the totals none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from core.storage.request_ids import member_tag, request_tag
+
+# A forum's totals in its stats hash: over every impression, and over each post's first W.
+TOTAL_FIELDS = ("_i", "_c")
+WINDOW_FIELDS = ("_wi", "_wc")
+
+# The served-slate hash: its member and policy, and one field per post (POST_FIELD + post id).
+SERVED_USER = "u"
+SERVED_POLICY = "p"
+POST_FIELD = "#"
+
+
+def policy_fields(forum_window: int) -> tuple[str, str]:
+    """The stats hash fields that the policy takes as a forum's (impressions, clicks): the
+    windowed totals, or the totals over every impression when ``forum_window`` is 0."""
+    return WINDOW_FIELDS if forum_window else TOTAL_FIELDS
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key templates under one prefix.
+
+    Raises:
+        ValueError: the prefix holds a brace (it would become the keys' hash tag).
+    """
+
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if "{" in self.prefix or "}" in self.prefix:
+            raise ValueError(f"key prefix must not contain braces, got {self.prefix!r}")
+
+    @property
+    def forums(self) -> str:
+        return f"{self.prefix}:forums"
+
+    @property
+    def withdrawn(self) -> str:
+        return f"{self.prefix}:withdrawn"
+
+    def live(self, forum_id: str) -> str:
+        return f"{self.prefix}:{{f:{forum_id}}}:live"
+
+    def stats(self, forum_id: str) -> str:
+        return f"{self.prefix}:{{f:{forum_id}}}:stats"
+
+    def changes(self, forum_id: str) -> str:
+        return f"{self.prefix}:{{f:{forum_id}}}:changes"
+
+    def seen(self, forum_id: str, request_id: str) -> str:
+        return f"{self.prefix}:{{f:{forum_id}}}:seen:{request_id}"
+
+    def post(self, post_id: str) -> str:
+        return f"{self.prefix}:post:{post_id}"
+
+    def served(self, request_id: str) -> str:
+        """The served slate of a request id from :func:`~core.storage.request_ids.new_request_id`.
+
+        Raises:
+            ValueError: not such a request id (no slate can have been served under it).
+        """
+        tag = request_tag(request_id)
+        if tag is None:
+            raise ValueError(f"not a request id issued by the server: {request_id!r}")
+        return f"{self.prefix}:{{u:{tag}}}:served:{request_id}"
+
+    def clicked(self, user_id: str) -> str:
+        return f"{self.prefix}:{{u:{member_tag(user_id)}}}:clicked:{user_id}"
+
+    @property
+    def decisions(self) -> str:
+        return f"{self.prefix}:decisions"
+
+    @property
+    def outcomes(self) -> str:
+        return f"{self.prefix}:outcomes"
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}:pending"
+
+    @property
+    def pending_since(self) -> str:
+        return f"{self.prefix}:pending:since"
+
+    @property
+    def pending_lock(self) -> str:
+        return f"{self.prefix}:pending:lock"

@@ -1,0 +1,61 @@
+-- Count a batch of one forum's events of one kind, each at most once, atomically.
+-- KEYS[1]  the forum's statistics    P:{f:F}:stats
+-- KEYS[2]  the forum's change log    P:{f:F}:changes
+-- KEYS[3..] the seen-markers of the batch's requests in this forum   P:{f:F}:seen:R
+-- ARGV[1]  kind: 'i' impression, 'c' click
+-- ARGV[2]  ttl of a new marker set (seconds)
+-- ARGV[3]  how long the change log keeps a change (microseconds)
+-- ARGV[4]  the forum window W (0: no windowed totals)
+-- ARGV[5..] per event: the index of its request's marker among KEYS[3..] (1-based), the post
+-- Returns per event 0 (already counted), 1 (counted) or 2 (a click that also counted its
+-- missing impression). An impression also counts in the forum's windowed `_wi` when it is
+-- among its post's first W, and then leaves the marker `w:<post>`, so that the click of that
+-- impression, and only it, counts in `_wc`. Built by core.storage.counting.apply_events_call.
+-- include: note_changes
+local function count_impression(stats, seen, post, window)
+  local n = redis.call('HINCRBY', stats, 'i:' .. post, 1)
+  redis.call('HINCRBY', stats, '_i', 1)
+  if n > window then
+    return false
+  end
+  redis.call('HINCRBY', stats, '_wi', 1)
+  redis.call('SADD', seen, 'w:' .. post)
+  return true
+end
+
+local stats, changes = KEYS[1], KEYS[2]
+local kind, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+local results, changed, marked = {}, {}, {}
+for i = 5, #ARGV, 2 do
+  local seen, post = KEYS[2 + tonumber(ARGV[i])], ARGV[i + 1]
+  local applied = 0
+  if redis.call('SADD', seen, kind .. ':' .. post) == 1 then
+    if not marked[seen] and redis.call('TTL', seen) < 0 then
+      redis.call('EXPIRE', seen, ttl)
+    end
+    marked[seen] = true
+    applied = 1
+    local windowed
+    if kind == 'i' then
+      windowed = count_impression(stats, seen, post, window)
+    elseif redis.call('SADD', seen, 'i:' .. post) == 1 then
+      windowed = count_impression(stats, seen, post, window)
+      applied = 2
+    else
+      windowed = window > 0 and redis.call('SISMEMBER', seen, 'w:' .. post) == 1
+    end
+    if kind == 'c' then
+      redis.call('HINCRBY', stats, 'c:' .. post, 1)
+      redis.call('HINCRBY', stats, '_c', 1)
+      if windowed then
+        redis.call('HINCRBY', stats, '_wc', 1)
+      end
+    end
+    changed[#changed + 1] = post
+  end
+  results[#results + 1] = applied
+end
+if #changed > 0 then
+  note_changes(changes, changed, tonumber(ARGV[3]))
+end
+return results

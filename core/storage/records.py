@@ -1,0 +1,91 @@
+"""What the storage layer returns: plain records, and the one domain error it raises."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+StreamEntry = tuple[str, dict[str, str]]
+
+
+class PostConflict(Exception):
+    """The post exists with another forum, or was withdrawn."""
+
+
+@dataclass(frozen=True)
+class PostRecord:
+    """A post's metadata and counts, and its forum's (impressions, clicks) as the policy takes
+    them (:func:`core.storage.keys.policy_fields`)."""
+
+    post_id: str
+    forum_id: str
+    created_at: float
+    expires_at: float
+    deleted: bool
+    impressions: int
+    clicks: int
+    forum_policy_counts: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class ForumRecord:
+    """A forum's totals over every impression, its live posts, and its (impressions, clicks)
+    as the policy takes them."""
+
+    forum_id: str
+    impressions: int
+    clicks: int
+    live_posts: int
+    policy_counts: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PostStates:
+    """Some posts of one forum as they are now: expiry (NaN once withdrawn) and counts."""
+
+    post_ids: list[str]
+    expires_at: list[float]
+    impressions: list[int]
+    clicks: list[int]
+
+
+@dataclass(frozen=True)
+class ForumRead:
+    """One forum as read for a snapshot: its (impressions, clicks) as the policy takes them,
+    and its posts that changed after the previous cursor (every live post on a full read;
+    None when nothing changed)."""
+
+    forum_id: str
+    cursor: float
+    policy_counts: tuple[int, int]
+    posts: PostStates | None
+
+
+@dataclass(frozen=True)
+class RequestContext:
+    """Posts to hide from a member: the ones they clicked recently, and fresh withdrawals."""
+
+    clicked: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Served:
+    """A served recommendation as remembered for attribution."""
+
+    request_id: str
+    user_id: str
+    policy: str
+    forums: dict[str, str]  # post id -> forum id
+
+
+def text(value: bytes | str | None) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
+
+
+def totals(values: Sequence[Any]) -> tuple[int, int]:
+    """Two hash values (impressions, clicks) as numbers, 0 where absent."""
+    return int(values[0] or 0), int(values[1] or 0)

@@ -1,0 +1,132 @@
+"""Served slates and members' clicks: what the request path writes and attribution reads.
+
+A slate is remembered under its member's tag together with the member's clicked posts, so
+the check for recently clicked posts and the write are one atomic step in one hash slot
+(``lua/serve_slate.lua``). Withdrawals are global (``P:withdrawn``, another slot): the same
+round trip reads the fresh ones, and a slate found holding one is removed again before its
+request id is ever given out. The decision-log entry is a command of its own in that round
+trip, removed again with a slate that was not served (the log is not atomic with the slate:
+a process that dies in between leaves the entry of a slate nobody saw).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import redis
+from redis.typing import EncodableT
+
+from core.storage.decision_log import DecisionLog
+from core.storage.keys import POST_FIELD, SERVED_POLICY, SERVED_USER, Keys
+from core.storage.records import RequestContext, Served, text
+from core.storage.request_ids import member_tag, request_tag
+from core.storage.scripts import ScriptCall, Scripts, run
+
+Decision = Mapping[EncodableT, EncodableT]
+
+
+def serve_slate_call(
+    keys: Keys, served: Served, ttl: int, clicked_since: float | None
+) -> ScriptCall:
+    """KEYS/ARGV of ``lua/serve_slate.lua``; ``clicked_since`` None: no check.
+
+    Raises:
+        ValueError: the request id was not issued for this member (its tag differs).
+    """
+    if request_tag(served.request_id) != member_tag(served.user_id):
+        raise ValueError(f"request id {served.request_id!r} was not issued to this member")
+    fields: list[EncodableT] = [SERVED_USER, served.user_id, SERVED_POLICY, served.policy]
+    for post_id, forum_id in served.forums.items():
+        fields += [POST_FIELD + post_id, forum_id]
+    since = "" if clicked_since is None else clicked_since
+    slate_keys = [keys.served(served.request_id), keys.clicked(served.user_id)]
+    return ScriptCall(slate_keys, [ttl, since, *fields])
+
+
+class Serving:
+    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts, log: DecisionLog) -> None:
+        self.client = client
+        self.keys = keys
+        self.scripts = scripts
+        self.log = log
+
+    def serve(
+        self,
+        served: Served,
+        ttl: int,
+        decision: Decision | None = None,
+        hide_since: tuple[float, float] | None = None,
+    ) -> RequestContext | None:
+        """Remember a served slate for attribution of its events (expires after ``ttl``), and
+        append ``decision`` (stream fields) to the decision log when the log is on: one round
+        trip.
+
+        With ``hide_since = (clicked since, withdrawn since)`` the slate is checked too: when
+        it holds a post that the member clicked or that was withdrawn since then, nothing is
+        kept (a second round trip removes what was written) and the member's recently clicked
+        and the recently withdrawn posts are returned, to choose again. None when the slate
+        was remembered.
+
+        Raises:
+            ValueError: the request id was not issued for this member.
+            redis.RedisError: Redis failed.
+        """
+        clicked_since = None if hide_since is None else hide_since[0]
+        call = serve_slate_call(self.keys, served, ttl, clicked_since)
+        pipe = self.client.pipeline(transaction=False)
+        if hide_since is not None:
+            pipe.zrangebyscore(self.keys.withdrawn, hide_since[1], "+inf")
+        run(self.scripts.serve_slate, call, pipe)
+        logged = decision is not None and self.log.queue_decision(pipe, decision)
+        replies = pipe.execute()
+        withdrawn = [str(text(p)) for p in replies.pop(0)] if hide_since is not None else []
+        written, *clicked = replies[0]
+        if written and not set(withdrawn) & served.forums.keys():
+            return None
+        assert hide_since is not None  # an unchecked slate is always written and kept
+        found = self._unserve(served, hide_since[0], replies[1] if logged else None)
+        return RequestContext([str(text(p)) for p in clicked[0]] if clicked else found, withdrawn)
+
+    def _unserve(self, served: Served, clicked_since: float, entry_id: Any) -> list[str]:
+        """Remove a slate that will not be served, and its decision-log entry if any; the
+        member's posts clicked since ``clicked_since``."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.zrangebyscore(self.keys.clicked(served.user_id), clicked_since, "+inf")
+        pipe.delete(self.keys.served(served.request_id))
+        if entry_id is not None:
+            self.log.queue_removal(pipe, entry_id)
+        return [str(text(p)) for p in pipe.execute()[0]]
+
+    def lookup(self, request_ids: Iterable[str]) -> dict[str, Served]:
+        """The served slates among ``request_ids`` that are still remembered (ids the server
+        did not issue are never found)."""
+        unique = [r for r in dict.fromkeys(request_ids) if request_tag(r) is not None]
+        pipe = self.client.pipeline(transaction=False)
+        for request_id in unique:
+            pipe.hgetall(self.keys.served(request_id))
+        found = {}
+        for request_id, raw in zip(unique, pipe.execute(), strict=True):
+            if raw:
+                found[request_id] = _served(request_id, raw)
+        return found
+
+    def remember_clicks(self, clicks: Sequence[tuple[str, str]], now: float, window: int) -> None:
+        """Record (user id, post id) clicks so the posts are not recommended again in ``window``."""
+        pipe = self.client.pipeline(transaction=False)
+        for user_id, post_id in clicks:
+            key = self.keys.clicked(user_id)
+            pipe.zadd(key, {post_id: now})
+            pipe.zremrangebyscore(key, "-inf", now - window)
+            pipe.expire(key, window)
+        pipe.execute()
+
+
+def _served(request_id: str, raw: dict[bytes, bytes]) -> Served:
+    fields = {k.decode(): v.decode() for k, v in raw.items()}
+    forums = {
+        name.removeprefix(POST_FIELD): forum
+        for name, forum in fields.items()
+        if name.startswith(POST_FIELD)
+    }
+    return Served(request_id, fields.get(SERVED_USER, ""), fields.get(SERVED_POLICY, ""), forums)

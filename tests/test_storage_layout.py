@@ -1,0 +1,109 @@
+"""The key layout and the Lua scripts: one hash slot per script call, scripts found from any
+working directory, and every id the API accepts stored without colliding with metadata."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from redis.crc import key_slot
+
+from app.runtime import Runtime
+from core.events import apply_batch
+from core.storage import Keys, Served, new_request_id
+from core.storage.catalogue import set_live_call
+from core.storage.counting import apply_events_call, prune_expired_call
+from core.storage.scripts import LUA_DIR, SCRIPTS, ScriptCall, source
+from core.storage.serving import serve_slate_call
+from tests.conftest import register
+
+# Ids as the API accepts them (1-64 of A-Z a-z 0-9 _ . : -), the odd ones included.
+IDS = ["f", "_u", "_p", "_t", "u", "p", "i:x", "_i", "a.b-c:d_e", ":", "-", ".", "Z" * 64]
+
+
+def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]:
+    """One call of each script, as the storage layer builds it."""
+    rid, other = new_request_id(user), new_request_id(user)
+    events = [(rid, post, forum), (other, post, forum), (rid, "q", forum)]
+    served = Served(rid, user, "two_level_ts", {post: forum, "q": "g"})
+    return {
+        "apply_events": apply_events_call(keys, "c", forum, events, 60, 10**8, 20),
+        "prune_expired": prune_expired_call(keys, forum, time.time(), 1000),
+        "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60),
+        "set_live": set_live_call(keys, post, forum, None, 10**8),
+    }
+
+
+@pytest.mark.parametrize("prefix", ["pb", "a:b-c.d"])
+@pytest.mark.parametrize("name", IDS)
+def test_every_script_call_stays_in_one_hash_slot(prefix: str, name: str) -> None:
+    built = calls(Keys(prefix), forum=name, post=name, user=name)
+    assert set(built) == set(SCRIPTS)
+    for script, call in built.items():
+        slots = {key_slot(key.encode()) for key in call.keys}
+        assert len(slots) == 1, (script, call.keys)
+        assert all("{" + key.split("{", 1)[1].split("}")[0] + "}" in key for key in call.keys)
+
+
+def test_a_brace_in_the_prefix_is_refused() -> None:
+    with pytest.raises(ValueError, match="braces"):
+        Keys("pb{x}")
+
+
+def test_a_slate_is_only_served_under_its_members_request_id() -> None:
+    served = Served(new_request_id("alice"), "bob", "two_level_ts", {"p": "f"})
+    with pytest.raises(ValueError, match="not issued to this member"):
+        serve_slate_call(Keys("pb"), served, 60, None)
+
+
+def test_every_script_documents_its_keys_and_args_and_is_found_from_any_directory(
+    tmp_path: Path,
+) -> None:
+    assert sorted(p.stem for p in LUA_DIR.glob("*.lua")) == sorted([*SCRIPTS, "note_changes"])
+    for name in SCRIPTS:
+        head = (LUA_DIR / f"{name}.lua").read_text().split("\n\n")[0]
+        assert "KEYS[1]" in head and "ARGV[1]" in head and f"{name}_call" in head, name
+    assert "local function note_changes" in source("apply_events")
+    assert "local function note_changes" not in source("serve_slate")
+    code = "from core.storage.scripts import source; print(len(source('set_live')))"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    assert int(found.stdout) == len(source("set_live"))
+
+
+def test_posts_named_like_metadata_count_on_their_own_post_and_forum(
+    client: FlaskClient, rt: Runtime
+) -> None:
+    """Posts whose ids look like the served slate's or the stats hash's own fields, served to a
+    member whose id uses every character allowed, count on the right post and forum."""
+    posts = {name: f"forum-{i % 3}" for i, name in enumerate(IDS)}
+    for post_id, forum_id in posts.items():
+        register(client, post_id, forum_id)
+    user = "Az09_.:-user"
+    body = client.get("/v1/recommendations", query_string={"user_id": user, "n": 50}).json
+    assert body is not None
+    slate = {item["post_id"]: item["forum_id"] for item in body["items"]}
+    assert slate == posts
+    served = rt.storage.serving.lookup([body["request_id"]])[body["request_id"]]
+    assert (served.user_id, served.forums) == (user, posts)
+    rid, now = body["request_id"], time.time()
+    for kind in ("impression", "click"):
+        events = [[rid, post_id] for post_id in posts]
+        outcome = apply_batch(rt.storage, kind, events, now, 3600, 3600)
+        assert outcome.results == {"counted": len(posts)}
+    for post_id, forum_id in posts.items():
+        view = client.get(f"/v1/posts/{post_id}").json
+        assert view is not None
+        assert (view["forum_id"], view["impressions"], view["clicks"]) == (forum_id, 1, 1)
+    for forum_id in set(posts.values()):
+        forum = client.get(f"/v1/forums/{forum_id}").json
+        expected = sum(f == forum_id for f in posts.values())
+        assert forum is not None and (forum["impressions"], forum["clicks"]) == (expected,) * 2
+    again = apply_batch(rt.storage, "click", [[rid, "_u"], [rid, "u"]], now, 3600, 3600)
+    assert again.results == {"duplicate": 2}
