@@ -111,16 +111,39 @@ def _published() -> tuple[bytes, int]:
     return PUBLISHED.read_bytes(), PUBLISHED.stat().st_mtime_ns
 
 
-def test_quick_results_are_refused_for_the_published_document(tmp_path, capsys) -> None:
+@pytest.mark.parametrize(
+    "published",
+    [
+        ["--doc", str(PUBLISHED)],
+        ["--img", str(PUBLISHED.parent / "img")],
+        ["--outcomes", str(PUBLISHED.parent / "quality-outcomes.json")],
+    ],
+)
+def test_quick_results_are_refused_for_the_published_files(tmp_path, capsys, published) -> None:
     before = _published()
     save(made_up(), tmp_path / "quick.json")
+    given = ["--doc", str(tmp_path / "q.md"), "--img", str(tmp_path / "img")]
     for mode in (["--quick"], ["--render", str(tmp_path / "quick.json")]):
+        if mode[0] == "--render" and published[0] == "--outcomes":
+            continue  # --render writes no outcomes (refused below)
         with pytest.raises(SystemExit) as exit_info:
-            main(["quality", *mode, "--doc", str(PUBLISHED), "--img", str(tmp_path / "img")])
+            main(["quality", *mode, *given, *published])
         assert exit_info.value.code == 2
-        assert "quick outcomes never replace docs/quality.md" in capsys.readouterr().err
+        assert (
+            f"never replace docs/quality.md, its plots or its outcomes: give another {published[0]}"
+            in capsys.readouterr().err
+        )
     assert _published() == before
-    assert not (tmp_path / "img").exists()
+    assert not (tmp_path / "q.md").exists() and not (tmp_path / "img").exists()
+
+
+def test_render_saves_no_outcomes(tmp_path, capsys) -> None:
+    save(made_up(), tmp_path / "quick.json")
+    args = ["--doc", str(tmp_path / "q.md"), "--outcomes", str(tmp_path / "o.json")]
+    with pytest.raises(SystemExit):
+        main(["quality", "--render", str(tmp_path / "quick.json"), *args])
+    assert "--render runs nothing" in capsys.readouterr().err
+    assert not (tmp_path / "q.md").exists()
 
 
 def test_quick_results_render_to_a_new_temporary_folder_by_default(tmp_path, monkeypatch) -> None:

@@ -5,6 +5,7 @@ outcomes without running anything."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import tempfile
 import time
@@ -27,10 +28,10 @@ and save every run's outcome as JSON beside it (docs/quality-outcomes.json). The
 bin/quality runs this from the repository's root, so its relative paths start there."""
 
 EPILOG = """--quick runs the same pipeline on tiny settings and writes to a new temporary
-folder (or --doc), never to docs/quality.md. --render rewrites the document and its plots
-from saved outcomes only, e.g. after a change of wording: `bin/quality --render
-docs/quality-outcomes.json`. The recorded service run (its section, "The service over HTTP")
-is kept from the document being replaced."""
+folder (or --doc), never to docs/quality.md, its plots or its outcomes. --render rewrites the
+document and its plots from saved outcomes only, e.g. after a change of wording:
+`bin/quality --render docs/quality-outcomes.json`. The recorded service run (its section,
+"The service over HTTP") is kept from the document being replaced."""
 
 
 @dataclass(frozen=True)
@@ -104,20 +105,30 @@ def run(plan: Plan, processes: int) -> Saved:
 
 
 def _paths(args: argparse.Namespace, plan: Plan) -> Paths:
-    """The paths of ``args``, defaults filled in; only the full plan may write docs/quality.md.
+    """The paths of ``args``, defaults filled in; only the full plan may write the published
+    document, its plots or its outcomes.
 
     Raises:
-        ValueError: if a plan other than the full one would replace docs/quality.md.
+        ValueError: if a plan other than the full one would replace any of those.
     """
     doc = args.doc
     if doc is None and plan.name != FULL.name:
         doc = Path(tempfile.mkdtemp(prefix="bin-quality-quick-")) / "quality.md"
     doc = doc or DOC
-    if plan.name != FULL.name and doc.resolve() == PUBLISHED:
-        raise ValueError(f"{plan.name} outcomes never replace {DOC}: give another --doc")
-    img = args.img or doc.parent / "img"
-    outcomes = args.outcomes or doc.with_name(f"{doc.stem}-outcomes.json")
-    return Paths(doc, img, outcomes)
+    paths = Paths(doc, args.img or doc.parent / "img", args.outcomes or _outcomes_beside(doc))
+    if plan.name != FULL.name:
+        published = (PUBLISHED, PUBLISHED.parent / "img", _outcomes_beside(PUBLISHED))
+        for option in dataclasses.fields(paths):  # named as the options are
+            if getattr(paths, option.name).resolve() in published:
+                raise ValueError(
+                    f"{plan.name} outcomes never replace docs/quality.md, its plots or its "
+                    f"outcomes: give another --{option.name}"
+                )
+    return paths
+
+
+def _outcomes_beside(doc: Path) -> Path:
+    return doc.with_name(f"{doc.stem}-outcomes.json")
 
 
 def _load(path: Path) -> Saved:
