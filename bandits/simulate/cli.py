@@ -14,6 +14,7 @@ import numpy as np
 from bandits.policies import make_policy
 from bandits.simulate import report
 from bandits.simulate.environments import ForumConfig
+from bandits.simulate.quality import command as quality_command
 from bandits.simulate.recommenders import FORUM_WINDOW
 from bandits.simulate.runner import (
     AgentSpec,
@@ -99,11 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         "development token)",
     )
     _run_options(forum, horizon=None)
-    quality = sub.add_parser("quality", help="regenerate docs/quality.md and its plots")
-    quality.add_argument("--doc", type=Path, default=Path("docs/quality.md"))
-    quality.add_argument("--img", type=Path, default=Path("docs/img"))
-    quality.add_argument("--quick", action="store_true", help="tiny runs (smoke test)")
-    quality.add_argument("--jobs", type=int, default=2, help="worker processes")
+    quality_command.add_arguments(
+        sub.add_parser("quality", help="regenerate docs/quality.md and its plots")
+    )
     bench = sub.add_parser("bench", help="time slate selection, write docs/benchmarks.md")
     bench.add_argument("--doc", type=Path, default=Path("docs/benchmarks.md"))
     bench.add_argument("--repeats", type=int, default=30, help="timed calls per size")
@@ -194,9 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "quality":
-            from bandits.simulate.quality import write_quality
-
-            write_quality(args.doc, args.img, quick=args.quick, processes=args.jobs)
+            quality_command.main(args)
         elif args.command == "bench":
             from bandits.simulate.bench import write_bench
 

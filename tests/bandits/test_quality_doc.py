@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bandits.simulate.quality import SERVICE_HEADING, kept_section
+from bandits.simulate.quality.document import SERVICE_HEADING, kept_section
 
 
 def test_the_service_section_is_kept(tmp_path: Path) -> None:
