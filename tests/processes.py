@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 import psutil
+import redis
 import requests
 
+from core.queue import QUEUE
+from core.storage import Keys
 from devtools.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +33,34 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, step: flo
             return
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def drained(stats: redis.Redis, broker: redis.Redis, prefix: str = "pb") -> bool:
+    """Whether nothing is left to apply or to deliver again: the journal holds no batch, and the
+    broker has no message queued, nor delivered and unacknowledged (so none can come back after
+    the visibility timeout). The broker is read in one transaction, as a redelivery moves a
+    message from its unacknowledged set to the queue in one."""
+    keys = Keys(prefix)
+    if stats.hlen(keys.pending) or stats.zcard(keys.pending_since):
+        return False
+    queued, unacked = broker.pipeline(transaction=True).llen(QUEUE).hlen("unacked").execute()
+    return queued == unacked == 0
+
+
+def wait_drained(
+    base: str, stats: redis.Redis, broker: redis.Redis, timeout: float, prefix: str = "pb"
+) -> None:
+    """Send a sentinel batch (an unknown request id: it counts nothing) and wait until it and
+    everything accepted before it has been applied and acknowledged (:func:`drained`).
+
+    The sentinel proves the wait: a message that a (single) worker had popped from the queue
+    but not yet recorded as unacknowledged is recorded before the sentinel is popped, and the
+    sentinel leaves the journal only once applied.
+    """
+    body = {"events": [{"request_id": "sentinel", "post_id": "sentinel"}]}
+    response = requests.post(f"{base}/v1/impressions", json=body, timeout=30)
+    assert response.status_code == 202, response.text
+    wait_for(lambda: drained(stats, broker, prefix), timeout, "the journal and the broker to drain")
 
 
 @dataclass

@@ -5,20 +5,27 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
+import redis
 
 from devtools.bench.catalogue import Catalogue
 from devtools.bench.probes import PacedSender, SnapshotWatch, event_batches
 from devtools.bench.profile import parts
 from devtools.bench.report import replace_section
 from devtools.bench.wrk import finish_wrk, run_wrk, start_wrk
-from tests.processes import WebAndWorker, service_env, wait_for, web_and_worker
+from tests.processes import (
+    Proc,
+    WebAndWorker,
+    service_env,
+    wait_drained,
+    wait_for,
+    web_and_worker,
+)
 
 
 def test_event_batches_carry_every_impression_and_one_click_per_slate(redis_url: str) -> None:
@@ -96,9 +103,15 @@ def test_paced_events_and_the_snapshot_watch_run_in_threads_until_stopped(
     assert running_threads().isdisjoint({"paced-events", "snapshot-watch"})
 
 
+def accepted_batches(web: Proc) -> int:
+    """How many event batches the web tier answered 202 ("events accepted" log lines)."""
+    lines = (json.loads(line) for line in web.output().splitlines() if line.startswith("{"))
+    return sum(line.get("msg") == "events accepted" for line in lines)
+
+
 @pytest.mark.e2e
 def test_wrk_reports_and_posts_every_batch_exactly_once(
-    stack: WebAndWorker, redis_url: str, tmp_path: Path
+    stack: WebAndWorker, redis_url: str, broker_url: str, tmp_path: Path
 ) -> None:
     base = stack.base
     bare = run_wrk(f"{base}/healthz", 1, 2)
@@ -106,15 +119,18 @@ def test_wrk_reports_and_posts_every_batch_exactly_once(
     catalogue = Catalogue.connect(redis_url)
     catalogue.grow(80)
     slates = catalogue.serve_slates(40)
-    batches = tmp_path / "batches.tsv"
-    batches.write_text("".join(f"{p}\t{b}\n" for p, b in event_batches(slates)))
+    batches = list(event_batches(slates))
+    path = tmp_path / "batches.tsv"
+    path.write_text("".join(f"{p}\t{b}\n" for p, b in batches))
     before = catalogue.totals()
     expected = (before[0] + 10 * len(slates), before[1] + len(slates))
-    wrk = start_wrk(f"{base}/", 60, 4, "ingest.lua", (str(batches),))
+    wrk = start_wrk(f"{base}/", 60, 4, "ingest.lua", (str(path),))
     try:
         wait_for(lambda: catalogue.totals() == expected, 60, "every event counted")
-        time.sleep(1)  # and nothing more arrives
-        assert catalogue.totals() == expected
     finally:
-        result = finish_wrk(wrk, interrupt=True)
+        result = finish_wrk(wrk, interrupt=True)  # wrk has exited: it sends nothing more
     assert result.non2xx == 0 and result.socket_errors == 0
+    assert accepted_batches(stack.web) == len(batches)
+    stats, broker = redis.Redis.from_url(redis_url), redis.Redis.from_url(broker_url)
+    wait_drained(base, stats, broker, 60)
+    assert catalogue.totals() == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from flask.testing import FlaskClient
 from app import decisions
 from app.runtime import Runtime
 from core.events import apply_batch
-from core.storage import OUTCOMES_PER_DECISION, Served, Storage, new_request_id
+from core.storage import Served, Storage, new_request_id
 from tests.conftest import register
 
 FORUMS = {"maths": 4, "physics": 3, "jobs": 2}
@@ -56,12 +57,14 @@ def export(rt: Runtime, now: float | None = None) -> tuple[list[dict[str, Any]],
 def test_every_served_slate_is_logged_with_scores_and_posteriors(
     client: FlaskClient, rt: Runtime, catalogue: None
 ) -> None:
+    before = time.time()
     body = recommend(client, n=4, forums="maths,physics", exclude="maths-0")
+    after = time.time()
     [entry] = logged(rt)
     assert entry["request_id"] == body["request_id"]
     assert (entry["user_id"], entry["policy"]) == ("u1", "two_level_ts")
     assert int(entry["candidates"]) == 6  # 4 + 3 posts in the two forums, one excluded
-    assert abs(float(entry["time"]) - time.time()) < 5
+    assert round(before, 3) <= float(entry["time"]) <= round(after, 3)  # stored to the ms
     assert json.loads(entry["posts"]) == [i["post_id"] for i in body["items"]]
     assert json.loads(entry["forums"]) == [i["forum_id"] for i in body["items"]]
     scores = json.loads(entry["scores"])
@@ -132,14 +135,27 @@ def test_export_cli_refuses_a_bad_time(app: Flask, value: str) -> None:
     assert "neither unix seconds nor an ISO 8601 date-time" in result.output
 
 
-def test_streams_are_capped(rclient: redis.Redis) -> None:
+def test_streams_are_capped_and_keep_every_outcome_of_the_kept_decisions(
+    rclient: redis.Redis,
+) -> None:
     storage = Storage(rclient, "pb", decision_log_maxlen=50)
+    now = time.time()
+    posts = {f"p{i}": "f" for i in range(10)}
+    for post in posts:
+        storage.catalogue.put_post(post, "f", now, now + 3600, 60)
+    request_ids = []
     for _ in range(300):
-        served = Served(new_request_id("u"), "u", "random", {"p": "f"})
+        served = Served(new_request_id("u"), "u", "random", posts)
         storage.serving.serve(served, 60, {"request_id": served.request_id})
+        for kind in ("i", "c"):  # an impression and a click of every post of the slate
+            events = [(served.request_id, post, "f") for post in posts]
+            assert storage.counting.apply_events(kind, events, 60) == [1] * 10  # each counted
+        request_ids.append(served.request_id)
     # XADD MAXLEN ~ trims whole stream nodes (100 entries each), never below the cap.
     assert 50 <= rclient.xlen(storage.keys.decisions) <= 150
-    assert OUTCOMES_PER_DECISION * 50 >= 1000  # room for 20 events per kept decision
+    kept = Counter(entry["r"] for _, entry in storage.decisions.read_outcomes("-", "+", 100_000))
+    assert kept[request_ids[0]] == 0  # the outcome stream is capped too
+    assert [kept[r] for r in request_ids[-50:]] == [20] * 50  # but not below the kept decisions
 
 
 def test_a_trimmed_outcome_stream_is_reported(rclient: redis.Redis) -> None:
