@@ -2,7 +2,8 @@
 
 Public API::
 
-    Candidates(*, post_forum, post_impressions, post_clicks, forum_impressions, forum_clicks)
+    Candidates(*, post_forum, post_impressions, post_clicks, forum_impressions, forum_clicks,
+               post_created_at=None)
     make_policy(name, **params) -> Policy          # name in POLICIES
     Policy.select(cands, n, rng, allowed_forums=None, exclude=None, per_forum_cap=None) -> Slate
     post_posterior(...), forum_posterior(...), beta_bernoulli(...) -> (alpha, beta)
@@ -13,10 +14,12 @@ from bandits.candidates import Candidates
 from bandits.policies import (
     POLICIES,
     EpsilonGreedy,
+    Explore,
     FlatTS,
     Greedy,
     Policy,
     RandomPolicy,
+    Recent,
     TwoLevelTS,
     make_policy,
 )
@@ -35,10 +38,12 @@ __all__ = [
     "POLICIES",
     "Candidates",
     "EpsilonGreedy",
+    "Explore",
     "FlatTS",
     "Greedy",
     "Policy",
     "RandomPolicy",
+    "Recent",
     "Slate",
     "TwoLevelTS",
     "beta_bernoulli",

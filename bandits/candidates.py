@@ -46,6 +46,25 @@ def _count_array(name: str, values: npt.ArrayLike, length: int) -> FloatArray:
     return _frozen(array.copy())
 
 
+def _times_array(values: npt.ArrayLike | None, length: int) -> FloatArray | None:
+    """Return creation times as a read-only float64 copy of shape (length,), or ``None``.
+
+    Raises:
+        ValueError: for a wrong shape or non-real or non-finite values.
+    """
+    if values is None:
+        return None
+    array = np.asarray(values)
+    if array.shape != (length,):
+        raise ValueError(f"post_created_at must have shape ({length},), got {array.shape}")
+    if array.dtype.kind not in "iuf" and array.size:
+        raise ValueError(f"post_created_at must hold real numbers, got dtype {array.dtype}")
+    array = array.astype(np.float64)
+    if not np.isfinite(array).all():
+        raise ValueError("post_created_at must be finite")
+    return _frozen(array)
+
+
 def _frozen(array: _ArrayT) -> _ArrayT:
     array.flags.writeable = False
     return array
@@ -60,13 +79,16 @@ class Candidates:
         post_impressions, post_clicks: counts of each post, shape (P,).
         forum_impressions, forum_clicks: counts of each forum, shape (F,). They may include
             posts that are no longer candidates; the global totals are their sums.
+        post_created_at: optional creation time of each post (unix seconds), shape (P,);
+            ``None`` (the default) when the caller has none. The ``recent`` policy needs it.
 
     All arguments are keyword-only (five same-shaped arrays are too easy to swap). They are
     copied and made read-only; integer or float counts are accepted (array-likes too).
 
     Raises:
         ValueError: for a wrong shape, a non-integer or out-of-range forum index, negative or
-            non-finite counts, or clicks above impressions; the message names the argument.
+            non-finite counts, clicks above impressions, or non-finite creation times; the
+            message names the argument.
     """
 
     post_forum: IntArray
@@ -74,6 +96,7 @@ class Candidates:
     post_clicks: FloatArray
     forum_impressions: FloatArray
     forum_clicks: FloatArray
+    post_created_at: FloatArray | None = None
 
     def __init__(
         self,
@@ -83,6 +106,7 @@ class Candidates:
         post_clicks: npt.ArrayLike,
         forum_impressions: npt.ArrayLike,
         forum_clicks: npt.ArrayLike,
+        post_created_at: npt.ArrayLike | None = None,
     ) -> None:
         forum = _index_array("post_forum", post_forum)
         n_posts = forum.shape[0]
@@ -96,6 +120,7 @@ class Candidates:
             "post_clicks": _count_array("post_clicks", post_clicks, n_posts),
             "forum_impressions": _count_array("forum_impressions", f_imps, n_forums),
             "forum_clicks": _count_array("forum_clicks", forum_clicks, n_forums),
+            "post_created_at": _times_array(post_created_at, n_posts),
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -110,6 +135,7 @@ class Candidates:
         post_clicks: FloatArray,
         forum_impressions: FloatArray,
         forum_clicks: FloatArray,
+        post_created_at: FloatArray | None = None,
     ) -> Candidates:
         """Candidates from arrays the caller built and owns: no validation, no copies.
 
@@ -124,6 +150,7 @@ class Candidates:
             "post_clicks": post_clicks,
             "forum_impressions": forum_impressions,
             "forum_clicks": forum_clicks,
+            "post_created_at": post_created_at,
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)

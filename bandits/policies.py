@@ -39,6 +39,11 @@ Baselines, behind the same interface:
 * ``epsilon_greedy``: the greedy slate, except that each of the n slots is, with probability
   ``epsilon``, given to a uniformly random eligible post (placed in a random slot).
 * ``random``: uniformly random eligible posts.
+* ``recent``: the newest eligible posts first (a forum's homepage before it has a
+  recommender); needs ``Candidates.post_created_at``.
+* ``explore``: a uniformly random ordering of the eligible posts, with the exact
+  probability of each post at its position (``Slate.propensities``) for off-policy
+  evaluation; it ignores the per-forum cap, which would make that probability inexact.
 
 Greedy ties (for example between new posts) are broken at random by a jitter below 1e-12.
 """
@@ -358,12 +363,93 @@ class RandomPolicy(Policy):
         return rng.random(int(alpha.shape[0])), alpha, beta
 
 
+@dataclass(frozen=True)
+class Recent(Policy):
+    """The newest eligible posts first, by ``Candidates.post_created_at``; flat Beta(1, 1).
+
+    Filters and the per-forum cap apply as for every policy; ties keep candidate order.
+
+    Raises:
+        ValueError (from ``select``): if the candidates have no ``post_created_at``, besides
+            the argument errors of :meth:`Policy.select`.
+    """
+
+    name: ClassVar[str] = "recent"
+
+    def select(
+        self,
+        cands: Candidates,
+        n: int,
+        rng: np.random.Generator,
+        *,
+        allowed_forums: npt.ArrayLike | None = None,
+        exclude: npt.ArrayLike | None = None,
+        per_forum_cap: int | None = None,
+    ) -> Slate:
+        """:meth:`Policy.select`, ranking by creation time, newest first."""
+        check_n(n)
+        check_rng(rng)
+        check_cap(per_forum_cap)
+        _created_at(cands)
+        return super().select(
+            cands, n, rng, allowed_forums=allowed_forums, exclude=exclude,
+            per_forum_cap=per_forum_cap,
+        )  # fmt: skip
+
+    def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
+        alpha, beta = _flat_params(cands, index, (1.0, 1.0))
+        return np.array(_take(_created_at(cands), index), dtype=np.float64), alpha, beta
+
+
+def _created_at(cands: Candidates) -> FloatArray:
+    if cands.post_created_at is None:
+        raise ValueError("policy 'recent' needs the candidates' post_created_at")
+    return cands.post_created_at
+
+
+@dataclass(frozen=True)
+class Explore(RandomPolicy):
+    """A uniformly random ordering of the eligible posts, with exact propensities.
+
+    The slate is the first ``min(n, E)`` posts of a uniformly random permutation of the E
+    eligible posts (allowed forums, not excluded), so each eligible post is at each slot
+    with probability exactly 1 / E; ``Slate.propensities`` holds that probability for every
+    shown post (the logging propensity of inverse propensity scoring, e.g. Li et al.,
+    "Unbiased offline evaluation of contextual-bandit-based news article recommendation
+    algorithms", WSDM 2011). ``per_forum_cap`` is checked but *ignored*: a cap would make a
+    post's chance depend on the draws of the other posts of its forum, so no longer 1 / E.
+
+    Raises:
+        ValueError (from ``select``): as :meth:`Policy.select`.
+    """
+
+    name: ClassVar[str] = "explore"
+
+    def select(
+        self,
+        cands: Candidates,
+        n: int,
+        rng: np.random.Generator,
+        *,
+        allowed_forums: npt.ArrayLike | None = None,
+        exclude: npt.ArrayLike | None = None,
+        per_forum_cap: int | None = None,
+    ) -> Slate:
+        """:meth:`Policy.select` without the per-forum cap, with ``propensities`` set."""
+        check_cap(per_forum_cap)
+        slate = super().select(cands, n, rng, allowed_forums=allowed_forums, exclude=exclude)
+        chance = 1.0 / slate.eligible if slate.eligible else 1.0
+        return dataclasses.replace(slate, propensities=np.full(len(slate), chance))
+
+
 _FACTORIES: Mapping[str, Callable[..., Policy]] = {
     "two_level_ts": TwoLevelTS,
     "flat_ts": FlatTS,
     "greedy": Greedy,
     "epsilon_greedy": EpsilonGreedy,
     "random": RandomPolicy,
+    "recent": Recent,
+    "explore": Explore,
 }
 
 #: Names accepted by :func:`make_policy`.

@@ -23,6 +23,8 @@ class Slate:
         alpha, beta: the posterior Beta parameters of each post the policy used.
         policy: name of the policy that chose the slate.
         eligible: how many candidate posts were eligible (allowed forums, not excluded).
+        propensities: for policies that know it exactly (``explore``), the probability that
+            the policy put each post at its position; ``None`` otherwise.
     """
 
     posts: IntArray
@@ -31,6 +33,7 @@ class Slate:
     beta: FloatArray
     policy: str
     eligible: int = 0
+    propensities: FloatArray | None = None
 
     @classmethod
     def empty(cls, policy: str) -> Slate:

@@ -10,14 +10,16 @@ from bandits.slate import top_with_cap
 
 # Slot order: by score, except two_level_ts (by posterior mean) and epsilon_greedy (explored
 # posts scattered over random slots).
-BY_SCORE = ("flat_ts", "greedy", "random")
+BY_SCORE = ("flat_ts", "greedy", "random", "recent", "explore")
 
 FIELDS = ("post_forum", "post_impressions", "post_clicks", "forum_impressions", "forum_clicks")
 
 
 def cands_of(*arrays):
-    """Candidates from the five arrays in their documented order (the API is keyword-only)."""
-    return Candidates(**dict(zip(FIELDS, arrays, strict=True)))
+    """Candidates from the five arrays in their documented order (the API is keyword-only),
+    with creation times (for ``recent``) in candidate order."""
+    created = np.arange(len(arrays[0]), dtype=np.float64)
+    return Candidates(**dict(zip(FIELDS, arrays, strict=True)), post_created_at=created)
 
 
 def random_candidates(rng, n_posts, n_forums, max_imps=1000):
@@ -27,7 +29,12 @@ def random_candidates(rng, n_posts, n_forums, max_imps=1000):
     extra = rng.integers(0, 1000, n_forums)  # impressions of expired posts
     f_imps = np.bincount(forum, imps, n_forums) + extra
     f_clicks = np.bincount(forum, clicks, n_forums) + rng.binomial(extra, 0.03)
-    return cands_of(forum, imps, clicks, f_imps, f_clicks)
+    cands = cands_of(forum, imps, clicks, f_imps, f_clicks)
+    return Candidates.unchecked(
+        post_forum=cands.post_forum, post_impressions=cands.post_impressions,
+        post_clicks=cands.post_clicks, forum_impressions=cands.forum_impressions,
+        forum_clicks=cands.forum_clicks, post_created_at=rng.uniform(0, 1e9, n_posts),
+    )  # fmt: skip
 
 
 def expected_length(cands, n, allowed, exclude, cap):
@@ -44,7 +51,7 @@ def expected_length(cands, n, allowed, exclude, cap):
 def check_slate(slate, cands, n, kwargs, policy):
     """The slate invariants, for ``select(cands, n, rng, **kwargs)``."""
     allowed, exclude = kwargs.get("allowed_forums"), kwargs.get("exclude")
-    cap = kwargs.get("per_forum_cap")
+    cap = None if policy == "explore" else kwargs.get("per_forum_cap")  # explore ignores it
     length, eligible = expected_length(cands, n, allowed, exclude, cap)
     assert isinstance(slate, Slate) and slate.policy == policy
     assert len(slate) == length
@@ -61,6 +68,12 @@ def check_slate(slate, cands, n, kwargs, policy):
         assert np.all(np.diff(slate.scores) <= 0)
     if policy == "two_level_ts":
         assert np.all(np.diff(slate.alpha / (slate.alpha + slate.beta)) <= 0)
+    if policy == "explore":
+        np.testing.assert_array_equal(
+            slate.propensities, np.full(length, 1 / max(1, slate.eligible))
+        )
+    else:
+        assert slate.propensities is None
 
 
 @st.composite
@@ -151,7 +164,7 @@ def test_empty_and_tiny_candidate_sets(policy):
     assert len(pol.select(one, 5, rng, allowed_forums=np.array([], np.intp))) == 0
     three = cands_of(np.array([0, 0, 0]), [3, 3, 3], [1, 1, 1], [9], [3])
     assert sorted(pol.select(three, 10, rng).posts.tolist()) == [0, 1, 2]
-    assert len(pol.select(three, 10, rng, per_forum_cap=2)) == 2
+    assert len(pol.select(three, 10, rng, per_forum_cap=2)) == (3 if policy == "explore" else 2)
 
 
 def test_greedy_ranks_by_posterior_mean_with_flat_or_hierarchical_prior():
@@ -254,7 +267,9 @@ def test_invalid_policy_names_and_parameters_are_rejected(args, params, message)
 
 
 def test_policies_registry_and_names():
-    assert POLICIES == ("two_level_ts", "flat_ts", "greedy", "epsilon_greedy", "random")
+    assert POLICIES == (
+        "two_level_ts", "flat_ts", "greedy", "epsilon_greedy", "random", "recent", "explore"
+    )  # fmt: skip
     for name in POLICIES:
         assert make_policy(name).name == name
 
