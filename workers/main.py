@@ -5,9 +5,13 @@ The app is built from the environment here, and only here, so that importing
 """
 
 from core.queue import make_celery
-from core.settings import Settings
+from core.settings import ConfigError, Settings
 from workers import monitoring, sweeper
 
-app = make_celery(Settings.from_env(role="worker"))
+try:
+    settings = Settings.from_env(role="worker")
+except ConfigError as exc:  # one line naming the variable, not Celery's "unable to load" trace
+    raise SystemExit(f"worker: {exc}") from None
+app = make_celery(settings)
 monitoring.install(app)
 sweeper.install(app)
