@@ -390,8 +390,14 @@ def _explain(exc: ValidationError, given: Mapping[str, str]) -> str:
     name = str(error["loc"][0])
     field = next(f for alias, f in declared() if alias == name)
     extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
-    got = "" if extra.get("secret") else f", got {given.get(name, error['input'])!r}"
+    got = "" if extra.get("secret") else f", got {_quoted(given.get(name, error['input']))}"
     return f"{name} must be {allowed(field)}{got}"
+
+
+def _quoted(value: Any, most: int = 40) -> str:
+    """``value`` as a Python literal, cut short: a refusal is one readable line."""
+    text = str(value)
+    return repr(text) if len(text) <= most else f"{text[:most]!r}... ({len(text)} characters)"
 
 
 def _check_production_token(name: str, token: str) -> None:

@@ -111,7 +111,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="bin/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--port", type=int, default=int(os.environ.get("PORT", "8000")),
+        "--port", type=_port, default=os.environ.get("PORT", "8000"),
         help="port of the web tier (default: $PORT or 8000)",
     )  # fmt: skip
     parser.add_argument("--no-demo", action="store_true", help="do not load the demo catalogue")
@@ -120,6 +120,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="this instance's state: embedded Redis data, web metrics (default: ./var)",
     )  # fmt: skip
     return parser.parse_args(argv)
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65_535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port in [1, 65535] (--port or PORT)")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:

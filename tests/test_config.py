@@ -93,7 +93,12 @@ PRODUCTION = {"BANDIT_ENV": "production", "BANDIT_ADMIN_TOKEN": "a-production-ad
         ({"BANDIT_WORKER_METRICS_HOST": ""}, "BANDIT_WORKER_METRICS_HOST must be a host name"),
         ({"BANDIT_WORKER_METRICS_HOST": "a host"}, "BANDIT_WORKER_METRICS_HOST"),
         ({"BANDIT_SEED": str(2**32)}, "BANDIT_SEED"),
-        ({"BANDIT_SEED": "9" * 400}, "BANDIT_SEED must be a whole number"),
+        ({"BANDIT_SEED": "9" * 5000}, r"BANDIT_SEED must be .*9'\.\.\. \(5000 characters\)$"),
+        ({"BANDIT_SEED": "\uff15"}, "BANDIT_SEED must be a whole number"),  # a fullwidth 5
+        ({"BANDIT_REFRESH_SECONDS": "1e-400"}, "BANDIT_REFRESH_SECONDS"),
+        ({"BANDIT_POLICY": " greedy"}, "BANDIT_POLICY must be one of"),
+        ({"BANDIT_KEY_PREFIX": "pb\n"}, "BANDIT_KEY_PREFIX must be"),
+        ({"BANDIT_ADMIN_TOKEN": "ab\tc"}, "BANDIT_ADMIN_TOKEN must be up to 256 visible"),
         ({"BANDIT_PER_FORUM_CAP": "51"}, "BANDIT_PER_FORUM_CAP"),
         ({"BANDIT_DECISION_LOG_MAXLEN": "1e6"}, "BANDIT_DECISION_LOG_MAXLEN must be a whole"),
         ({"BANDIT_LOG_LEVEL": "trace"}, "BANDIT_LOG_LEVEL must be one of DEBUG, .*got 'trace'"),
