@@ -1,23 +1,32 @@
 """gunicorn configuration for production (Procfile) and development (bin/run).
 
-Environment: ``PORT`` (default 8000), ``BIND_HOST`` (default 0.0.0.0, as Procfile platforms
-expect), ``WEB_CONCURRENCY`` (worker processes, default 2), ``PROMETHEUS_MULTIPROC_DIR``
-(metrics of all workers; required when more than one worker runs).
+Its variables (``PORT``, ``BIND_HOST``, ``WEB_CONCURRENCY``, ``BANDIT_LOG_LEVEL``,
+``PROMETHEUS_MULTIPROC_DIR``) are declared in ``core.settings.ServerSettings``. The master
+validates them and the app's own settings before it forks, so that a value out of range stops
+gunicorn at once with a message naming the variable, rather than every worker failing to boot.
+``core.settings`` imports pydantic and ``bandits`` only: nothing here opens metric files.
 """
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
-bind = f"{os.environ.get('BIND_HOST', '0.0.0.0')}:{os.environ.get('PORT', '8000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+from core.settings import ConfigError, ServerSettings, Settings
+
+try:
+    server_settings = ServerSettings.from_env()
+    Settings.from_env(role="web")
+except ConfigError as exc:
+    raise SystemExit(f"gunicorn.conf.py: {exc}") from None
+
+bind = server_settings.bind
+workers = server_settings.web_concurrency
 worker_class = "sync"
 timeout = 30
 graceful_timeout = 20
 keepalive = 5
 accesslog = None  # the app logs each recommendation and event batch itself
-loglevel = os.environ.get("BANDIT_LOG_LEVEL", "info").lower()
+loglevel = server_settings.log_level.lower()
 # gunicorn's own messages (start, workers booting and exiting, signals, errors) as JSON lines on
 # stderr, in the format of the app's lines on stdout. core.logs imports only the standard
 # library: the master must not import the app (see core.logs).
@@ -42,10 +51,8 @@ control_socket_disable = True
 
 def on_starting(server: Any) -> None:
     """Start every run with an empty multiprocess metrics directory."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = server_settings.prometheus_multiproc_dir
     if not directory:
-        if workers > 1:
-            raise RuntimeError("PROMETHEUS_MULTIPROC_DIR must be set when WEB_CONCURRENCY > 1")
         return
     shutil.rmtree(directory, ignore_errors=True)
     Path(directory).mkdir(parents=True, exist_ok=True)
@@ -53,7 +60,7 @@ def on_starting(server: Any) -> None:
 
 def child_exit(server: Any, worker: Any) -> None:
     """Drop the live-gauge files of a dead worker so they do not haunt /metrics."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if server_settings.prometheus_multiproc_dir:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)

@@ -1,132 +1,249 @@
-"""Service configuration: one line per environment variable, read once at start-up.
+"""Service configuration: one declaration per environment variable, validated at start-up.
 
-Tests and tools pass a mapping instead of the environment (``Settings.from_mapping``).
-In production (``BANDIT_ENV=production``) the service refuses to start without an admin token.
+Each variable is one field, with its type, default, allowed values and description, of
+:class:`Settings` (what the web tier and the worker read) or :class:`ServerSettings` (what
+``gunicorn.conf.py`` reads in gunicorn's master), read by pydantic-settings. The README's
+configuration table is rendered from the same fields (:func:`markdown_table`; ``python -m
+core.settings`` prints it) and a test keeps the two equal.
+
+Tests and tools pass a mapping instead of the environment (``Settings.from_mapping``). Every
+refusal is a :class:`ConfigError` whose message names the variable and what it accepts; tokens
+and URLs (which may hold a password) are never repeated in it. In production
+(``BANDIT_ENV=production``) the web tier refuses to start without an admin token of its own.
+
+This module imports pydantic and ``bandits`` only: gunicorn's master imports it.
 """
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Any
+import re
+from collections.abc import Callable, Iterator, Mapping
+from typing import Annotated, Any, Literal, Self, TypeVar, get_args
+
+from annotated_types import Ge, Le
+from pydantic import BeforeValidator, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bandits import make_policy
 
 DEV_ADMIN_TOKEN = "dev-admin-token"  # development only; production refuses it
+MIN_PRODUCTION_TOKEN = 16  # characters of a production token: long enough not to be guessed
+# A post's lifetime, as the API's ttl_seconds accepts it (app.schemas.MIN_TTL, MAX_TTL).
+MIN_TTL, MAX_TTL = 60, 30 * 86_400
+
+Role = Literal["web", "worker"]
+PolicyName = Literal["two_level_ts", "flat_ts", "greedy", "epsilon_greedy", "random"]
 
 
 class ConfigError(ValueError):
     """A configuration value is missing or invalid; the message names the variable."""
 
 
-# (environment variable, attribute, parser, default, description) -- the README table is built
-# from the same facts, so keep descriptions short and true.
-VARIABLES: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
-    ("BANDIT_ENV", "env", str, "development", "`production` enforces required settings"),
-    ("REDIS_URL", "redis_url", str, "redis://127.0.0.1:6379/0", "Redis for statistics"),
-    ("CELERY_BROKER_URL", "broker_url", str, "", "Celery broker; empty means REDIS_URL"),
-    ("BANDIT_KEY_PREFIX", "key_prefix", str, "pb", "prefix of every Redis key"),
-    ("BANDIT_ADMIN_TOKEN", "admin_token", str, "", "bearer token for catalogue writes"),
-    ("BANDIT_APP_TOKEN", "app_token", str, "", "bearer token for event posts (empty: open)"),
-    ("BANDIT_POLICY", "policy", str, "two_level_ts", "slate policy served"),
-    ("BANDIT_PRIOR_STRENGTH", "prior_strength", float, 10.0, "pseudo-impressions of priors"),
-    ("BANDIT_EXPLORATION", "exploration", float, 1.0, "two_level_ts: post draw variance scale"),
-    ("BANDIT_PER_FORUM_CAP", "per_forum_cap", int, 0, "max posts per forum in a slate, 0 = none"),
-    ("BANDIT_FORUM_WINDOW", "forum_window", int, 20, "forum prior: first W imps a post, 0=all"),
-    ("BANDIT_ATTRIBUTION_SECONDS", "attribution_seconds", int, 86_400, "events count this long"),
-    ("BANDIT_POST_TTL_SECONDS", "post_ttl_seconds", int, 259_200, "default post lifetime"),
-    ("BANDIT_RECLICK_SECONDS", "reclick_seconds", int, 604_800, "clicked posts hidden this long"),
-    ("BANDIT_REFRESH_SECONDS", "refresh_seconds", float, 1.0, "statistics snapshot refresh"),
-    ("BANDIT_REDIS_TIMEOUT", "redis_timeout", float, 0.25, "socket timeout on request path (s)"),
-    ("BANDIT_PUBLISH_TIMEOUT", "publish_timeout", float, 1.0, "web's broker socket timeout (s)"),
-    ("BANDIT_VISIBILITY_TIMEOUT", "visibility_timeout", int, 300, "unacked task re-delivery (s)"),
-    ("BANDIT_WORKER_METRICS_PORT", "worker_metrics_port", int, 9100, "worker /metrics port, 0=off"),
-    ("BANDIT_WORKER_METRICS_HOST", "worker_metrics_host", str, "0.0.0.0", "worker /metrics bind"),
-    ("BANDIT_DECISION_LOG_MAXLEN", "decision_log_maxlen", int, 100_000, "decisions kept, 0=off"),
-    ("BANDIT_SEED", "seed", int, 0, "RNG seed; 0 = from the OS (per process)"),
-    ("BANDIT_LOG_LEVEL", "log_level", str, "INFO", "log level"),
-)
+def _exactly(pattern: str, what: str) -> BeforeValidator:
+    """Refuse text that is not ``pattern`` as a whole: pydantic alone also reads " 5", "+5",
+    "5.0" and "1_0" as numbers, which the table of allowed values does not promise."""
+    regex = re.compile(pattern)
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and not regex.fullmatch(value):
+            raise ValueError(f"not {what}")
+        return value
+
+    return BeforeValidator(check)
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Typed settings; build with :meth:`from_env` or :meth:`from_mapping`."""
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
 
-    env: str
-    redis_url: str
-    broker_url: str
-    key_prefix: str
-    admin_token: str
-    app_token: str
-    policy: str
-    prior_strength: float
-    exploration: float
-    per_forum_cap: int
-    forum_window: int
-    attribution_seconds: int
-    post_ttl_seconds: int
-    reclick_seconds: int
-    refresh_seconds: float
-    redis_timeout: float
-    publish_timeout: float
-    visibility_timeout: int
-    worker_metrics_port: int
-    worker_metrics_host: str
-    decision_log_maxlen: int
-    seed: int
-    log_level: str
+
+_DECIMAL = r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+WholeNumber = Annotated[int, _exactly("[0-9]+", "a whole number")]
+Number = Annotated[float, _exactly(_DECIMAL, "a number")]
+# Visible ASCII without spaces: an HTTP client strips spaces around a header value, and the
+# header is Latin-1, so a token with either could never match.
+Token = Annotated[str, Field(pattern=r"^[!-~]*$", max_length=256)]
+Host = Annotated[str, Field(pattern=r"^[A-Za-z0-9.:%_-]{1,253}$")]
+LogLevel = Annotated[
+    Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"],
+    BeforeValidator(_upper),
+    Field(
+        default="INFO",
+        alias="BANDIT_LOG_LEVEL",
+        description="log level; logs are JSON lines on stdout (gunicorn's own on stderr)",
+        json_schema_extra={"allowed": "one of DEBUG, INFO, WARNING, ERROR, CRITICAL, any case"},
+    ),
+]
+_REDIS_URL = r"^(?:rediss?|unix)://[!-~]+$"
+_URL_ALLOWED = "a redis://, rediss:// or unix:// URL"
+
+_CONFIG = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, allow_inf_nan=False)
+
+
+class Settings(BaseSettings):
+    """What the web tier and the worker read; build with :meth:`from_env` or
+    :meth:`from_mapping`."""
+
+    model_config = _CONFIG
+
+    env: Literal["development", "production"] = Field(
+        "development", alias="BANDIT_ENV",
+        description="`production` refuses to start without an admin token of its own "
+        "(`BANDIT_ADMIN_TOKEN`) and refuses short tokens",
+    )  # fmt: skip
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", alias="REDIS_URL", pattern=_REDIS_URL,
+        description="Redis for statistics (`bin/run` embeds one when unset)",
+        json_schema_extra={"allowed": _URL_ALLOWED, "secret": True},
+    )  # fmt: skip
+    broker_url: str = Field(
+        "", alias="CELERY_BROKER_URL", pattern=_REDIS_URL, description="Celery broker",
+        json_schema_extra={"allowed": _URL_ALLOWED, "secret": True, "shown": "= `REDIS_URL`"},
+    )  # fmt: skip
+    key_prefix: str = Field(
+        "pb", alias="BANDIT_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.:-]{1,32}$",
+        description="prefix of every Redis key",
+        json_schema_extra={"allowed": "1-32 characters from A-Z a-z 0-9 _ . : -"},
+    )  # fmt: skip
+    admin_token: Token = Field(
+        "", alias="BANDIT_ADMIN_TOKEN",
+        description="bearer token for catalogue writes; production requires one of at least "
+        f"{MIN_PRODUCTION_TOKEN} characters, not the development one",
+        json_schema_extra={"allowed": "up to 256 visible ASCII characters, no spaces",
+                           "secret": True, "shown": f"`{DEV_ADMIN_TOKEN}` in development"},
+    )  # fmt: skip
+    app_token: Token = Field(
+        "", alias="BANDIT_APP_TOKEN",
+        description="bearer token required for event posts when set; in production at least "
+        f"{MIN_PRODUCTION_TOKEN} characters",
+        json_schema_extra={"allowed": "up to 256 visible ASCII characters, no spaces",
+                           "secret": True, "shown": "empty (open)"},
+    )  # fmt: skip
+    policy: PolicyName = Field("two_level_ts", alias="BANDIT_POLICY", description="served policy")
+    prior_strength: Number = Field(
+        10.0, alias="BANDIT_PRIOR_STRENGTH", ge=1e-3, le=1e9,
+        description="pseudo-impressions of a post's prior, centred on its forum (`two_level_ts`, "
+        "`greedy`, `epsilon_greedy`; the other policies take no prior strength)",
+    )  # fmt: skip
+    exploration: Number = Field(
+        1.0, alias="BANDIT_EXPLORATION", ge=0.01, le=1.0,
+        description="`two_level_ts` only: the post draw comes from the posterior with its "
+        "variance scaled by this; 1 is Thompson sampling. Less explores less: "
+        "[docs/quality.md](docs/quality.md) shows what 0.2 gains in the forum worlds and what "
+        "it risks with a fixed set of posts",
+    )  # fmt: skip
+    per_forum_cap: WholeNumber = Field(
+        0, alias="BANDIT_PER_FORUM_CAP", ge=0, le=50,
+        description="most posts of one forum in a slate; 0: no cap",
+    )  # fmt: skip
+    forum_window: WholeNumber = Field(
+        20, alias="BANDIT_FORUM_WINDOW", ge=0, le=1_000_000,
+        description="the forum counts that the policy centres post priors on take each post's "
+        "first this many impressions and their clicks; `0` takes every impression "
+        "([event semantics](#event-semantics))",
+    )  # fmt: skip
+    attribution_seconds: WholeNumber = Field(
+        86_400, alias="BANDIT_ATTRIBUTION_SECONDS", ge=1, le=MAX_TTL,
+        description="how long a slate's events count",
+    )  # fmt: skip
+    post_ttl_seconds: WholeNumber = Field(
+        259_200, alias="BANDIT_POST_TTL_SECONDS", ge=MIN_TTL, le=MAX_TTL,
+        description="default post lifetime (72 h); the limits are the API's `ttl_seconds`",
+    )  # fmt: skip
+    reclick_seconds: WholeNumber = Field(
+        604_800, alias="BANDIT_RECLICK_SECONDS", ge=0, le=365 * 86_400,
+        description="a member's clicked posts are hidden from them this long",
+    )  # fmt: skip
+    refresh_seconds: Number = Field(
+        1.0, alias="BANDIT_REFRESH_SECONDS", ge=0.05, le=300.0,
+        description="how often each web process refreshes its statistics snapshot",
+    )  # fmt: skip
+    redis_timeout: Number = Field(
+        0.25, alias="BANDIT_REDIS_TIMEOUT", ge=0.01, le=30.0,
+        description="Redis socket timeout of the web tier (s)",
+    )  # fmt: skip
+    publish_timeout: Number = Field(
+        1.0, alias="BANDIT_PUBLISH_TIMEOUT", ge=0.01, le=30.0,
+        description="broker socket timeout of the web tier (s): an event post waits at most "
+        "about three times this on a hung broker",
+    )  # fmt: skip
+    visibility_timeout: WholeNumber = Field(
+        300, alias="BANDIT_VISIBILITY_TIMEOUT", ge=1, le=86_400,
+        description="seconds after which an unacknowledged event task is delivered again, and "
+        "a journalled batch not applied is published again "
+        "([docs/reliability.md](docs/reliability.md#durability-settings))",
+    )  # fmt: skip
+    worker_metrics_port: WholeNumber = Field(
+        9100, alias="BANDIT_WORKER_METRICS_PORT", ge=0, le=65_535,
+        description="port of the worker's own `/metrics` (0 turns it off); a worker that "
+        "cannot listen on it refuses to start",
+    )  # fmt: skip
+    worker_metrics_host: Host = Field(
+        "0.0.0.0", alias="BANDIT_WORKER_METRICS_HOST",
+        description="address the worker's `/metrics` listens on",
+        json_schema_extra={"allowed": "a host name or IP address"},
+    )  # fmt: skip
+    decision_log_maxlen: WholeNumber = Field(
+        100_000, alias="BANDIT_DECISION_LOG_MAXLEN", ge=0, le=10_000_000,
+        description="served slates kept in the decision log (0 turns it off)",
+    )  # fmt: skip
+    seed: WholeNumber = Field(
+        0, alias="BANDIT_SEED", ge=0, le=2**32 - 1,
+        description="RNG seed (0: from the OS); each process adds its pid",
+    )  # fmt: skip
+    log_level: LogLevel
 
     @classmethod
-    def from_mapping(cls, values: Mapping[str, Any], role: str = "web") -> Settings:
-        """Build settings from environment-style names (``REDIS_URL``...) or attribute names.
+    def from_mapping(cls, values: Mapping[str, Any], role: Role = "web") -> Self:
+        """Settings from environment names (``REDIS_URL``...) or attribute names
+        (``redis_url``...); the process environment is not read.
 
         ``role`` is ``web`` or ``worker``; only the web tier needs the admin token.
 
         Raises:
-            ConfigError: a value does not parse, or production lacks a required value.
+            ConfigError: a value is not allowed, or production lacks a required value.
         """
-        kwargs = {attr: _read(values, name, attr, parse, default)
-                  for name, attr, parse, default, _ in VARIABLES}  # fmt: skip
-        if not kwargs["broker_url"]:
-            kwargs["broker_url"] = kwargs["redis_url"]
-        if not kwargs["admin_token"] and kwargs["env"] != "production":
-            kwargs["admin_token"] = DEV_ADMIN_TOKEN
-        settings = cls(**kwargs)
-        settings.check(role)
-        return settings
+        given = _by_alias(cls, values)
+        return _validated(lambda: cls(**given), given).require(role)
 
     @classmethod
-    def from_env(cls, role: str = "web") -> Settings:
-        return cls.from_mapping(os.environ, role)
+    def from_env(cls, role: Role = "web") -> Self:
+        """Settings from the process environment; raises as :meth:`from_mapping`."""
+        return _validated(cls, os.environ).require(role)
 
-    def check(self, role: str = "web") -> None:
-        """Raise :class:`ConfigError` for values out of range or missing in production."""
-        weak_token = not self.admin_token or self.admin_token == DEV_ADMIN_TOKEN
-        if self.env == "production" and role == "web" and weak_token:
-            raise ConfigError("BANDIT_ADMIN_TOKEN is required when BANDIT_ENV=production")
-        for name, attr, *_ in VARIABLES:
-            value = getattr(self, attr)
-            if isinstance(value, int | float) and value < 0:
-                raise ConfigError(f"{name} must be >= 0, got {value}")
-        if min(self.refresh_seconds, self.redis_timeout, self.publish_timeout) <= 0:
-            names = "BANDIT_REFRESH_SECONDS, BANDIT_REDIS_TIMEOUT and BANDIT_PUBLISH_TIMEOUT"
-            raise ConfigError(f"{names} must be > 0")
-        if self.visibility_timeout < 1:
-            raise ConfigError("BANDIT_VISIBILITY_TIMEOUT must be >= 1")
-        if self.log_level.upper() not in logging.getLevelNamesMapping():
-            raise ConfigError(f"BANDIT_LOG_LEVEL must be a level name, got {self.log_level}")
-        self._check_policy()
+    def require(self, role: Role) -> Self:
+        """Self, if the process of ``role`` has what it needs; else :class:`ConfigError`."""
+        if role == "web" and not self.admin_token:
+            raise ConfigError(
+                "BANDIT_ADMIN_TOKEN is required when BANDIT_ENV=production: catalogue writes "
+                f"need a token of at least {MIN_PRODUCTION_TOKEN} characters"
+            )
+        return self
 
     def policy_params(self) -> dict[str, float]:
         """The settings the served policy takes, by parameter name."""
-        return {name: getattr(self, name) for name in POLICY_SETTINGS.get(self.policy, ())}
+        return {name: getattr(self, name) for name in POLICY_SETTINGS[self.policy]}
 
-    def _check_policy(self) -> None:
-        if self.policy not in POLICY_SETTINGS:
-            names = ", ".join(POLICY_SETTINGS)
-            raise ConfigError(f"BANDIT_POLICY must be one of {names}, got {self.policy!r}")
+    @model_validator(mode="before")
+    @classmethod
+    def _derived_defaults(cls, data: Any) -> Any:
+        # The broker is the statistics Redis unless told otherwise, and development gets the
+        # published admin token so that the README's examples work.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if not data.get("CELERY_BROKER_URL"):
+            data["CELERY_BROKER_URL"] = data.get("REDIS_URL", cls.model_fields["redis_url"].default)
+        if not data.get("BANDIT_ADMIN_TOKEN") and data.get("BANDIT_ENV") != "production":
+            data["BANDIT_ADMIN_TOKEN"] = DEV_ADMIN_TOKEN
+        return data
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.env == "production":
+            _check_production_token("BANDIT_ADMIN_TOKEN", self.admin_token)
+            _check_production_token("BANDIT_APP_TOKEN", self.app_token)
         if self.exploration != 1.0 and "exploration" not in POLICY_SETTINGS[self.policy]:
             raise ConfigError(f"BANDIT_EXPLORATION applies to two_level_ts, not {self.policy}")
         try:
@@ -134,9 +251,55 @@ class Settings:
         except ValueError as exc:
             named = [env for param, env in _ENV_OF.items() if param in str(exc)]
             raise ConfigError(f"{(named or ['BANDIT_POLICY'])[0]}: {exc}") from exc
+        return self
 
-    def as_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+class ServerSettings(BaseSettings):
+    """What ``gunicorn.conf.py`` reads in gunicorn's master; build with :meth:`from_env`."""
+
+    model_config = _CONFIG
+
+    port: WholeNumber = Field(
+        8000, alias="PORT", ge=1, le=65_535, description="gunicorn's port (`gunicorn.conf.py`)"
+    )
+    bind_host: Host = Field(
+        "0.0.0.0", alias="BIND_HOST", description="address gunicorn listens on",
+        json_schema_extra={"allowed": "a host name or IP address"},
+    )  # fmt: skip
+    web_concurrency: WholeNumber = Field(
+        2, alias="WEB_CONCURRENCY", ge=1, le=64, description="gunicorn worker processes"
+    )
+    log_level: LogLevel
+    prometheus_multiproc_dir: str = Field(
+        "", alias="PROMETHEUS_MULTIPROC_DIR", pattern=r"^(?:\S(?:.*\S)?)?$",
+        description="the web workers' metrics directory, emptied when gunicorn starts; "
+        "required with more than one gunicorn worker",
+        json_schema_extra={"allowed": "a directory, no spaces around it", "shown": "none"},
+    )  # fmt: skip
+
+    @classmethod
+    def from_env(cls) -> Self:
+        """Settings from the process environment.
+
+        Raises:
+            ConfigError: a value is not allowed; the message names the variable.
+        """
+        return _validated(cls, os.environ)
+
+    @property
+    def bind(self) -> str:
+        """gunicorn's ``bind``: ``host:port``, an IPv6 address in brackets."""
+        host = f"[{self.bind_host}]" if ":" in self.bind_host else self.bind_host
+        return f"{host}:{self.port}"
+
+    @model_validator(mode="after")
+    def _metrics_dir(self) -> Self:
+        if self.web_concurrency > 1 and not self.prometheus_multiproc_dir:
+            raise ConfigError(
+                "PROMETHEUS_MULTIPROC_DIR must be set when WEB_CONCURRENCY > 1: the workers "
+                "share their metrics through it"
+            )
+        return self
 
 
 # The settings each policy that can be served takes; the others do not apply to it.
@@ -148,20 +311,106 @@ POLICY_SETTINGS: dict[str, tuple[str, ...]] = {
     "random": (),
 }
 _ENV_OF = {"prior_strength": "BANDIT_PRIOR_STRENGTH", "exploration": "BANDIT_EXPLORATION"}
+_T = TypeVar("_T", bound=BaseSettings)
+DECLARATIONS: tuple[type[BaseSettings], ...] = (Settings, ServerSettings)
 
-# What a parser of VARIABLES accepts, for the error message.
-_EXPECTED: dict[Callable[[str], Any], str] = {int: "a whole number", float: "a number"}
+
+def declared() -> Iterator[tuple[str, FieldInfo]]:
+    """Every environment variable with its declaration, once each, in declaration order."""
+    seen: set[str] = set()
+    for model in DECLARATIONS:
+        for field in model.model_fields.values():
+            assert field.alias is not None
+            if field.alias not in seen:
+                seen.add(field.alias)
+                yield field.alias, field
 
 
-def _read(
-    values: Mapping[str, Any], name: str, attr: str, parse: Callable[[str], Any], default: Any
-) -> Any:
-    raw = values.get(name, values.get(attr))
-    if raw is None:
-        return default
-    if parse is str:
-        return raw
+def allowed(field: FieldInfo) -> str:
+    """What a variable accepts, in words (the README's table and every refusal say this)."""
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    if "allowed" in extra:
+        return str(extra["allowed"])
+    if field.annotation in (int, float):
+        low = next(m.ge for m in field.metadata if isinstance(m, Ge))
+        high = next(m.le for m in field.metadata if isinstance(m, Le))
+        kind = "a whole number" if field.annotation is int else "a number"
+        return f"{kind} in [{_number(low)}, {_number(high)}]"
+    return "one of " + ", ".join(get_args(field.annotation))
+
+
+def markdown_table() -> str:
+    """The README's configuration table: variable, default, allowed values, meaning."""
+    rows = ["| variable | default | allowed | meaning |", "|---|---|---|---|"]
+    for name, field in declared():
+        rows.append(
+            f"| `{name}` | {_shown_default(field)} | {allowed(field)} | {field.description} |"
+        )
+    return "\n".join(rows)
+
+
+def _shown_default(field: FieldInfo) -> str:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return str(extra.get("shown", f"`{field.default}`" if field.default != "" else "empty"))
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:g}".replace("e+0", "e").replace("e+", "e")
+
+
+def _by_alias(model: type[BaseSettings], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field's value in ``values``, else its default, by environment name and as text
+    (as the environment would give it): with every field given, the environment is not read."""
+    found: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        assert field.alias is not None
+        value = next((v for v in (values.get(field.alias), values.get(name)) if v is not None),
+                     field.default)  # fmt: skip
+        found[field.alias] = value if isinstance(value, str) else str(value)
+    return found
+
+
+def _validated(build: Callable[[], _T], given: Mapping[str, str]) -> _T:
+    """``build()``, with a pydantic ValidationError turned into a :class:`ConfigError` that
+    quotes the value as ``given`` (by environment name), not as a validator changed it."""
     try:
-        return parse(str(raw))
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be {_EXPECTED[parse]}, got {raw!r}") from exc
+        return build()
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, given)) from None
+
+
+def _explain(exc: ValidationError, given: Mapping[str, str]) -> str:
+    """The first error, naming the variable and what it accepts (never a secret value)."""
+    error = exc.errors()[0]
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError) or not error["loc"]:
+        return str(cause or error["msg"])
+    name = str(error["loc"][0])
+    field = next(f for alias, f in declared() if alias == name)
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    got = "" if extra.get("secret") else f", got {_quoted(given.get(name, error['input']))}"
+    return f"{name} must be {allowed(field)}{got}"
+
+
+def _quoted(value: Any, most: int = 40) -> str:
+    """``value`` as a Python literal, cut short: a refusal is one readable line."""
+    text = str(value)
+    return repr(text) if len(text) <= most else f"{text[:most]!r}... ({len(text)} characters)"
+
+
+def _check_production_token(name: str, token: str) -> None:
+    if token == DEV_ADMIN_TOKEN:
+        raise ConfigError(
+            f"{name} must not be the development token in production: it is published in the README"
+        )
+    if token and len(token) < MIN_PRODUCTION_TOKEN:
+        raise ConfigError(
+            f"{name} must be at least {MIN_PRODUCTION_TOKEN} characters in production (it has "
+            f"{len(token)}): a short token can be guessed"
+        )
+
+
+if __name__ == "__main__":
+    print(markdown_table())

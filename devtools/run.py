@@ -1,17 +1,23 @@
 """Development runner behind ``bin/run``: Redis (embedded unless REDIS_URL is set), demo data,
 gunicorn and a Celery worker, stopped together on Ctrl-C or when any of them exits.
 
-Options: ``--port`` (web, default $PORT or 8000), ``--no-demo``.
+The web and worker command lines are the Procfile's, with their programs from this virtualenv.
+One instance at a time uses a state directory (``--var-dir``, default ``./var``: the embedded
+Redis's data and the web workers' metrics): a second one is refused before it touches anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
+import shlex
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
@@ -20,6 +26,8 @@ from devtools.redis_server import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 BIN = Path(sys.executable).parent
+PROCFILE = ROOT / "Procfile"
+LOCK = "run.lock"
 
 
 def service_env(redis_url: str, port: int) -> dict[str, str]:
@@ -31,14 +39,42 @@ def service_env(redis_url: str, port: int) -> dict[str, str]:
     return env
 
 
-def commands() -> dict[str, list[str]]:
-    """The two processes of the Procfile, from this virtualenv."""
-    return {
-        "web": [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"),
-                "app:create_app()"],
-        "worker": [str(BIN / "celery"), "--app", "workers.main", "--quiet", "worker",
-                   "--pool", "threads", "--concurrency", "4", "--loglevel", "INFO"],
-    }  # fmt: skip
+def commands(bin_dir: Path = BIN) -> dict[str, list[str]]:
+    """The Procfile's processes (name -> argv), each program taken from ``bin_dir``; run them
+    in the repository's root, as the Procfile's relative paths expect."""
+    procs = {}
+    for line in PROCFILE.read_text().splitlines():
+        name, sep, command = line.partition(":")
+        if sep and name.strip() and not name.startswith("#"):
+            program, *args = shlex.split(command)
+            procs[name.strip()] = [str(bin_dir / program), *args]
+    return procs
+
+
+@contextmanager
+def exclusive(var: Path, port: int) -> Iterator[None]:
+    """Hold ``var``'s lock (naming this instance: pid and URL) for the length of the block.
+
+    The lock is an ``flock`` on ``var/run.lock``: the system releases it when this process
+    ends, however it ends, so a crashed instance leaves no stale lock.
+
+    Raises:
+        SystemExit: another instance holds it; the message names that instance.
+    """
+    var.mkdir(parents=True, exist_ok=True)
+    with os.fdopen(os.open(var / LOCK, os.O_RDWR | os.O_CREAT, 0o644), "r+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = lock.read().strip() or "pid unknown"
+            raise SystemExit(
+                f"bin/run: another instance ({holder}) is running with {var}; stop it first, "
+                "or give this one its own --var-dir, --port and BANDIT_WORKER_METRICS_PORT"
+            ) from None
+        lock.truncate()
+        lock.write(f"pid {os.getpid()}, http://127.0.0.1:{port}\n")
+        lock.flush()
+        yield
 
 
 def load_demo(env: dict[str, str]) -> None:
@@ -70,27 +106,53 @@ def supervise(procs: dict[str, subprocess.Popen[bytes]]) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="bin/run", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--port", type=_port, default=os.environ.get("PORT", "8000"),
+        help="port of the web tier (default: $PORT or 8000)",
+    )  # fmt: skip
     parser.add_argument("--no-demo", action="store_true", help="do not load the demo catalogue")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--var-dir", type=Path, default=VAR,
+        help="this instance's state: embedded Redis data, web metrics (default: ./var)",
+    )  # fmt: skip
+    return parser.parse_args(argv)
+
+
+def _port(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65_535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port in [1, 65535] (--port or PORT)")
+    return int(text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    var = args.var_dir.resolve()
+    with exclusive(var, args.port):
+        return run(var, args.port, demo=not args.no_demo)
+
+
+def run(var: Path, port: int, demo: bool) -> int:
+    """Redis (embedded under ``var`` unless REDIS_URL is set), demo data, web and worker."""
     redis_server = None
     redis_url = os.environ.get("REDIS_URL")
     try:
         if not redis_url:
-            redis_server = RedisServer(data_dir=VAR / "redis", appendonly=True).start()
+            redis_server = RedisServer(data_dir=var / "redis", appendonly=True).start()
             redis_url = redis_server.url
-            print(f"embedded redis-server at {redis_url} (data in {VAR / 'redis'})",
+            print(f"embedded redis-server at {redis_url} (data in {var / 'redis'})",
                   file=sys.stderr)  # fmt: skip
-        env = service_env(redis_url, args.port)
+        env = service_env(redis_url, port)
         # gunicorn's workers share one multiprocess metrics directory; the worker has its own.
-        web_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(VAR / "metrics")}
-        if not args.no_demo and redis_server is not None:
+        web_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(var / "metrics")}
+        if demo and redis_server is not None:
             load_demo(env)
         procs = {name: subprocess.Popen(cmd, env=web_env if name == "web" else env, cwd=ROOT)
                  for name, cmd in commands().items()}  # fmt: skip
-        print(f"postbandit on http://127.0.0.1:{args.port}  (Ctrl-C stops)", file=sys.stderr)
+        print(f"postbandit on http://127.0.0.1:{port}  (Ctrl-C stops)", file=sys.stderr)
         return supervise(procs)
     finally:
         if redis_server is not None:

@@ -20,6 +20,7 @@ import requests
 from core.queue import QUEUE
 from core.storage import Keys
 from devtools.redis_server import RedisServer, free_port
+from devtools.run import commands
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -120,6 +121,18 @@ def service_env(redis_url: str, broker_url: str, tmp: Path, **extra: str) -> dic
     return env
 
 
+def web_command() -> list[str]:
+    """The Procfile's web process, from this virtualenv (as bin/run starts it)."""
+    return commands(BIN)["web"]
+
+
+def worker_command(name: str) -> list[str]:
+    """The Procfile's worker process, from this virtualenv, with a node name of its own and
+    without the chatter between workers that tests do not use."""
+    return [*commands(BIN)["worker"], "--hostname", f"{name}-{free_port()}@%h",
+            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
+
+
 def start_web(env: dict[str, str], tmp: Path, workers: int = 2) -> tuple[Proc, str]:
     """gunicorn with the production config on a free loopback port; waits for /healthz."""
     port = free_port()
@@ -130,8 +143,7 @@ def start_web(env: dict[str, str], tmp: Path, workers: int = 2) -> tuple[Proc, s
         "WEB_CONCURRENCY": str(workers),
         "PROMETHEUS_MULTIPROC_DIR": str(tmp / "web-metrics"),
     }
-    args = [str(BIN / "gunicorn"), "--config", str(ROOT / "gunicorn.conf.py"), "app:create_app()"]
-    proc = Proc("web", args, env, tmp / "web.log").start()
+    proc = Proc("web", web_command(), env, tmp / "web.log").start()
     base = f"http://127.0.0.1:{port}"
     wait_for(lambda: _healthy(base) or not proc.alive(), 30, "gunicorn to answer /healthz")
     assert proc.alive(), proc.output()
@@ -140,10 +152,7 @@ def start_web(env: dict[str, str], tmp: Path, workers: int = 2) -> tuple[Proc, s
 
 def start_worker(env: dict[str, str], tmp: Path, name: str = "worker") -> Proc:
     """A Celery worker process (threads pool, as in the Procfile); waits until it consumes."""
-    args = [str(BIN / "celery"), "--app", "workers.main", "--quiet", "worker", "--pool", "threads",
-            "--concurrency", "4", "--loglevel", "INFO", "--hostname", f"{name}-{free_port()}@%h",
-            "--without-gossip", "--without-mingle", "--without-heartbeat"]  # fmt: skip
-    proc = Proc(name, args, env, tmp / f"{name}.log").start()
+    proc = Proc(name, worker_command(name), env, tmp / f"{name}.log").start()
     wait_for(lambda: "ready." in proc.output() or not proc.alive(), 30, "celery worker ready")
     assert proc.alive(), proc.output()
     return proc

@@ -36,9 +36,13 @@ def leave_the_web_metrics_alone() -> None:
 leave_the_web_metrics_alone()
 
 from core.queue import make_celery  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.settings import ConfigError, Settings  # noqa: E402
 from workers import monitoring, sweeper  # noqa: E402
 
-app = make_celery(Settings.from_env(role="worker"))
+try:
+    settings = Settings.from_env(role="worker")
+except ConfigError as exc:  # one line naming the variable, not Celery's "unable to load" trace
+    raise SystemExit(f"worker: {exc}") from None
+app = make_celery(settings)
 monitoring.install(app)
 sweeper.install(app)
