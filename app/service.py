@@ -214,12 +214,20 @@ def dependencies(rt: Runtime) -> metrics.Dependencies:
 def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], bool]:
     """Register or update a candidate; returns its view and whether it was created.
 
+    An update keeps the post's ``created_at`` and lifetime (``expires_at - created_at``) unless
+    ``body`` gives them; a new post is created now and lives ``BANDIT_POST_TTL_SECONDS``.
+
     Raises:
         Conflict: the post belongs to another forum or was withdrawn.
     """
-    now = time.time()
-    created_at = body.created_at.timestamp() if body.created_at else now
-    ttl = body.ttl_seconds or rt.settings.post_ttl_seconds
+    current = rt.storage.get_post(post_id)
+    created_at, ttl = time.time(), float(rt.settings.post_ttl_seconds)
+    if current is not None:
+        created_at, ttl = current.created_at, current.expires_at - current.created_at
+    if body.created_at is not None:
+        created_at = body.created_at.timestamp()
+    if body.ttl_seconds is not None:
+        ttl = body.ttl_seconds
     try:
         created = rt.storage.put_post(
             post_id, body.forum_id, created_at, created_at + ttl, rt.settings.attribution_seconds

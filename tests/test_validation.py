@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
+from app.schemas import MAX_CLOCK_SKEW_SECONDS
 from tests.conftest import ADMIN
 
 WRONG = {"Authorization": "Bearer not-the-token"}
 EVENT = {"request_id": "r1", "post_id": "p1"}
+RFC3339 = "RFC 3339 date-time with a timezone"
+FUTURE = "seconds in the future"
 
 
 def check_error(response: Any, status: int, field: str | None, text: str) -> None:
@@ -128,13 +133,67 @@ def test_oversized_body_is_413(client: FlaskClient) -> None:
         ({}, "forum_id", "Field required"),
         ({"forum_id": "f", "ttl_seconds": 59}, "ttl_seconds", "greater than or equal to 60"),
         ({"forum_id": "f", "ttl_seconds": 2_592_001}, "ttl_seconds", "less than or equal to"),
-        ({"forum_id": "f", "created_at": "yesterday"}, "created_at", "valid datetime"),
+        ({"forum_id": "f", "created_at": "yesterday"}, "created_at", RFC3339),
         ({"forum_id": "f f"}, "forum_id", "should match pattern"),
         ({"forum_id": "f", "title": "x"}, "title", "unknown field"),
+        # JSON types as the OpenAPI document states them, nothing coerced:
+        ({"forum_id": 7}, "forum_id", "valid string"),
+        ({"forum_id": "f", "ttl_seconds": "3600"}, "ttl_seconds", "valid integer"),
+        ({"forum_id": "f", "ttl_seconds": 3600.5}, "ttl_seconds", "valid integer"),
+        ({"forum_id": "f", "ttl_seconds": True}, "ttl_seconds", "valid integer"),
+        ({"forum_id": "f", "ttl_seconds": 10**30}, "ttl_seconds", "less than or equal to"),
+        ({"forum_id": "f", "ttl_seconds": 1e30}, "ttl_seconds", "less than or equal to"),
+        ({"forum_id": "f", "created_at": 1700000000}, "created_at", "valid datetime"),
+        ({"forum_id": "f", "created_at": True}, "created_at", "valid datetime"),
+        ({"forum_id": "f", "created_at": "1700000000"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29T10:00:00"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29T10:00Z"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29 10:00:00Z"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29T10:00:00+0100"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29T10:00:00Z\n"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-02-30T10:00:00Z"}, "created_at", "valid datetime"),
+        ({"forum_id": "f", "created_at": "2100-01-01T00:00:00Z"}, "created_at", FUTURE),
+        ({"forum_id": "f", "created_at": "9999-12-31T23:59:59-23:59"}, "created_at", FUTURE),
     ],
 )
 def test_put_post_rejects(client: FlaskClient, body: dict[str, Any], field: str, text: str) -> None:
     check_error(client.put("/v1/posts/p1", json=body, headers=ADMIN), 400, field, text)
+
+
+@pytest.mark.parametrize("ttl", [b"3600.0", b"36e2", b"3.6E3"])
+def test_ttl_seconds_is_any_json_integer(client: FlaskClient, ttl: bytes) -> None:
+    """JSON Schema, and so the OpenAPI document, calls a number without a fraction an integer."""
+    body = b'{"forum_id": "f", "ttl_seconds": ' + ttl + b"}"
+    response = client.put("/v1/posts/p1", data=body, headers=ADMIN,
+                          content_type="application/json")  # fmt: skip
+    assert response.status_code == 201, response.json
+    assert response.json["expires_at"] - response.json["created_at"] == 3600  # type: ignore[index]
+
+
+@pytest.mark.parametrize("body", [b"null", b"[]", b'"p"', b"{", b"{}x"])
+def test_put_post_rejects_a_body_that_is_not_one_object(client: FlaskClient, body: bytes) -> None:
+    response = client.put("/v1/posts/p1", data=body, headers=ADMIN,
+                          content_type="application/json")  # fmt: skip
+    check_error(response, 400, "body", "")
+
+
+def iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat()
+
+
+def test_created_at_may_be_ahead_by_the_clock_skew_but_no_more(client: FlaskClient) -> None:
+    now = time.time()
+    ahead = client.put("/v1/posts/p1", json={"forum_id": "f", "created_at": iso(now + 60)},
+                       headers=ADMIN)  # fmt: skip
+    assert ahead.status_code == 201, ahead.json
+    assert ahead.json["created_at"] == pytest.approx(now + 60)  # type: ignore[index]
+    later = now + MAX_CLOCK_SKEW_SECONDS + 60
+    too_far = client.put("/v1/posts/p2", json={"forum_id": "f", "created_at": iso(later)},
+                         headers=ADMIN)  # fmt: skip
+    check_error(too_far, 400, "created_at", FUTURE)
+    assert str(MAX_CLOCK_SKEW_SECONDS) in too_far.json["error"]["message"]  # type: ignore[index]
+    assert client.get("/v1/posts/p2").status_code == 404
 
 
 @pytest.mark.parametrize(
