@@ -8,6 +8,7 @@ document, validating each response against it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -35,7 +36,8 @@ from app.schemas import (
 
 REF = "#/components/schemas/{model}"
 ERROR_STATUSES = {
-    400: "invalid input: the error names the field and the limit",
+    400: "invalid input, or a query parameter the operation does not take: the error names "
+    "the field and the limit",
     401: "no bearer token",
     403: "wrong bearer token",
     404: "unknown resource",
@@ -109,6 +111,18 @@ def document() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def query_names(method: str, rule: str) -> frozenset[str]:
+    """The query parameters of the operation at a Flask URL rule (``/v1/posts/<post_id>``):
+    those of its query model; none when it has no model or is not described."""
+    path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+    return _query_names().get(("GET" if method == "HEAD" else method, path), frozenset())
+
+
+@cache
+def _query_names() -> dict[tuple[str, str], frozenset[str]]:
+    return {(op.method, op.path): frozenset(op.query.model_fields) for op in OPERATIONS if op.query}
+
+
 def _components() -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
     """JSON schemas of every model named in OPERATIONS, as ``$ref``s into components."""
     models: set[type[BaseModel]] = {ErrorBody}
@@ -132,7 +146,7 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
         "parameters": _path_parameters(op.path) + _query_parameters(op.query),
         "responses": {str(s): _response(a, refs) for s, a in op.responses.items()},
     }
-    for status in op.errors:
+    for status in sorted({400, *op.errors}):  # every operation refuses unknown query names
         spec["responses"][str(status)] = {
             "description": ERROR_STATUSES[status],
             "content": {"application/json": {"schema": refs[ErrorBody]}},

@@ -60,17 +60,24 @@ def _redis_down(exc: redis.RedisError) -> Response:
     return Unavailable("storage is unreachable; retry later").response()
 
 
-def _query_args() -> dict[str, str]:
-    """The query string as a mapping; a parameter given twice is refused, not half-read."""
+@bp.before_app_request
+def _known_query() -> None:
+    """Every endpoint refuses a query parameter that its operation in /openapi.json does not
+    take, before anything else, rather than ignore it; and one given twice, not half-read.
+    (An unknown route or method is left to its 404 or 405.)"""
+    if request.url_rule is None:
+        return
+    known = openapi.query_names(request.method, request.url_rule.rule)
     for name, values in request.args.lists():
+        if name not in known:
+            raise InvalidInput(f"{name}: unknown query parameter", name)
         if len(values) > 1:
             raise InvalidInput(f"{name}: given more than once (lists are comma-separated)", name)
-    return request.args.to_dict()
 
 
 @bp.get("/v1/recommendations")
 def recommendations() -> Response:
-    query = RecommendationQuery.model_validate(_query_args())
+    query = RecommendationQuery.model_validate(request.args.to_dict())
     return jsonify(service.recommend(runtime(), query))
 
 

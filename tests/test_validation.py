@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
+from app.openapi import OPERATIONS
 from app.schemas import MAX_CLOCK_SKEW_SECONDS
-from tests.conftest import ADMIN
+from tests.conftest import ADMIN, register
 
 WRONG = {"Authorization": "Bearer not-the-token"}
 EVENT = {"request_id": "r1", "post_id": "p1"}
@@ -52,7 +53,7 @@ def check_error(response: Any, status: int, field: str | None, text: str) -> Non
         ({"user_id": "u", "forums": "a,,b"}, "forums[1]", "at least 1 character"),
         ({"user_id": "u", "forums": ","}, "forums[0]", "at least 1 character"),
         ({"user_id": "u", "exclude": ""}, "exclude[0]", "at least 1 character"),
-        ({"user_id": "u", "colour": "red"}, "colour", "unknown field"),
+        ({"user_id": "u", "colour": "red"}, "colour", "unknown query parameter"),
         ({"user_id": ["u", "v"]}, "user_id", "given more than once"),
         ({"user_id": "u", "n": ["1", "2"]}, "n", "given more than once"),
         ({"user_id": "u", "n": "1.5"}, "n", "valid integer"),
@@ -239,3 +240,28 @@ def test_unknown_or_malformed_ids(
 def test_unknown_route_and_method(client: FlaskClient) -> None:
     check_error(client.get("/v2/nothing"), 404, None, "")
     check_error(client.post("/v1/recommendations"), 405, None, "")
+
+
+@pytest.mark.parametrize(("method", "path"), [(op.method, op.path) for op in OPERATIONS], ids=str)
+def test_every_endpoint_refuses_unknown_query_parameters(
+    client: FlaskClient, method: str, path: str
+) -> None:
+    """Checked before the token and the body, so that nothing is done with a misspelt or
+    misplaced parameter (a token in the query string, say) silently ignored."""
+    register(client, "p1", "f1")
+    url = path.replace("{post_id}", "p1").replace("{forum_id}", "f1")
+    query = {"user_id": "u", "token": "test-admin-token"} if "recommendations" in path else {
+        "token": "test-admin-token"}  # fmt: skip
+    response = client.open(url, method=method, query_string=query, json={"forum_id": "f1"},
+                           headers=ADMIN)  # fmt: skip
+    check_error(response, 400, "token", "token: unknown query parameter")
+    assert client.get("/v1/posts/p1").status_code == 200  # nothing was withdrawn
+
+
+@pytest.mark.parametrize("path", ["/v1/posts/p1", "/v1/forums", "/healthz"])
+def test_a_query_parameter_given_twice_is_refused_everywhere(
+    client: FlaskClient, path: str
+) -> None:
+    check_error(client.get(path + "?a=1&a=2"), 400, "a", "a: unknown query parameter")
+    response = client.get("/v1/recommendations?user_id=u&n=1&n=1")
+    check_error(response, 400, "n", "given more than once")
