@@ -20,6 +20,7 @@ from app.schemas import (
     ID_CHARS,
     ID_MAX,
     MAX_BODY_BYTES,
+    MAX_REQUEST_LINE,
     Accepted,
     ErrorBody,
     EventBatch,
@@ -29,6 +30,7 @@ from app.schemas import (
     PostIn,
     PostView,
     Readiness,
+    RecommendationBody,
     RecommendationQuery,
     Recommendations,
     Status,
@@ -43,6 +45,8 @@ ERROR_STATUSES = {
     404: "unknown resource",
     409: "conflicting catalogue change",
     413: f"request body larger than {MAX_BODY_BYTES} bytes",
+    414: f"request line longer than {MAX_REQUEST_LINE} bytes (answered by gunicorn, for any "
+    "path): send long lists in the body of `POST /v1/recommendations`",
     503: "Redis or the broker is unreachable; retry after `Retry-After` seconds",
 }
 
@@ -65,7 +69,10 @@ class Operation:
 EVENT_ERRORS = (400, 401, 403, 413, 503)
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/v1/recommendations", "A slate of posts for a member",
-              {200: Recommendations}, (400, 503), query=RecommendationQuery),
+              {200: Recommendations}, (400, 414, 503), query=RecommendationQuery),
+    Operation("POST", "/v1/recommendations",
+              "A slate of posts for a member, with filters too long for a query string",
+              {200: Recommendations}, (400, 413, 503), body=RecommendationBody),
     Operation("POST", "/v1/impressions", "Report shown posts", {202: Accepted}, EVENT_ERRORS,
               body=EventBatch, security="app"),
     Operation("POST", "/v1/clicks", "Report clicked posts", {202: Accepted}, EVENT_ERRORS,
@@ -125,13 +132,12 @@ def _query_names() -> dict[tuple[str, str], frozenset[str]]:
 
 def _components() -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
     """JSON schemas of every model named in OPERATIONS, as ``$ref``s into components."""
-    models: set[type[BaseModel]] = {ErrorBody}
+    bodies = {op.body for op in OPERATIONS if op.body is not None}
+    models: set[type[BaseModel]] = {ErrorBody, *bodies}
     for op in OPERATIONS:
         models.update(m for m in op.responses.values() if isinstance(m, type))
-        if op.body is not None:
-            models.add(op.body)
     keyed: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        (m, "validation" if m in {EventBatch, PostIn} else "serialization")
+        (m, "validation" if m in bodies else "serialization")
         for m in sorted(models, key=lambda m: m.__name__)
     ]
     refs, defs = models_json_schema(keyed, ref_template=REF)

@@ -25,6 +25,9 @@ MAX_TTL = 30 * 86_400
 MAX_BODY_BYTES = 512 * 1024
 # How far ahead of this server's clock a caller's created_at may be (its clock may run fast).
 MAX_CLOCK_SKEW_SECONDS = 300
+# gunicorn's limit on the request line (method, path, query, protocol), its largest setting;
+# gunicorn.conf.py sets it and answers a longer line in the error shape of the API.
+MAX_REQUEST_LINE = 8190
 
 Id = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
 
@@ -53,7 +56,6 @@ def _whole(value: object) -> object:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
-JsonInt = Annotated[int, Field(strict=True), BeforeValidator(_whole)]
 # The bounds sit before the validator: put after it, in a union with None, pydantic writes them
 # into the JSON schema as "ge"/"le", which JSON Schema does not know.
 Ttl = Annotated[int, Field(strict=True, ge=MIN_TTL, le=MAX_TTL), BeforeValidator(_whole)]
@@ -102,10 +104,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class RecommendationQuery(Strict):
-    """Query string of ``GET /v1/recommendations``."""
+class RecommendationBody(Strict):
+    """Body of ``POST /v1/recommendations``: the query of ``GET`` as JSON, for lists too long
+    for a request line (``MAX_REQUEST_LINE``). ``exclude`` may be empty here."""
 
     user_id: Id
+    n: Annotated[int, Field(strict=True, ge=1, le=MAX_N), BeforeValidator(_whole)] = 10
+    forums: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_FORUMS)
+    exclude: list[Id] = Field(default_factory=list, max_length=MAX_EXCLUDE)
+
+
+class RecommendationQuery(RecommendationBody):
+    """Query string of ``GET /v1/recommendations``: the fields of the body, read from text
+    (lists comma-separated, so an empty one cannot be spelt)."""
+
     n: QueryInt = Field(default=10, ge=1, le=MAX_N)
     forums: CsvIds | None = Field(default=None, min_length=1, max_length=MAX_FORUMS)
     exclude: CsvIds = Field(default_factory=list, min_length=1, max_length=MAX_EXCLUDE)

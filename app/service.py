@@ -15,7 +15,7 @@ from kombu.exceptions import OperationalError
 from app import decisions
 from app.errors import Conflict, NotFound, Unavailable
 from app.runtime import Runtime
-from app.schemas import EventBatch, PostIn, RecommendationQuery
+from app.schemas import EventBatch, PostIn, RecommendationBody
 from app.snapshot import Snapshot
 from bandits import Slate, beta_summary, forum_posterior, post_posterior
 from core import metrics
@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 WITHDRAWN_MARGIN_SECONDS = 5.0
 
 
-def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
+def recommend(rt: Runtime, query: RecommendationBody) -> dict[str, Any]:
     """Choose a slate for a member; remember it (and log the decision); log one line.
 
     Raises:
@@ -58,7 +58,7 @@ def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
 
 
 def _serve(
-    rt: Runtime, snap: Snapshot, query: RecommendationQuery, request_id: str, now: float
+    rt: Runtime, snap: Snapshot, query: RecommendationBody, request_id: str, now: float
 ) -> tuple[list[dict[str, Any]], bool]:
     """Choose a slate and remember it; (items, degraded).
 
@@ -88,7 +88,7 @@ Choice = tuple[Slate, list[dict[str, Any]]]
 
 
 def _choose(
-    rt: Runtime, snap: Snapshot, query: RecommendationQuery, hidden: list[str], now: float
+    rt: Runtime, snap: Snapshot, query: RecommendationBody, hidden: list[str], now: float
 ) -> Choice:
     """The slate and its items (post, forum, rank)."""
     allowed = None if query.forums is None else snap.forum_indices(query.forums)
@@ -127,7 +127,7 @@ def _remember(
     return rt.storage.serve(served, rt.settings.attribution_seconds, decision, hide_since)
 
 
-def _log_slate(body: dict[str, Any], query: RecommendationQuery, seconds: float) -> None:
+def _log_slate(body: dict[str, Any], query: RecommendationBody, seconds: float) -> None:
     log.info(
         "recommendation",
         extra={

@@ -15,7 +15,15 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app import openapi, service
 from app.errors import ApiError, Forbidden, InvalidInput, Unauthorized, Unavailable
 from app.runtime import runtime
-from app.schemas import ID_MAX, ID_PATTERN, EventBatch, PostIn, RecommendationQuery, Strict
+from app.schemas import (
+    ID_MAX,
+    ID_PATTERN,
+    EventBatch,
+    PostIn,
+    RecommendationBody,
+    RecommendationQuery,
+    Strict,
+)
 from core import metrics
 
 log = logging.getLogger(__name__)
@@ -79,6 +87,12 @@ def _known_query() -> None:
 def recommendations() -> Response:
     query = RecommendationQuery.model_validate(request.args.to_dict())
     return jsonify(service.recommend(runtime(), query))
+
+
+@bp.post("/v1/recommendations")
+def recommendations_for_body() -> Response:
+    """The same slate as ``GET``, for filters too long for a request line."""
+    return jsonify(service.recommend(runtime(), _json_body(RecommendationBody)))
 
 
 def _events(event_type: str) -> tuple[Response, int]:

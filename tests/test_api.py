@@ -62,6 +62,25 @@ def test_forums_and_exclude_filter(client: FlaskClient, catalogue: dict[str, str
     assert posts == {"physics-0", "physics-1", "physics-2", "jobs-1"}
 
 
+def test_post_takes_the_query_as_a_json_body(
+    client: FlaskClient, catalogue: dict[str, str]
+) -> None:
+    """With lists far longer than a request line: 500 ids of 64 characters."""
+    padding = [f"{i:064d}" for i in range(498)]
+    body = {"user_id": "u1", "n": 50, "forums": ["physics", "jobs"],
+            "exclude": [*padding, "physics-0", "jobs-1"]}  # fmt: skip
+    response = client.post("/v1/recommendations", json=body)
+    assert response.status_code == 200, response.json
+    slate: dict[str, Any] = response.json  # type: ignore[assignment]
+    assert set(slate) == {"request_id", "policy", "items", "degraded"}
+    assert {i["post_id"] for i in slate["items"]} == {"physics-1", "physics-2", "jobs-0"}
+    assert [i["rank"] for i in slate["items"]] == [1, 2, 3]
+    defaults = client.post("/v1/recommendations", json={"user_id": "u1", "exclude": []})
+    assert len(defaults.json["items"]) == len(catalogue)  # type: ignore[index]
+    two = client.post("/v1/recommendations", json={"user_id": "u1", "n": 2.0})
+    assert len(two.json["items"]) == 2  # type: ignore[index]
+
+
 def test_unknown_forums_only_give_an_empty_slate(
     client: FlaskClient, catalogue: dict[str, str]
 ) -> None:

@@ -75,6 +75,46 @@ def test_recommendations_rejects(
     check_error(client.get("/v1/recommendations", query_string=params), 400, field, text)
 
 
+LONG = ["x" * 64]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "text"),
+    [
+        ({}, "user_id", "Field required"),
+        ({"user_id": 7}, "user_id", "valid string"),
+        ({"user_id": "u", "n": "5"}, "n", "valid integer"),
+        ({"user_id": "u", "n": 5.5}, "n", "valid integer"),
+        ({"user_id": "u", "n": True}, "n", "valid integer"),
+        ({"user_id": "u", "n": None}, "n", "valid integer"),
+        ({"user_id": "u", "n": 0}, "n", "greater than or equal to 1"),
+        ({"user_id": "u", "n": 51}, "n", "less than or equal to 50"),
+        ({"user_id": "u", "n": 1e300}, "n", "less than or equal to 50"),
+        ({"user_id": "u", "forums": []}, "forums", "at least 1 item"),
+        ({"user_id": "u", "forums": "a,b"}, "forums", "valid array"),
+        ({"user_id": "u", "forums": LONG * 101}, "forums", "at most 100 items"),
+        ({"user_id": "u", "exclude": LONG * 501}, "exclude", "at most 500 items"),
+        ({"user_id": "u", "exclude": ["ok", ""]}, "exclude[1]", "at least 1 character"),
+        ({"user_id": "u", "exclude": ["x" * 65]}, "exclude[0]", "at most 64 characters"),
+        ({"user_id": "u", "exclude": [1]}, "exclude[0]", "valid string"),
+        ({"user_id": "u", "exclude": None}, "exclude", "valid array"),
+        ({"user_id": "u", "colour": "red"}, "colour", "unknown field"),
+        (["u"], "body", "JSON object"),
+    ],
+)
+def test_recommendations_body_rejects(
+    client: FlaskClient, body: Any, field: str, text: str
+) -> None:
+    check_error(client.post("/v1/recommendations", json=body), 400, field, text)
+
+
+def test_recommendations_body_must_be_json(client: FlaskClient) -> None:
+    response = client.post("/v1/recommendations", data="user_id=u")
+    check_error(response, 400, "body", "must be JSON")
+    response = client.post("/v1/recommendations?user_id=u", json={"user_id": "u"})
+    check_error(response, 400, "user_id", "unknown query parameter")
+
+
 @pytest.mark.parametrize("path", ["/v1/impressions", "/v1/clicks"])
 @pytest.mark.parametrize(
     ("body", "field", "text"),
@@ -239,7 +279,7 @@ def test_unknown_or_malformed_ids(
 
 def test_unknown_route_and_method(client: FlaskClient) -> None:
     check_error(client.get("/v2/nothing"), 404, None, "")
-    check_error(client.post("/v1/recommendations"), 405, None, "")
+    check_error(client.delete("/v1/recommendations"), 405, None, "")
 
 
 @pytest.mark.parametrize(("method", "path"), [(op.method, op.path) for op in OPERATIONS], ids=str)
@@ -250,8 +290,9 @@ def test_every_endpoint_refuses_unknown_query_parameters(
     misplaced parameter (a token in the query string, say) silently ignored."""
     register(client, "p1", "f1")
     url = path.replace("{post_id}", "p1").replace("{forum_id}", "f1")
-    query = {"user_id": "u", "token": "test-admin-token"} if "recommendations" in path else {
-        "token": "test-admin-token"}  # fmt: skip
+    query = {"token": "test-admin-token"}
+    if (method, path) == ("GET", "/v1/recommendations"):
+        query["user_id"] = "u"
     response = client.open(url, method=method, query_string=query, json={"forum_id": "f1"},
                            headers=ADMIN)  # fmt: skip
     check_error(response, 400, "token", "token: unknown query parameter")
