@@ -72,13 +72,14 @@ def _redis_down(exc: redis.RedisError) -> Response:
 def _known_query() -> None:
     """Every endpoint refuses a query parameter that its operation in /openapi.json does not
     take, before anything else, rather than ignore it; and one given twice, not half-read.
-    (An unknown route or method is left to its 404 or 405.)"""
-    if request.url_rule is None:
+    (An unknown route or method is left to its 404 or 405, and OPTIONS, which reads no query,
+    to Flask.)"""
+    if request.url_rule is None or request.method == "OPTIONS":
         return
     known = openapi.query_names(request.method, request.url_rule.rule)
     for name, values in request.args.lists():
         if name not in known:
-            raise InvalidInput(f"{name}: unknown query parameter", name)
+            raise InvalidInput(f"{name or '(empty name)'}: unknown query parameter", name)
         if len(values) > 1:
             raise InvalidInput(f"{name}: given more than once (lists are comma-separated)", name)
 

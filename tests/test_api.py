@@ -247,6 +247,8 @@ def test_a_post_older_than_its_ttl_is_registered_but_never_a_candidate(
     old = client.get("/v1/posts/old").json
     assert old["live"] is False and old["expires_at"] == 1577836860  # type: ignore[index]
     assert client.get("/v1/forums/f").json["live_posts"] == 1  # type: ignore[index]
+    ancient = put(client, "ancient", created_at="0001-01-01T00:00:00+23:59")
+    assert ancient["live"] is False and ancient["created_at"] == -62135683140
 
 
 def iso(moment: float) -> str:

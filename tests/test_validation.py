@@ -299,6 +299,24 @@ def test_every_endpoint_refuses_unknown_query_parameters(
     assert client.get("/v1/posts/p1").status_code == 200  # nothing was withdrawn
 
 
+@pytest.mark.parametrize(
+    ("query", "field", "text"),
+    [("=1", "", "(empty name): unknown query parameter"),
+     ("%00=1", "\x00", "\x00: unknown query parameter"),
+     ("x" * 5000, "x" * 5000, "unknown query parameter")],
+)  # fmt: skip
+def test_odd_query_names_are_refused_by_name(
+    client: FlaskClient, query: str, field: str, text: str
+) -> None:
+    check_error(client.get(f"/v1/forums?{query}"), 400, field, text)
+
+
+def test_options_reads_no_query_and_is_left_to_flask(client: FlaskClient) -> None:
+    response = client.open("/v1/recommendations?user_id=u", method="OPTIONS")
+    assert response.status_code == 200
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
+
+
 @pytest.mark.parametrize("path", ["/v1/posts/p1", "/v1/forums", "/healthz"])
 def test_a_query_parameter_given_twice_is_refused_everywhere(
     client: FlaskClient, path: str
