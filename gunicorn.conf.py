@@ -7,9 +7,12 @@ gunicorn at once with a message naming the variable, rather than every worker fa
 ``core.settings`` imports pydantic and ``bandits`` only: nothing here opens metric files.
 """
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
+
+import gunicorn.util
 
 from core.settings import ConfigError, ServerSettings, Settings
 
@@ -40,13 +43,39 @@ logconfig_dict = {
     "loggers": {"gunicorn.error": {"level": loglevel.upper(), "handlers": ["stderr"],
                                    "propagate": False}},
 }  # fmt: skip
-# The request line (method, path and query) may be up to gunicorn's maximum, 8190 bytes, so that
-# long forums=/exclude= lists fit; longer lines get gunicorn's own 400 before the app sees them.
+# The request line (method, path and query) may be up to gunicorn's maximum, 8190 bytes
+# (app.schemas.MAX_REQUEST_LINE), so that forums=/exclude= lists of short ids fit; longer lists
+# go in the body of POST /v1/recommendations. gunicorn refuses a longer line itself, before the
+# app sees it: _json_error gives that answer the API's error shape.
 limit_request_line = 8190
 # gunicorn's control socket (for gunicornc) has one default path per user, shared by every
 # instance on the host, so a second instance (a test run, the benchmark) would take it over;
 # nothing here uses gunicornc.
 control_socket_disable = True
+
+
+def _json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's own refusals (a request line over the limit, a malformed request) in the
+    one error shape of the API (app/errors.py), not as an HTML page."""
+    code, field, message = reason.lower().replace(" ", "_"), None, mesg
+    if status_int == 414:
+        field = "request_line"
+        message = (
+            f"request_line: longer than the limit of {limit_request_line} bytes; send long "
+            "forums/exclude lists in the body of POST /v1/recommendations"
+        )
+    body = json.dumps({"error": {"code": code, "message": message, "field": field}}).encode()
+    head = (
+        f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    gunicorn.util.write_nonblock(sock, head.encode("latin-1") + body)
+
+
+# gunicorn has no hook for the answers it gives before a request reaches the app; every worker
+# class writes them with this function (gunicorn.workers.base.Worker.handle_error), and the
+# workers, forked from the master that reads this file, inherit the replacement.
+gunicorn.util.write_error = _json_error
 
 
 def on_starting(server: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from datetime import UTC, datetime
 from typing import IO, Any
@@ -12,26 +13,41 @@ from flask import Flask
 from app import decisions, demo
 from app.runtime import runtime
 
+# The streams are keyed by unix milliseconds: a time outside these cannot be read from them.
+EARLIEST = 0.0  # 1970-01-01T00:00:00Z
+LATEST = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
 
 class Moment(click.ParamType):
-    """A point in time: unix seconds, or an ISO 8601 date-time (UTC unless it says otherwise)."""
+    """A point in time from 1970 to 9999: unix seconds, or an ISO 8601 date-time (UTC unless
+    it says otherwise). Anything else is a usage error naming the option."""
 
     name = "time"
 
     def convert(
         self, value: Any, param: click.Parameter | None, ctx: click.Context | None
     ) -> float:
-        if isinstance(value, float):
-            return value
+        seconds = value if isinstance(value, float) else self._seconds(value, param, ctx)
+        if math.isnan(seconds):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if seconds < EARLIEST:
+            self.fail(f"{value!r} is before 1970-01-01T00:00:00Z", param, ctx)
+        if seconds > LATEST:
+            self.fail(f"{value!r} is after 9999-12-31T23:59:59Z", param, ctx)
+        return seconds
+
+    def _seconds(
+        self, value: str, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         try:
             return float(value)
         except ValueError:
             pass
         try:
             moment = datetime.fromisoformat(value)
-        except ValueError:
+            return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+        except (ValueError, OverflowError):
             self.fail(f"{value!r} is neither unix seconds nor an ISO 8601 date-time", param, ctx)
-        return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
 def init_app(app: Flask) -> None:

@@ -31,6 +31,10 @@ class ApiError(Exception):
         self.field = field
         self.headers = headers or {}
 
+    def response(self) -> Response:
+        """This error as the one JSON error shape, for handlers that must return, not raise."""
+        return error_response(self.status, self.code, self.message, self.field, self.headers)
+
 
 class InvalidInput(ApiError):
     status = 400
@@ -120,7 +124,7 @@ def init_app(app: Flask) -> None:
 
     @app.errorhandler(ApiError)
     def _api_error(exc: ApiError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.field, exc.headers)
+        return exc.response()
 
     @app.errorhandler(pydantic.ValidationError)
     def _validation_error(exc: pydantic.ValidationError) -> Response:

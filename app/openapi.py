@@ -8,6 +8,7 @@ document, validating each response against it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -19,6 +20,7 @@ from app.schemas import (
     ID_CHARS,
     ID_MAX,
     MAX_BODY_BYTES,
+    MAX_REQUEST_LINE,
     Accepted,
     ErrorBody,
     EventBatch,
@@ -28,6 +30,7 @@ from app.schemas import (
     PostIn,
     PostView,
     Readiness,
+    RecommendationBody,
     RecommendationQuery,
     Recommendations,
     Status,
@@ -35,12 +38,15 @@ from app.schemas import (
 
 REF = "#/components/schemas/{model}"
 ERROR_STATUSES = {
-    400: "invalid input: the error names the field and the limit",
+    400: "invalid input, or a query parameter the operation does not take: the error names "
+    "the field and the limit",
     401: "no bearer token",
     403: "wrong bearer token",
     404: "unknown resource",
     409: "conflicting catalogue change",
     413: f"request body larger than {MAX_BODY_BYTES} bytes",
+    414: f"request line longer than {MAX_REQUEST_LINE} bytes (answered by gunicorn, for any "
+    "path): send long lists in the body of `POST /v1/recommendations`",
     503: "Redis or the broker is unreachable; retry after `Retry-After` seconds",
 }
 
@@ -63,7 +69,10 @@ class Operation:
 EVENT_ERRORS = (400, 401, 403, 413, 503)
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", "/v1/recommendations", "A slate of posts for a member",
-              {200: Recommendations}, (400, 503), query=RecommendationQuery),
+              {200: Recommendations}, (400, 414, 503), query=RecommendationQuery),
+    Operation("POST", "/v1/recommendations",
+              "A slate of posts for a member, with filters too long for a query string",
+              {200: Recommendations}, (400, 413, 503), body=RecommendationBody),
     Operation("POST", "/v1/impressions", "Report shown posts", {202: Accepted}, EVENT_ERRORS,
               body=EventBatch, security="app"),
     Operation("POST", "/v1/clicks", "Report clicked posts", {202: Accepted}, EVENT_ERRORS,
@@ -109,15 +118,26 @@ def document() -> dict[str, Any]:
     }  # fmt: skip
 
 
+def query_names(method: str, rule: str) -> frozenset[str]:
+    """The query parameters of the operation at a Flask URL rule (``/v1/posts/<post_id>``):
+    those of its query model; none when it has no model or is not described."""
+    path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+    return _query_names().get(("GET" if method == "HEAD" else method, path), frozenset())
+
+
+@cache
+def _query_names() -> dict[tuple[str, str], frozenset[str]]:
+    return {(op.method, op.path): frozenset(op.query.model_fields) for op in OPERATIONS if op.query}
+
+
 def _components() -> tuple[dict[Any, dict[str, Any]], dict[str, Any]]:
     """JSON schemas of every model named in OPERATIONS, as ``$ref``s into components."""
-    models: set[type[BaseModel]] = {ErrorBody}
+    bodies = {op.body for op in OPERATIONS if op.body is not None}
+    models: set[type[BaseModel]] = {ErrorBody, *bodies}
     for op in OPERATIONS:
         models.update(m for m in op.responses.values() if isinstance(m, type))
-        if op.body is not None:
-            models.add(op.body)
     keyed: list[tuple[type[BaseModel], JsonSchemaMode]] = [
-        (m, "validation" if m in {EventBatch, PostIn} else "serialization")
+        (m, "validation" if m in bodies else "serialization")
         for m in sorted(models, key=lambda m: m.__name__)
     ]
     refs, defs = models_json_schema(keyed, ref_template=REF)
@@ -132,7 +152,7 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
         "parameters": _path_parameters(op.path) + _query_parameters(op.query),
         "responses": {str(s): _response(a, refs) for s, a in op.responses.items()},
     }
-    for status in op.errors:
+    for status in sorted({400, *op.errors}):  # every operation refuses unknown query names
         spec["responses"][str(status)] = {
             "description": ERROR_STATUSES[status],
             "content": {"application/json": {"schema": refs[ErrorBody]}},

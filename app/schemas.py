@@ -5,10 +5,13 @@ The OpenAPI description and the validation both come from these models, so they 
 
 from __future__ import annotations
 
+import re
+import time
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic_core import PydanticCustomError
 
 ID_CHARS = "[A-Za-z0-9_.:-]"
 ID_PATTERN = f"^{ID_CHARS}+$"
@@ -20,6 +23,11 @@ MAX_EVENTS = 1000
 MIN_TTL = 60
 MAX_TTL = 30 * 86_400
 MAX_BODY_BYTES = 512 * 1024
+# How far ahead of this server's clock a caller's created_at may be (its clock may run fast).
+MAX_CLOCK_SKEW_SECONDS = 300
+# gunicorn's limit on the request line (method, path, query, protocol), its largest setting;
+# gunicorn.conf.py sets it and answers a longer line in the error shape of the API.
+MAX_REQUEST_LINE = 8190
 
 Id = Annotated[str, Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN)]
 
@@ -42,14 +50,74 @@ def _decimal(value: object) -> object:
 QueryInt = Annotated[int, Field(strict=True), BeforeValidator(_decimal)]
 
 
+def _whole(value: object) -> object:
+    # JSON Schema calls 3600.0 and 36e2 integers, so the OpenAPI document does; "3600" and
+    # true it does not.
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# The bounds sit before the validator: put after it, in a union with None, pydantic writes them
+# into the JSON schema as "ge"/"le", which JSON Schema does not know.
+Ttl = Annotated[int, Field(strict=True, ge=MIN_TTL, le=MAX_TTL), BeforeValidator(_whole)]
+
+
+# RFC 3339 section 5.6 (with its "T" and "Z" in either case): seconds and an offset required.
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    """An RFC 3339 string as an aware datetime; anything else as it is, for the strict
+    datetime type to refuse. (pydantic alone also takes "2026-11-29", "1700000000", a space
+    for the T and "+0100".)"""
+    if not isinstance(value, str):
+        return value
+    if not RFC3339.fullmatch(value):
+        raise PydanticCustomError(
+            "rfc3339",
+            "Input should be an RFC 3339 date-time with a timezone, like 2024-06-01T12:00:00Z",
+        )
+    try:
+        return datetime.fromisoformat(value.upper())
+    except ValueError as exc:
+        raise PydanticCustomError(
+            "datetime_parsing", "Input should be a valid datetime, {reason}", {"reason": str(exc)}
+        ) from exc
+
+
+def _not_ahead(value: datetime) -> datetime:
+    if value.timestamp() > time.time() + MAX_CLOCK_SKEW_SECONDS:
+        raise PydanticCustomError(
+            "in_future",
+            "Input should be at most {skew} seconds in the future",
+            {"skew": MAX_CLOCK_SKEW_SECONDS},
+        )
+    return value
+
+
+Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_not_ahead)]
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown fields are refused, and nothing is coerced: a JSON string is not an integer
+    (``"3600"``), nor an integer a date-time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
-class RecommendationQuery(Strict):
-    """Query string of ``GET /v1/recommendations``."""
+class RecommendationBody(Strict):
+    """Body of ``POST /v1/recommendations``: the query of ``GET`` as JSON, for lists too long
+    for a request line (``MAX_REQUEST_LINE``). ``exclude`` may be empty here."""
 
     user_id: Id
+    n: Annotated[int, Field(strict=True, ge=1, le=MAX_N), BeforeValidator(_whole)] = 10
+    forums: list[Id] | None = Field(default=None, min_length=1, max_length=MAX_FORUMS)
+    exclude: list[Id] = Field(default_factory=list, max_length=MAX_EXCLUDE)
+
+
+class RecommendationQuery(RecommendationBody):
+    """Query string of ``GET /v1/recommendations``: the fields of the body, read from text
+    (lists comma-separated, so an empty one cannot be spelt)."""
+
     n: QueryInt = Field(default=10, ge=1, le=MAX_N)
     forums: CsvIds | None = Field(default=None, min_length=1, max_length=MAX_FORUMS)
     exclude: CsvIds = Field(default_factory=list, min_length=1, max_length=MAX_EXCLUDE)
@@ -67,11 +135,17 @@ class EventBatch(Strict):
 
 
 class PostIn(Strict):
-    """Body of ``PUT /v1/posts/{post_id}``."""
+    """Body of ``PUT /v1/posts/{post_id}``. An update keeps the post's ``created_at`` and
+    lifetime (``ttl_seconds``) unless it gives them; a new post defaults to now and
+    ``BANDIT_POST_TTL_SECONDS``."""
 
     forum_id: Id
-    created_at: datetime | None = None
-    ttl_seconds: int | None = Field(default=None, ge=MIN_TTL, le=MAX_TTL)
+    created_at: Moment | None = Field(
+        default=None,
+        description=f"RFC 3339 date-time with a timezone, at most {MAX_CLOCK_SKEW_SECONDS} s "
+        "ahead of the server's clock",
+    )
+    ttl_seconds: Ttl | None = None
 
 
 class Item(Strict):
@@ -157,6 +231,3 @@ class ErrorBody(Strict):
     """The one error shape of the API (see app.errors)."""
 
     error: ErrorDetail
-
-
-EventType = Literal["impression", "click"]

@@ -14,7 +14,7 @@ from kombu.exceptions import OperationalError
 from app import decisions
 from app.errors import Conflict, NotFound, Unavailable
 from app.runtime import Runtime
-from app.schemas import EventBatch, PostIn, RecommendationQuery
+from app.schemas import EventBatch, PostIn, RecommendationBody
 from app.snapshot import Snapshot
 from bandits import Slate, beta_summary, forum_posterior, post_posterior
 from core import metrics, queue
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 WITHDRAWN_MARGIN_SECONDS = 5.0
 
 
-def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
+def recommend(rt: Runtime, query: RecommendationBody) -> dict[str, Any]:
     """Choose a slate for a member; remember it (and log the decision); log one line.
 
     Raises:
@@ -51,7 +51,7 @@ def recommend(rt: Runtime, query: RecommendationQuery) -> dict[str, Any]:
 
 
 def _serve(
-    rt: Runtime, snap: Snapshot, query: RecommendationQuery, request_id: str, now: float
+    rt: Runtime, snap: Snapshot, query: RecommendationBody, request_id: str, now: float
 ) -> tuple[list[dict[str, Any]], bool]:
     """Choose a slate and remember it; (items, degraded).
 
@@ -81,7 +81,7 @@ Choice = tuple[Slate, list[dict[str, Any]]]
 
 
 def _choose(
-    rt: Runtime, snap: Snapshot, query: RecommendationQuery, hidden: list[str], now: float
+    rt: Runtime, snap: Snapshot, query: RecommendationBody, hidden: list[str], now: float
 ) -> Choice:
     """The slate and its items (post, forum, rank)."""
     allowed = None if query.forums is None else snap.forum_indices(query.forums)
@@ -120,7 +120,7 @@ def _remember(
     return rt.storage.serving.serve(served, rt.settings.attribution_seconds, decision, hide_since)
 
 
-def _log_slate(body: dict[str, Any], query: RecommendationQuery, seconds: float) -> None:
+def _log_slate(body: dict[str, Any], query: RecommendationBody, seconds: float) -> None:
     log.info(
         "recommendation",
         extra={
@@ -201,12 +201,20 @@ def dependencies(rt: Runtime) -> metrics.Dependencies:
 def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], bool]:
     """Register or update a candidate; returns its view and whether it was created.
 
+    An update keeps the post's ``created_at`` and lifetime (``expires_at - created_at``) unless
+    ``body`` gives them; a new post is created now and lives ``BANDIT_POST_TTL_SECONDS``.
+
     Raises:
         Conflict: the post belongs to another forum or was withdrawn.
     """
-    now = time.time()
-    created_at = body.created_at.timestamp() if body.created_at else now
-    ttl = body.ttl_seconds or rt.settings.post_ttl_seconds
+    current = rt.storage.get_post(post_id)
+    created_at, ttl = time.time(), float(rt.settings.post_ttl_seconds)
+    if current is not None:
+        created_at, ttl = current.created_at, current.expires_at - current.created_at
+    if body.created_at is not None:
+        created_at = body.created_at.timestamp()
+    if body.ttl_seconds is not None:
+        ttl = body.ttl_seconds
     try:
         created = rt.storage.catalogue.put_post(
             post_id, body.forum_id, created_at, created_at + ttl, rt.settings.attribution_seconds

@@ -15,7 +15,15 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app import openapi, service
 from app.errors import ApiError, Forbidden, InvalidInput, Unauthorized, Unavailable
 from app.runtime import runtime
-from app.schemas import ID_MAX, ID_PATTERN, EventBatch, PostIn, RecommendationQuery, Strict
+from app.schemas import (
+    ID_MAX,
+    ID_PATTERN,
+    EventBatch,
+    PostIn,
+    RecommendationBody,
+    RecommendationQuery,
+    Strict,
+)
 from core import metrics
 
 log = logging.getLogger(__name__)
@@ -53,23 +61,39 @@ def _require_token(expected: str) -> None:
 
 @bp.errorhandler(redis.RedisError)
 def _redis_down(exc: redis.RedisError) -> Response:
+    """503 with Retry-After. An error handler must return its answer: one it raises is not
+    handled again, and would leave as a 500."""
     log.warning("redis error at %s: %s", request.path, exc)
     metrics.REDIS_ERRORS.labels(operation=request.endpoint or "unknown").inc()
-    raise Unavailable("storage is unreachable; retry later") from exc
+    return Unavailable("storage is unreachable; retry later").response()
 
 
-def _query_args() -> dict[str, str]:
-    """The query string as a mapping; a parameter given twice is refused, not half-read."""
+@bp.before_app_request
+def _known_query() -> None:
+    """Every endpoint refuses a query parameter that its operation in /openapi.json does not
+    take, before anything else, rather than ignore it; and one given twice, not half-read.
+    (An unknown route or method is left to its 404 or 405, and OPTIONS, which reads no query,
+    to Flask.)"""
+    if request.url_rule is None or request.method == "OPTIONS":
+        return
+    known = openapi.query_names(request.method, request.url_rule.rule)
     for name, values in request.args.lists():
+        if name not in known:
+            raise InvalidInput(f"{name or '(empty name)'}: unknown query parameter", name)
         if len(values) > 1:
             raise InvalidInput(f"{name}: given more than once (lists are comma-separated)", name)
-    return request.args.to_dict()
 
 
 @bp.get("/v1/recommendations")
 def recommendations() -> Response:
-    query = RecommendationQuery.model_validate(_query_args())
+    query = RecommendationQuery.model_validate(request.args.to_dict())
     return jsonify(service.recommend(runtime(), query))
+
+
+@bp.post("/v1/recommendations")
+def recommendations_for_body() -> Response:
+    """The same slate as ``GET``, for filters too long for a request line."""
+    return jsonify(service.recommend(runtime(), _json_body(RecommendationBody)))
 
 
 def _events(event_type: str) -> tuple[Response, int]:

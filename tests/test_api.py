@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -59,6 +60,25 @@ def test_forums_and_exclude_filter(client: FlaskClient, catalogue: dict[str, str
     body = recommend(client, forums="physics,jobs,nosuchforum", exclude="jobs-0")
     posts = {item["post_id"] for item in body["items"]}
     assert posts == {"physics-0", "physics-1", "physics-2", "jobs-1"}
+
+
+def test_post_takes_the_query_as_a_json_body(
+    client: FlaskClient, catalogue: dict[str, str]
+) -> None:
+    """With lists far longer than a request line: 500 ids of 64 characters."""
+    padding = [f"{i:064d}" for i in range(498)]
+    body = {"user_id": "u1", "n": 50, "forums": ["physics", "jobs"],
+            "exclude": [*padding, "physics-0", "jobs-1"]}  # fmt: skip
+    response = client.post("/v1/recommendations", json=body)
+    assert response.status_code == 200, response.json
+    slate: dict[str, Any] = response.json  # type: ignore[assignment]
+    assert set(slate) == {"request_id", "policy", "items", "degraded"}
+    assert {i["post_id"] for i in slate["items"]} == {"physics-1", "physics-2", "jobs-0"}
+    assert [i["rank"] for i in slate["items"]] == [1, 2, 3]
+    defaults = client.post("/v1/recommendations", json={"user_id": "u1", "exclude": []})
+    assert len(defaults.json["items"]) == len(catalogue)  # type: ignore[index]
+    two = client.post("/v1/recommendations", json={"user_id": "u1", "n": 2.0})
+    assert len(two.json["items"]) == 2  # type: ignore[index]
 
 
 def test_unknown_forums_only_give_an_empty_slate(
@@ -197,11 +217,42 @@ def test_put_updates_ttl_and_reports_created(client: FlaskClient) -> None:
     assert again.json["expires_at"] < first.json["expires_at"]  # type: ignore[index]
 
 
-def test_expired_posts_are_not_candidates(client: FlaskClient, rt: Runtime) -> None:
-    register(client, "old", "f", created_at="2020-01-01T00:00:00Z", ttl_seconds=60)
+def put(client: FlaskClient, post_id: str, **body: Any) -> dict[str, Any]:
+    response = client.put(f"/v1/posts/{post_id}", json={"forum_id": "f", **body}, headers=ADMIN)
+    assert response.status_code in (200, 201), response.json
+    view: dict[str, Any] = response.json  # type: ignore[assignment]
+    return view
+
+
+def test_an_update_keeps_the_age_and_lifetime_it_does_not_give(client: FlaskClient) -> None:
+    start = float(int(time.time()) - 1000)
+    first = put(client, "p1", created_at=iso(start), ttl_seconds=3600)
+    assert (first["created_at"], first["expires_at"]) == (start, start + 3600)
+    again = put(client, "p1")
+    assert (again["created_at"], again["expires_at"]) == (start, start + 3600)
+    longer = put(client, "p1", ttl_seconds=7200)
+    assert (longer["created_at"], longer["expires_at"]) == (start, start + 7200)
+    moved = put(client, "p1", created_at=iso(start + 500))
+    assert (moved["created_at"], moved["expires_at"]) == (start + 500, start + 500 + 7200)
+
+
+def test_a_post_older_than_its_ttl_is_registered_but_never_a_candidate(
+    client: FlaskClient,
+) -> None:
+    response = client.put("/v1/posts/old", headers=ADMIN, json={
+        "forum_id": "f", "created_at": "2020-01-01T00:00:00Z", "ttl_seconds": 60})  # fmt: skip
+    assert response.status_code == 201, response.json
     register(client, "new", "f")
     assert [i["post_id"] for i in recommend(client)["items"]] == ["new"]
-    assert client.get("/v1/posts/old").json["live"] is False  # type: ignore[index]
+    old = client.get("/v1/posts/old").json
+    assert old["live"] is False and old["expires_at"] == 1577836860  # type: ignore[index]
+    assert client.get("/v1/forums/f").json["live_posts"] == 1  # type: ignore[index]
+    ancient = put(client, "ancient", created_at="0001-01-01T00:00:00+23:59")
+    assert ancient["live"] is False and ancient["created_at"] == -62135683140
+
+
+def iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat()
 
 
 def test_health_and_readiness(client: FlaskClient) -> None:

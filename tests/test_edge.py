@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,7 +13,8 @@ from urllib.parse import urlsplit
 import pytest
 import requests
 
-from tests.processes import Proc, service_env, start_web, wait_for
+from app.schemas import MAX_REQUEST_LINE
+from tests.processes import ROOT, Proc, service_env, start_web, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -86,17 +89,59 @@ def test_a_chunked_body_is_held_to_the_same_limit(base: str) -> None:
     assert response.json()["error"]["field"] == "body"
 
 
-def test_the_longest_allowed_lists_fit_in_the_request_line(base: str) -> None:
+def test_the_longest_allowed_lists_of_short_ids_fit_in_the_request_line(base: str) -> None:
     forums = ",".join(f"f{i:02d}" for i in range(100))
     exclude = ",".join(f"p{i:05d}" for i in range(500))
     url = f"{base}/v1/recommendations?user_id=u&n=50&forums={forums}&exclude={exclude}"
-    assert len(url) < 8190
+    assert len(url) < MAX_REQUEST_LINE
     response = requests.get(url, timeout=10)
     assert response.status_code == 200, response.text
 
 
-def test_a_request_line_over_8190_bytes_is_refused_by_gunicorn(base: str) -> None:
+def test_the_longest_allowed_lists_of_any_ids_fit_in_a_post_body(base: str) -> None:
+    body = {"user_id": "u" * 64, "n": 50, "forums": [f"{i:064d}" for i in range(100)],
+            "exclude": [f"{i:064d}" for i in range(500)]}  # fmt: skip
+    response = requests.post(f"{base}/v1/recommendations", json=body, timeout=10)
+    assert response.status_code == 200, response.text
+    assert set(response.json()) == {"request_id", "policy", "items", "degraded"}
+
+
+def test_a_request_line_over_the_limit_is_a_json_414_that_names_it(base: str) -> None:
     path = "/v1/recommendations?user_id=u&exclude=" + "p," * 4100
-    answer = raw_request(base, f"GET {path} HTTP/1.1\r\nHost: x".encode())
-    assert answer.startswith(b"HTTP/1.1 414 URI Too Long"), answer[:200]
-    assert b"Request Line is too large (8251 &gt; 8190)" in answer
+    for method in ("GET", "POST", "PUT"):
+        answer = raw_request(base, f"{method} {path} HTTP/1.1\r\nHost: x".encode())
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 414 URI Too Long"), answer[:300]
+        assert b"Content-Type: application/json" in head
+        assert json.loads(body) == {"error": {
+            "code": "uri_too_long", "field": "request_line",
+            "message": f"request_line: longer than the limit of {MAX_REQUEST_LINE} bytes; send "
+                       "long forums/exclude lists in the body of POST /v1/recommendations",
+        }}  # fmt: skip
+
+
+def test_a_line_just_within_the_limit_reaches_the_app(base: str) -> None:
+    """The limit is gunicorn's, counted over the whole line: one byte more is the JSON 414."""
+    start = "GET /v1/recommendations?user_id=u&exclude="
+    ids = "p," * ((MAX_REQUEST_LINE - len(start) - len(" HTTP/1.1")) // 2)
+    fits = f"{start}{ids[:-1]}{'q' * (MAX_REQUEST_LINE - len(start + ids) - 8)}"
+    assert len(f"{fits} HTTP/1.1") == MAX_REQUEST_LINE
+    answer = raw_request(base, f"{fits} HTTP/1.1\r\nHost: x\r\nConnection: close".encode())
+    assert answer.startswith(b"HTTP/1.1 400"), answer[:200]  # the app's: over 500 ids
+    assert b'"field":"exclude"' in answer
+    over = raw_request(base, f"{fits}q HTTP/1.1\r\nHost: x".encode())
+    assert over.startswith(b"HTTP/1.1 414"), over[:200]
+
+
+def test_every_refusal_by_gunicorn_is_in_the_error_shape(base: str) -> None:
+    for head in (b"GET /healthz HTTP/9.9", b"G\x00T /healthz HTTP/1.1",
+                 b"GET /healthz HTTP/1.1\r\nBad Header: x"):  # fmt: skip
+        answer = raw_request(base, head + b"\r\nHost: x")
+        assert answer.startswith(b"HTTP/1.1 400 Bad Request"), answer[:200]
+        error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+        assert set(error) == {"code", "message", "field"} and error["code"] == "bad_request"
+
+
+def test_gunicorn_and_the_app_agree_on_the_request_line_limit() -> None:
+    config = (ROOT / "gunicorn.conf.py").read_text()
+    assert re.findall(r"^limit_request_line = (\d+)$", config, re.M) == [str(MAX_REQUEST_LINE)]

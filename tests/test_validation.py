@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
-from tests.conftest import ADMIN
+from app.openapi import OPERATIONS
+from app.schemas import MAX_CLOCK_SKEW_SECONDS
+from tests.conftest import ADMIN, register
 
 WRONG = {"Authorization": "Bearer not-the-token"}
 EVENT = {"request_id": "r1", "post_id": "p1"}
+RFC3339 = "RFC 3339 date-time with a timezone"
+FUTURE = "seconds in the future"
 
 
 def check_error(response: Any, status: int, field: str | None, text: str) -> None:
@@ -47,7 +53,7 @@ def check_error(response: Any, status: int, field: str | None, text: str) -> Non
         ({"user_id": "u", "forums": "a,,b"}, "forums[1]", "at least 1 character"),
         ({"user_id": "u", "forums": ","}, "forums[0]", "at least 1 character"),
         ({"user_id": "u", "exclude": ""}, "exclude[0]", "at least 1 character"),
-        ({"user_id": "u", "colour": "red"}, "colour", "unknown field"),
+        ({"user_id": "u", "colour": "red"}, "colour", "unknown query parameter"),
         ({"user_id": ["u", "v"]}, "user_id", "given more than once"),
         ({"user_id": "u", "n": ["1", "2"]}, "n", "given more than once"),
         ({"user_id": "u", "n": "1.5"}, "n", "valid integer"),
@@ -67,6 +73,46 @@ def test_recommendations_rejects(
     client: FlaskClient, params: dict[str, Any], field: str, text: str
 ) -> None:
     check_error(client.get("/v1/recommendations", query_string=params), 400, field, text)
+
+
+LONG = ["x" * 64]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "text"),
+    [
+        ({}, "user_id", "Field required"),
+        ({"user_id": 7}, "user_id", "valid string"),
+        ({"user_id": "u", "n": "5"}, "n", "valid integer"),
+        ({"user_id": "u", "n": 5.5}, "n", "valid integer"),
+        ({"user_id": "u", "n": True}, "n", "valid integer"),
+        ({"user_id": "u", "n": None}, "n", "valid integer"),
+        ({"user_id": "u", "n": 0}, "n", "greater than or equal to 1"),
+        ({"user_id": "u", "n": 51}, "n", "less than or equal to 50"),
+        ({"user_id": "u", "n": 1e300}, "n", "less than or equal to 50"),
+        ({"user_id": "u", "forums": []}, "forums", "at least 1 item"),
+        ({"user_id": "u", "forums": "a,b"}, "forums", "valid array"),
+        ({"user_id": "u", "forums": LONG * 101}, "forums", "at most 100 items"),
+        ({"user_id": "u", "exclude": LONG * 501}, "exclude", "at most 500 items"),
+        ({"user_id": "u", "exclude": ["ok", ""]}, "exclude[1]", "at least 1 character"),
+        ({"user_id": "u", "exclude": ["x" * 65]}, "exclude[0]", "at most 64 characters"),
+        ({"user_id": "u", "exclude": [1]}, "exclude[0]", "valid string"),
+        ({"user_id": "u", "exclude": None}, "exclude", "valid array"),
+        ({"user_id": "u", "colour": "red"}, "colour", "unknown field"),
+        (["u"], "body", "JSON object"),
+    ],
+)
+def test_recommendations_body_rejects(
+    client: FlaskClient, body: Any, field: str, text: str
+) -> None:
+    check_error(client.post("/v1/recommendations", json=body), 400, field, text)
+
+
+def test_recommendations_body_must_be_json(client: FlaskClient) -> None:
+    response = client.post("/v1/recommendations", data="user_id=u")
+    check_error(response, 400, "body", "must be JSON")
+    response = client.post("/v1/recommendations?user_id=u", json={"user_id": "u"})
+    check_error(response, 400, "user_id", "unknown query parameter")
 
 
 @pytest.mark.parametrize("path", ["/v1/impressions", "/v1/clicks"])
@@ -128,13 +174,67 @@ def test_oversized_body_is_413(client: FlaskClient) -> None:
         ({}, "forum_id", "Field required"),
         ({"forum_id": "f", "ttl_seconds": 59}, "ttl_seconds", "greater than or equal to 60"),
         ({"forum_id": "f", "ttl_seconds": 2_592_001}, "ttl_seconds", "less than or equal to"),
-        ({"forum_id": "f", "created_at": "yesterday"}, "created_at", "valid datetime"),
+        ({"forum_id": "f", "created_at": "yesterday"}, "created_at", RFC3339),
         ({"forum_id": "f f"}, "forum_id", "should match pattern"),
         ({"forum_id": "f", "title": "x"}, "title", "unknown field"),
+        # JSON types as the OpenAPI document states them, nothing coerced:
+        ({"forum_id": 7}, "forum_id", "valid string"),
+        ({"forum_id": "f", "ttl_seconds": "3600"}, "ttl_seconds", "valid integer"),
+        ({"forum_id": "f", "ttl_seconds": 3600.5}, "ttl_seconds", "valid integer"),
+        ({"forum_id": "f", "ttl_seconds": True}, "ttl_seconds", "valid integer"),
+        ({"forum_id": "f", "ttl_seconds": 10**30}, "ttl_seconds", "less than or equal to"),
+        ({"forum_id": "f", "ttl_seconds": 1e30}, "ttl_seconds", "less than or equal to"),
+        ({"forum_id": "f", "created_at": 1700000000}, "created_at", "valid datetime"),
+        ({"forum_id": "f", "created_at": True}, "created_at", "valid datetime"),
+        ({"forum_id": "f", "created_at": "1700000000"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29T10:00:00"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29T10:00Z"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29 10:00:00Z"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29T10:00:00+0100"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-11-29T10:00:00Z\n"}, "created_at", RFC3339),
+        ({"forum_id": "f", "created_at": "2026-02-30T10:00:00Z"}, "created_at", "valid datetime"),
+        ({"forum_id": "f", "created_at": "2100-01-01T00:00:00Z"}, "created_at", FUTURE),
+        ({"forum_id": "f", "created_at": "9999-12-31T23:59:59-23:59"}, "created_at", FUTURE),
     ],
 )
 def test_put_post_rejects(client: FlaskClient, body: dict[str, Any], field: str, text: str) -> None:
     check_error(client.put("/v1/posts/p1", json=body, headers=ADMIN), 400, field, text)
+
+
+@pytest.mark.parametrize("ttl", [b"3600.0", b"36e2", b"3.6E3"])
+def test_ttl_seconds_is_any_json_integer(client: FlaskClient, ttl: bytes) -> None:
+    """JSON Schema, and so the OpenAPI document, calls a number without a fraction an integer."""
+    body = b'{"forum_id": "f", "ttl_seconds": ' + ttl + b"}"
+    response = client.put("/v1/posts/p1", data=body, headers=ADMIN,
+                          content_type="application/json")  # fmt: skip
+    assert response.status_code == 201, response.json
+    assert response.json["expires_at"] - response.json["created_at"] == 3600  # type: ignore[index]
+
+
+@pytest.mark.parametrize("body", [b"null", b"[]", b'"p"', b"{", b"{}x"])
+def test_put_post_rejects_a_body_that_is_not_one_object(client: FlaskClient, body: bytes) -> None:
+    response = client.put("/v1/posts/p1", data=body, headers=ADMIN,
+                          content_type="application/json")  # fmt: skip
+    check_error(response, 400, "body", "")
+
+
+def iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat()
+
+
+def test_created_at_may_be_ahead_by_the_clock_skew_but_no_more(client: FlaskClient) -> None:
+    now = time.time()
+    ahead = client.put("/v1/posts/p1", json={"forum_id": "f", "created_at": iso(now + 60)},
+                       headers=ADMIN)  # fmt: skip
+    assert ahead.status_code == 201, ahead.json
+    assert ahead.json["created_at"] == pytest.approx(now + 60)  # type: ignore[index]
+    later = now + MAX_CLOCK_SKEW_SECONDS + 60
+    too_far = client.put("/v1/posts/p2", json={"forum_id": "f", "created_at": iso(later)},
+                         headers=ADMIN)  # fmt: skip
+    check_error(too_far, 400, "created_at", FUTURE)
+    assert str(MAX_CLOCK_SKEW_SECONDS) in too_far.json["error"]["message"]  # type: ignore[index]
+    assert client.get("/v1/posts/p2").status_code == 404
 
 
 @pytest.mark.parametrize(
@@ -179,4 +279,48 @@ def test_unknown_or_malformed_ids(
 
 def test_unknown_route_and_method(client: FlaskClient) -> None:
     check_error(client.get("/v2/nothing"), 404, None, "")
-    check_error(client.post("/v1/recommendations"), 405, None, "")
+    check_error(client.delete("/v1/recommendations"), 405, None, "")
+
+
+@pytest.mark.parametrize(("method", "path"), [(op.method, op.path) for op in OPERATIONS], ids=str)
+def test_every_endpoint_refuses_unknown_query_parameters(
+    client: FlaskClient, method: str, path: str
+) -> None:
+    """Checked before the token and the body, so that nothing is done with a misspelt or
+    misplaced parameter (a token in the query string, say) silently ignored."""
+    register(client, "p1", "f1")
+    url = path.replace("{post_id}", "p1").replace("{forum_id}", "f1")
+    query = {"token": "test-admin-token"}
+    if (method, path) == ("GET", "/v1/recommendations"):
+        query["user_id"] = "u"
+    response = client.open(url, method=method, query_string=query, json={"forum_id": "f1"},
+                           headers=ADMIN)  # fmt: skip
+    check_error(response, 400, "token", "token: unknown query parameter")
+    assert client.get("/v1/posts/p1").status_code == 200  # nothing was withdrawn
+
+
+@pytest.mark.parametrize(
+    ("query", "field", "text"),
+    [("=1", "", "(empty name): unknown query parameter"),
+     ("%00=1", "\x00", "\x00: unknown query parameter"),
+     ("x" * 5000, "x" * 5000, "unknown query parameter")],
+)  # fmt: skip
+def test_odd_query_names_are_refused_by_name(
+    client: FlaskClient, query: str, field: str, text: str
+) -> None:
+    check_error(client.get(f"/v1/forums?{query}"), 400, field, text)
+
+
+def test_options_reads_no_query_and_is_left_to_flask(client: FlaskClient) -> None:
+    response = client.open("/v1/recommendations?user_id=u", method="OPTIONS")
+    assert response.status_code == 200
+    assert set(response.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST", "OPTIONS"}
+
+
+@pytest.mark.parametrize("path", ["/v1/posts/p1", "/v1/forums", "/healthz"])
+def test_a_query_parameter_given_twice_is_refused_everywhere(
+    client: FlaskClient, path: str
+) -> None:
+    check_error(client.get(path + "?a=1&a=2"), 400, "a", "a: unknown query parameter")
+    response = client.get("/v1/recommendations?user_id=u&n=1&n=1")
+    check_error(response, 400, "n", "given more than once")
