@@ -207,7 +207,7 @@ def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], b
     Raises:
         Conflict: the post belongs to another forum or was withdrawn.
     """
-    current = rt.storage.get_post(post_id)
+    current = rt.storage.catalogue.get_post(post_id)
     created_at, ttl = time.time(), float(rt.settings.post_ttl_seconds)
     if current is not None:
         created_at, ttl = current.created_at, current.expires_at - current.created_at
