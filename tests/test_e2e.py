@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def stack(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[str]:
-    env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN="e2e-admin-token",
+    env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN="e2e-admin-token-0123",
                       BANDIT_ENV="production")  # fmt: skip
     with web_and_worker(env, tmp_path) as running:
         yield running.base
