@@ -11,13 +11,14 @@ import requests
 
 from tests.processes import service_env, wait_for, web_and_worker
 
-ADMIN = {"Authorization": "Bearer e2e-admin-token"}
+TOKEN = "e2e-admin-token-0123"
+ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def stack(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[str]:
-    env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN="e2e-admin-token-0123",
+    env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=TOKEN,
                       BANDIT_ENV="production")  # fmt: skip
     with web_and_worker(env, tmp_path) as running:
         yield running.base
