@@ -57,3 +57,11 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Load the worker's statistics snapshot before it takes its first request: from Redis,
+    else the last good one on disk, so that no worker answers 503 while a sibling serves."""
+    from app import runtime  # in the worker, after the fork: the master never imports the app
+
+    runtime.start(worker.wsgi)

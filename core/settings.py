@@ -39,6 +39,7 @@ VARIABLES: tuple[tuple[str, str, Callable[[str], Any], Any, str], ...] = (
     ("BANDIT_POST_TTL_SECONDS", "post_ttl_seconds", int, 259_200, "default post lifetime"),
     ("BANDIT_RECLICK_SECONDS", "reclick_seconds", int, 604_800, "clicked posts hidden this long"),
     ("BANDIT_REFRESH_SECONDS", "refresh_seconds", float, 1.0, "statistics snapshot refresh"),
+    ("BANDIT_SNAPSHOT_DIR", "snapshot_dir", str, "var/snapshots", "last good snapshot, ''=off"),
     ("BANDIT_REDIS_TIMEOUT", "redis_timeout", float, 0.25, "socket timeout on request path (s)"),
     ("BANDIT_PUBLISH_TIMEOUT", "publish_timeout", float, 1.0, "web's broker socket timeout (s)"),
     ("BANDIT_VISIBILITY_TIMEOUT", "visibility_timeout", int, 300, "unacked task re-delivery (s)"),
@@ -69,6 +70,7 @@ class Settings:
     post_ttl_seconds: int
     reclick_seconds: int
     refresh_seconds: float
+    snapshot_dir: str
     redis_timeout: float
     publish_timeout: float
     visibility_timeout: int
