@@ -24,10 +24,24 @@ except ConfigError as exc:
 
 bind = server_settings.bind
 workers = server_settings.web_concurrency
-worker_class = "sync"
+# Slow clients: a sync worker gives its whole process to one connection, so a few clients that
+# send their request slowly (a bad mobile link, or on purpose) would hold every worker. A gevent
+# worker serves each connection in a greenlet, up to worker_connections at once, so a slow one
+# costs a little memory and no worker. The app is gevent-safe: gunicorn patches the standard
+# library before it imports the app, so Redis, the broker and the snapshot refresh thread
+# yield on I/O; numpy work holds the process as it would hold the GIL.
+worker_class = "gevent"
+worker_connections = 1000
 timeout = 30
 graceful_timeout = 20
-keepalive = 5
+# Also the time a client has to send a request's line and headers, from the connection (or the
+# previous response) on: gunicorn's gevent worker reads them under a timeout of keepalive
+# seconds. Must stay > 0: with 0 gunicorn reads headers with no time limit at all.
+keepalive = 10
+# The time from a request's headers to the end of its response (the body read above all): a
+# client still sending its body then gets a 400 and is cut off. 20 s lets a body of the largest
+# size (512 KiB) through a link of about 210 kbit/s, an event batch of 10 KiB through 4 kbit/s.
+REQUEST_SECONDS = 20.0
 accesslog = None  # the app logs each recommendation and event batch itself
 loglevel = server_settings.log_level.lower()
 # gunicorn's own messages (start, workers booting and exiting, signals, errors) as JSON lines on
@@ -93,3 +107,30 @@ def child_exit(server: Any, worker: Any) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(worker.pid)
+
+
+def post_worker_init(worker: Any) -> None:
+    """Load the worker's statistics snapshot before it takes its first request: from Redis,
+    else the last good one on disk, so that no worker answers 503 while a sibling serves."""
+    from app import runtime  # in the worker, after the fork: the master never imports the app
+
+    try:
+        runtime.start(worker.wsgi)
+    except Exception:  # a worker that cannot boot is no better; its first request tries again
+        worker.log.exception("could not load the first snapshot")
+
+
+def pre_request(worker: Any, req: Any) -> None:
+    """Start the request's deadline (REQUEST_SECONDS), cancelled in post_request."""
+    import gevent
+
+    # Raised where the request's greenlet waits when time is up: a TimeoutError reading the body
+    # becomes werkzeug's 400, in a Redis call the Redis timeout the app already degrades on.
+    req.postbandit_deadline = gevent.Timeout(REQUEST_SECONDS, TimeoutError("request too slow"))
+    req.postbandit_deadline.start()
+
+
+def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    deadline = getattr(req, "postbandit_deadline", None)
+    if deadline is not None:
+        deadline.close()

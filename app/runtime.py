@@ -1,7 +1,8 @@
 """Per-process resources of the web tier, kept in ``app.extensions["postbandit"]``.
 
 Redis connection pools, statistics snapshot, random generator and Celery producer are all
-created lazily in the process that uses them, so nothing is shared across gunicorn's fork.
+created lazily in the process that uses them, so nothing is shared across gunicorn's fork;
+gunicorn loads each worker's snapshot before the worker takes requests (:func:`start`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from celery import Celery
 from flask import Flask, current_app
 
 from app.snapshot import Refresher, SnapshotCache
+from app.snapshot_file import snapshot_file
 from bandits import make_policy
 from bandits.policies import Policy
 from core import clients
@@ -46,7 +48,9 @@ def make_runtime(settings: Settings) -> Runtime:
         settings=settings,
         storage=storage,
         broker=clients.broker(settings, "web"),
-        snapshots=SnapshotCache(Refresher(storage), settings.refresh_seconds),
+        snapshots=SnapshotCache(
+            Refresher(storage), settings.refresh_seconds, snapshot_file(settings)
+        ),
         policy=make_policy(settings.policy, **settings.policy_params()),
         celery=make_celery(settings, role="web"),
         generators=PerProcess(lambda: _generator(settings.seed)),
@@ -60,6 +64,13 @@ def _generator(seed: int) -> np.random.Generator:
 
 def init_app(app: Flask, settings: Settings) -> None:
     app.extensions["postbandit"] = make_runtime(settings)
+
+
+def start(app: Flask) -> None:
+    """Load this process's snapshot before it serves (from Redis, else the snapshot file) and
+    start its refresh; called in each gunicorn worker before it takes requests."""
+    rt: Runtime = app.extensions["postbandit"]
+    rt.snapshots.start()
 
 
 def runtime() -> Runtime:

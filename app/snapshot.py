@@ -3,7 +3,8 @@
 Reading every candidate's statistics from Redis on each request would cost far more than the
 Thompson draw itself, and statistics a second old cost no measurable regret, so each web process
 keeps a snapshot that a background thread refreshes every ``BANDIT_REFRESH_SECONDS``. The last
-good snapshot also serves, marked degraded, while Redis is unreachable.
+good snapshot also serves, marked degraded, while Redis is unreachable; a process that starts
+while Redis is unreachable serves from the last good snapshot on disk (app.snapshot_file).
 
 A refresh reads only the posts that changed since the previous one (Redis keeps a change log
 per forum, see core.storage) into this process's :class:`Catalogue`, a set of growable arrays,
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import redis
@@ -29,6 +31,9 @@ import redis
 from bandits import Candidates
 from core import metrics
 from core.storage import ForumRead, PostStates, Storage
+
+if TYPE_CHECKING:
+    from app.snapshot_file import SnapshotFile
 
 log = logging.getLogger(__name__)
 
@@ -227,26 +232,39 @@ class Refresher:
 class SnapshotCache:
     """Holds the current snapshot of this process and refreshes it in a daemon thread.
 
-    The thread is started lazily in the process that first asks, so it survives gunicorn's fork.
+    The thread is started in the process that first asks (:meth:`start`, or the first
+    :meth:`get`), so it survives gunicorn's fork. Every good snapshot is offered to ``file``,
+    which keeps the last one on disk for processes that start while Redis is down.
     """
 
-    def __init__(self, load: Callable[[], Snapshot], interval: float) -> None:
+    def __init__(
+        self, load: Callable[[], Snapshot], interval: float, file: SnapshotFile | None = None
+    ) -> None:
         self._load = load
         self._interval = interval
+        self._file = file
         self._snapshot: Snapshot | None = None
+        self._file_tried = False
         self._lock = threading.Lock()
         self._refreshing = threading.Lock()
         self._owner_pid = 0
         self._stop = threading.Event()
 
-    def get(self) -> Snapshot | None:
-        """The current snapshot; loads one synchronously when there is none yet.
+    def start(self) -> bool:
+        """Load this process's first snapshot and start its refresh thread; whether a snapshot
+        is loaded. gunicorn calls it before the worker takes requests (gunicorn.conf.py)."""
+        return self.get() is not None
 
-        Returns None only when no snapshot was ever loaded and Redis is unreachable.
+    def get(self) -> Snapshot | None:
+        """The current snapshot; loads one synchronously when there is none yet: from Redis,
+        else (once per process) the last good one from the snapshot file.
+
+        Returns None only when no snapshot was ever loaded, Redis is unreachable and the file
+        is missing, unreadable or too old.
         """
         self._ensure_thread()
-        if self._snapshot is None:
-            self.refresh()
+        if self._snapshot is None and not self.refresh():
+            self._load_file()
         return self._snapshot
 
     def current(self) -> Snapshot | None:
@@ -267,7 +285,25 @@ class SnapshotCache:
         metrics.LIVE_FORUMS.set(snapshot.live_forums)
         self._snapshot = snapshot
         metrics.SNAPSHOT_TIMESTAMP.set(snapshot.built_at)
+        if self._file is not None:
+            self._file.save_if_due(snapshot)
         return True
+
+    def _load_file(self) -> None:
+        """Take the snapshot file's snapshot, unless Redis gave one meanwhile."""
+        if self._file is None or self._file_tried:
+            return
+        self._file_tried = True
+        snapshot = self._file.load()
+        with self._refreshing:
+            if snapshot is None or self._snapshot is not None:
+                return
+            self._snapshot = snapshot
+        extra = {"path": str(self._file.path), "built_at": snapshot.built_at}
+        log.warning("serving the last good snapshot from disk until Redis answers", extra=extra)
+        metrics.LIVE_POSTS.set(snapshot.size)
+        metrics.LIVE_FORUMS.set(snapshot.live_forums)
+        metrics.SNAPSHOT_TIMESTAMP.set(snapshot.built_at)
 
     def stop(self) -> None:
         self._stop.set()
@@ -279,7 +315,7 @@ class SnapshotCache:
             if self._owner_pid == os.getpid():
                 return
             self._owner_pid = os.getpid()
-            self._snapshot = None
+            self._snapshot, self._file_tried = None, False
             self._stop = threading.Event()
             thread = threading.Thread(target=self._run, name="snapshot-refresh", daemon=True)
             thread.start()

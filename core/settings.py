@@ -159,6 +159,13 @@ class Settings(BaseSettings):
         1.0, alias="BANDIT_REFRESH_SECONDS", ge=0.05, le=300.0,
         description="how often each web process refreshes its statistics snapshot",
     )  # fmt: skip
+    snapshot_dir: str = Field(
+        "var/snapshots", alias="BANDIT_SNAPSHOT_DIR", pattern=r"^(?:\S(?:.*\S)?)?$",
+        description="where web processes keep the last good snapshot, for a worker that starts "
+        "while Redis is down ([docs/reliability.md](docs/reliability.md#the-snapshot-file)); "
+        "empty turns it off",
+        json_schema_extra={"allowed": "a directory, no spaces around it; empty: off"},
+    )  # fmt: skip
     redis_timeout: Number = Field(
         0.25, alias="BANDIT_REDIS_TIMEOUT", ge=0.01, le=30.0,
         description="Redis socket timeout of the web tier (s)",

@@ -66,13 +66,14 @@ def storage(rclient: redis.Redis) -> Storage:
 
 
 @pytest.fixture
-def config(redis_url: str, broker_url: str) -> dict[str, Any]:
+def config(redis_url: str, broker_url: str, tmp_path: Path) -> dict[str, Any]:
     return {
         "REDIS_URL": redis_url,
         "CELERY_BROKER_URL": broker_url,
         "BANDIT_ADMIN_TOKEN": "test-admin-token",
         "BANDIT_SEED": "7",
         "BANDIT_REFRESH_SECONDS": "30",
+        "BANDIT_SNAPSHOT_DIR": str(tmp_path / "snapshots"),
     }
 
 

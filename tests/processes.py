@@ -116,6 +116,7 @@ def service_env(redis_url: str, broker_url: str, tmp: Path, **extra: str) -> dic
         REDIS_URL=redis_url, CELERY_BROKER_URL=broker_url, PYTHONUNBUFFERED="1",
         BANDIT_REFRESH_SECONDS="0.2",
         BANDIT_WORKER_METRICS_PORT="0", BANDIT_LOG_LEVEL="INFO",
+        BANDIT_SNAPSHOT_DIR=str(tmp / "snapshots"),
     )  # fmt: skip
     env.update(extra)
     return env

@@ -1,4 +1,5 @@
-"""Faults with real processes: Redis stopped or hung under traffic, no snapshot at all.
+"""Faults with real processes: Redis stopped or hung under traffic, web workers started or
+replaced during an outage, no snapshot at all.
 
 gunicorn (2 workers) and a Celery worker run on a redis-server of the test's own. While Redis is
 out, slates come from the last good snapshot marked degraded, event posts answer 503 with
@@ -9,6 +10,8 @@ restart, and every event that was answered 202 is counted exactly once.
 from __future__ import annotations
 
 import itertools
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,13 +20,17 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 import requests
 
+from app.snapshot_file import snapshot_file
+from core.settings import Settings
 from core.storage import Keys
 from devtools.bench.probes import wait_for_snapshots
 from devtools.redis_server import RedisServer
+from tests.exposition import samples
 from tests.processes import ADMIN, Stack, wait_drained, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -233,5 +240,91 @@ def test_without_any_snapshot_slates_are_a_fast_503(
         private_redis.start()
         wait_for(lambda: requests.get(url, timeout=30).status_code == 200, 10, "a first snapshot")
         assert requests.get(url, timeout=30).json()["degraded"] is False
+    finally:
+        stack.stop()
+
+
+def worker_pids(stack: Stack) -> set[int]:
+    """The gunicorn workers (the master's children)."""
+    assert stack.web is not None
+    return {child.pid for child in psutil.Process(stack.web.pid).children()}
+
+
+def snapshot_times(base: str) -> dict[int, float]:
+    """When each live web worker's snapshot was read, by pid, from /metrics."""
+    text = requests.get(f"{base}/metrics", timeout=30).text
+    found = samples(text, "postbandit_snapshot_timestamp_seconds")
+    return {int(labels["pid"]): seconds for labels, seconds in found}
+
+
+def slates_from_each_worker(stack: Stack, count: int = 5) -> dict[int, list[requests.Response]]:
+    """``count`` slates answered by each web worker alone: the others are stopped (SIGSTOP)
+    meanwhile, so only that worker accepts the connections."""
+    answered = {}
+    for pid in worker_pids(stack):
+        others = worker_pids(stack) - {pid}
+        for other in others:
+            os.kill(other, signal.SIGSTOP)
+        try:
+            answered[pid] = [
+                requests.get(f"{stack.base}/v1/recommendations?user_id=m{i}&n=3", timeout=30,
+                             headers={"Connection": "close"})
+                for i in range(count)
+            ]  # fmt: skip
+        finally:
+            for other in others:
+                os.kill(other, signal.SIGCONT)
+    return answered
+
+
+def assert_degraded_slates(answered: dict[int, list[requests.Response]]) -> None:
+    for pid, responses in answered.items():
+        for response in responses:
+            assert response.status_code == 200, (pid, response.status_code, response.text)
+            body = response.json()
+            assert body["degraded"] is True and len(body["items"]) == 3, (pid, body)
+
+
+def replace_worker(stack: Stack, pid: int) -> int:
+    """SIGKILL web worker ``pid``; the pid of the worker gunicorn starts instead, once booted."""
+    assert stack.web is not None
+    before = worker_pids(stack)
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: len(worker_pids(stack) - before) == 1, 30, "a replacement web worker")
+    (new,) = worker_pids(stack) - before
+    output = stack.web.output
+    wait_for(lambda: f"Booting worker with pid: {new}" in output(), 30, "the replacement to boot")
+    return new
+
+
+def test_workers_started_or_replaced_during_an_outage_serve_degraded_slates(
+    private_redis: RedisServer, tmp_path: Path
+) -> None:
+    stack = Stack(private_redis, tmp_path)
+    try:
+        stack.start(web_workers=2, workers=0, BANDIT_REDIS_TIMEOUT=str(REDIS_TIMEOUT))
+        register_catalogue(stack.base)
+        registered = time.time()
+        file = snapshot_file(Settings.from_mapping(stack.env))
+        assert file is not None
+        wait_for(lambda: (s := file.load()) is not None and s.size == FORUMS * POSTS_PER_FORUM,
+                 30, "the catalogue in the snapshot file", step=0.2)  # fmt: skip
+        originals = worker_pids(stack)
+        wait_for(lambda: set(snapshot_times(stack.base)) == originals
+                 and min(snapshot_times(stack.base).values()) > registered, 10,
+                 "every worker's snapshot to hold the catalogue")  # fmt: skip
+        private_redis.stop()
+        # Neither worker has served a slate before the outage.
+        assert_degraded_slates(slates_from_each_worker(stack))
+        for pid in originals:
+            replace_worker(stack, pid)
+        assert not worker_pids(stack) & originals
+        answered = slates_from_each_worker(stack)
+        assert len(answered) == 2
+        assert_degraded_slates(answered)
+        assert stack.web is not None
+        assert stack.web.output().count("serving the last good snapshot from disk") == 2
+        private_redis.start()
+        wait_for(lambda: recovered(stack.base), 15, "recovery", step=0.2)
     finally:
         stack.stop()
