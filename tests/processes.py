@@ -16,9 +16,11 @@ from typing import NamedTuple
 import psutil
 import redis
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from core.queue import QUEUE
 from core.storage import Keys
+from devtools.bench.probes import SNAPSHOT_METRIC
 from devtools.redis_server import RedisServer, free_port
 from devtools.run import commands
 
@@ -34,6 +36,22 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, step: flo
             return
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_for_fresh_snapshots(
+    base: str, after: float, workers: int = 2, timeout: float = 30
+) -> None:
+    """Wait until each of the ``workers`` web processes holds a snapshot read after ``after``:
+    what was written before ``after`` (a registered post, say) is then served by all of them.
+    Each process exports when its snapshot began reading Redis."""
+
+    def fresh() -> bool:
+        text = requests.get(f"{base}/metrics", timeout=5).text
+        times = [sample.value for family in text_string_to_metric_families(text)
+                 if family.name == SNAPSHOT_METRIC for sample in family.samples]  # fmt: skip
+        return len(times) >= workers and min(times) >= after
+
+    wait_for(fresh, timeout, f"every web process's snapshot read after {after}")
 
 
 def drained(stats: redis.Redis, broker: redis.Redis, prefix: str = "pb") -> bool:

@@ -21,7 +21,7 @@ from core.queue import APPLY_EVENTS, make_celery
 from core.settings import Settings
 from devtools.redis_server import free_port
 from tests.exposition import samples, value
-from tests.processes import Proc, service_env, wait_for, web_and_worker
+from tests.processes import Proc, service_env, wait_for, wait_for_fresh_snapshots, web_and_worker
 
 pytestmark = pytest.mark.e2e
 ADMIN_TOKEN, APP_TOKEN = "obs-admin-token", "obs-app-token"
@@ -71,8 +71,7 @@ def serve_and_report(stack: Stack) -> list[str]:
         response = requests.put(f"{stack.base}/v1/posts/p{i}", json={"forum_id": "f"}, timeout=5,
                                 headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
         assert response.status_code == 201
-    wait_for(lambda: len(get(f"{stack.base}/v1/recommendations", user_id="m", n=4).json()["items"])
-             == 4, 10, "the posts in the snapshots")  # fmt: skip
+    wait_for_fresh_snapshots(stack.base, after=time.time())
     body = get(f"{stack.base}/v1/recommendations", user_id="alice", n=3).json()
     posts = [item["post_id"] for item in body["items"]]
     send(stack.base, "impressions", body["request_id"], posts)
@@ -132,7 +131,10 @@ def test_a_batch_waiting_for_a_stopped_worker_ages_until_applied(stack: Stack) -
     response = requests.put(f"{stack.base}/v1/posts/p", json={"forum_id": "f"}, timeout=5,
                             headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})  # fmt: skip
     assert response.status_code == 201
-    rid = get(f"{stack.base}/v1/recommendations", user_id="m").json()["request_id"]
+    wait_for_fresh_snapshots(stack.base, after=time.time())  # the slate holds p
+    slate = get(f"{stack.base}/v1/recommendations", user_id="m").json()
+    assert [item["post_id"] for item in slate["items"]] == ["p"]
+    rid = slate["request_id"]
     assert oldest_waiting(stack.base) == 0  # nothing in the journal
     os.kill(stack.worker.pid, signal.SIGSTOP)  # alive (its port is open) but not consuming
     try:

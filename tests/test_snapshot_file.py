@@ -29,7 +29,7 @@ def saved(storage: Storage) -> Snapshot:
         put(storage, post_id, forum_id)
     event(storage, "i", "a1", "fa", "r1")
     event(storage, "c", "a1", "fa", "r1")
-    storage.delete_post("gone", time.time())
+    storage.catalogue.delete_post("gone", time.time())
     return Refresher(storage)()
 
 
