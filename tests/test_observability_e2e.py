@@ -65,6 +65,13 @@ def send(base: str, kind: str, rid: str, posts: list[str]) -> None:
     assert response.status_code == 202, response.text
 
 
+def counted(stack: Stack, event_type: str) -> float:
+    """The worker's count of events of ``event_type`` counted so far."""
+    found = samples(get(stack.worker_metrics).text, "postbandit_events_applied_total",
+                    type=event_type, result="counted")  # fmt: skip
+    return sum(v for _, v in found)
+
+
 def serve_and_report(stack: Stack) -> list[str]:
     """Register 4 posts, serve a slate of 3, report 3 impressions and 1 click; the slate."""
     for i in range(4):
@@ -75,6 +82,9 @@ def serve_and_report(stack: Stack) -> list[str]:
     body = get(f"{stack.base}/v1/recommendations", user_id="alice", n=3).json()
     posts = [item["post_id"] for item in body["items"]]
     send(stack.base, "impressions", body["request_id"], posts)
+    # The click after its impression is applied: a click applied first counts its impression
+    # itself, and the impressions then find one duplicate (exact either way, but not these logs).
+    wait_for(lambda: counted(stack, "impression") == 3, 15, "the impressions applied")
     send(stack.base, "clicks", body["request_id"], posts[:1])
     return posts
 
