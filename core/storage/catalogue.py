@@ -53,9 +53,12 @@ def tombstone_seconds(expires_at: float, now: float, retention: int) -> int:
     return math.ceil(max(expires_at - now, 0) + retention + TOMBSTONE_GRACE_SECONDS)
 
 
-def claim_post_id_call(keys: Keys, post_id: str, forum_id: str, seconds: int) -> ScriptCall:
-    """KEYS/ARGV of ``lua/claim_post_id.lua``."""
-    return ScriptCall([keys.post_forum(post_id)], [forum_id, seconds])
+def claim_post_id_call(
+    keys: Keys, post_id: str, forum_id: str, seconds: int, extend: bool = True
+) -> ScriptCall:
+    """KEYS/ARGV of ``lua/claim_post_id.lua``: claim the id for ``seconds``, or extend the
+    forum's claim to last that long (``extend``; a claim is never shortened)."""
+    return ScriptCall([keys.post_forum(post_id)], [forum_id, seconds, int(extend)])
 
 
 def put_post_call(
@@ -128,6 +131,7 @@ class Catalogue:
         Raises:
             PostConflict: the id belongs to another forum, or the post was withdrawn.
         """
+        # A refused registration must not extend the claim: only the write below does.
         owner = self._claim(post_id, forum_id, tombstone_seconds(now, now, retention))
         if owner != forum_id:
             raise PostConflict(f"post {post_id} belongs to forum {owner}")
@@ -158,7 +162,7 @@ class Catalogue:
                              lifetime=lifetime).created  # fmt: skip
 
     def _claim(self, post_id: str, forum_id: str, seconds: int) -> str:
-        call = claim_post_id_call(self.keys, post_id, forum_id, seconds)
+        call = claim_post_id_call(self.keys, post_id, forum_id, seconds, extend=False)
         return str(text(self.scripts.claim_post_id(keys=call.keys, args=call.args)))
 
     def delete_post(self, post_id: str, now: float, retention: int = DEFAULT_RETENTION) -> bool:
