@@ -97,6 +97,12 @@ def _not_ahead(value: datetime) -> datetime:
 Moment = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_not_ahead)]
 
 
+# GET /v1/forums pages: forums per page, and the opaque cursor (a forum id's bytes in hex).
+MAX_FORUM_PAGE = 100
+CURSOR_MAX = 2 * ID_MAX
+CURSOR_PATTERN = r"^(?:[0-9a-f]{2})+$"
+
+
 class Strict(BaseModel):
     """Unknown fields are refused, and nothing is coerced: a JSON string is not an integer
     (``"3600"``), nor an integer a date-time."""
@@ -208,8 +214,21 @@ class ForumView(Strict):
     prior_mean: float
 
 
+class ForumsQuery(Strict):
+    """Query string of ``GET /v1/forums``: a page of at most ``limit`` forums, after the
+    ``cursor`` that the previous page gave as ``next_cursor``."""
+
+    limit: QueryInt = Field(default=MAX_FORUM_PAGE, ge=1, le=MAX_FORUM_PAGE)
+    cursor: str | None = Field(default=None, min_length=1, max_length=CURSOR_MAX,
+                               pattern=CURSOR_PATTERN)  # fmt: skip
+
+
 class ForumList(Strict):
+    """A page of the forums that have posts, in id order; ``next_cursor`` fetches the next
+    page (``?cursor=``), null on the last."""
+
     forums: list[ForumView]
+    next_cursor: str | None
 
 
 class Status(Strict):

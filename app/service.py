@@ -21,6 +21,7 @@ from core import metrics, queue
 from core.queue import QUEUE
 from core.storage import ForumRecord, PostConflict, RequestContext, Served, new_request_id
 from core.storage.broker import queue_length
+from core.storage.catalogue import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 
@@ -202,35 +203,32 @@ def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], b
     """Register or update a candidate; returns its view and whether it was created.
 
     An update keeps the post's ``created_at`` and lifetime (``expires_at - created_at``) unless
-    ``body`` gives them; a new post is created now and lives ``BANDIT_POST_TTL_SECONDS``.
+    ``body`` gives them; a new post is created now and lives ``BANDIT_POST_TTL_SECONDS``. The
+    post's current record is read and written in one atomic step (core.storage.catalogue).
 
     Raises:
         Conflict: the post belongs to another forum or was withdrawn.
     """
-    current = rt.storage.catalogue.get_post(post_id)
-    created_at, ttl = time.time(), float(rt.settings.post_ttl_seconds)
-    if current is not None:
-        created_at, ttl = current.created_at, current.expires_at - current.created_at
-    if body.created_at is not None:
-        created_at = body.created_at.timestamp()
-    if body.ttl_seconds is not None:
-        ttl = body.ttl_seconds
+    created_at = None if body.created_at is None else body.created_at.timestamp()
     try:
-        created = rt.storage.catalogue.put_post(
-            post_id, body.forum_id, created_at, created_at + ttl, rt.settings.attribution_seconds
-        )
+        put = rt.storage.catalogue.register(
+            post_id, body.forum_id, time.time(), rt.settings.attribution_seconds,
+            created_at=created_at, lifetime=body.ttl_seconds,
+            default_lifetime=rt.settings.post_ttl_seconds,
+        )  # fmt: skip
     except PostConflict as exc:
         raise Conflict(str(exc), field="forum_id") from exc
-    return get_post(rt, post_id), created
+    return get_post(rt, post_id), put.created
 
 
 def delete_post(rt: Runtime, post_id: str) -> None:
-    """Withdraw a post; it is excluded from the next request on.
+    """Withdraw a post for good; it is excluded from the next request on.
 
     Raises:
         NotFound: unknown post.
     """
-    if not rt.storage.catalogue.delete_post(post_id, time.time()):
+    catalogue = rt.storage.catalogue
+    if not catalogue.delete_post(post_id, time.time(), rt.settings.attribution_seconds):
         raise NotFound(f"post {post_id} is not registered", field="post_id")
 
 
@@ -264,8 +262,9 @@ def get_post(rt: Runtime, post_id: str) -> dict[str, Any]:
 def _global_counts(rt: Runtime) -> tuple[float, float]:
     """(impressions, clicks) of all forums as the policy takes them: the sums that this
     process's snapshot holds (the ones the policy centres its priors on), summed once per
-    refresh. A process that has not loaded a snapshot yet (it loads one with its first slate)
-    reads every forum instead, rather than load a snapshot for a catalogue request."""
+    refresh. A process that has not loaded a snapshot yet (gunicorn loads one before the first
+    request; others with their first slate) reads every active forum instead, rather than load
+    a snapshot for a catalogue request."""
     snap = rt.snapshots.current()
     if snap is not None:
         return snap.candidates.global_impressions, snap.candidates.global_clicks
@@ -274,21 +273,27 @@ def _global_counts(rt: Runtime) -> tuple[float, float]:
     return sum(f.policy_counts[0] for f in forums), sum(f.policy_counts[1] for f in forums)
 
 
-def list_forums(rt: Runtime) -> list[dict[str, Any]]:
+def list_forums(rt: Runtime, limit: int, cursor: str | None) -> dict[str, Any]:
+    """A page of the active forums in id order: ``{"forums", "next_cursor"}`` (None on the
+    last page); ``cursor`` is the ``next_cursor`` of the previous page."""
+    after = None if cursor is None else decode_cursor(cursor)  # validated by ForumsQuery
     catalogue = rt.storage.catalogue
-    return _forum_views(rt, catalogue.get_forums(catalogue.forum_ids(), time.time()))
+    page, last = catalogue.forum_page(after, limit)
+    views = _forum_views(rt, catalogue.get_forums(page, time.time()))
+    return {"forums": views, "next_cursor": None if last is None else encode_cursor(last)}
 
 
 def get_forum(rt: Runtime, forum_id: str) -> dict[str, Any]:
-    """One forum's totals, live post count, and the counts and prior mean the policy takes.
+    """One forum's totals, live post count, and the counts and prior mean the policy takes
+    (one round trip); a forgotten forum (no post left) still shows its totals.
 
     Raises:
         NotFound: unknown forum.
     """
-    catalogue = rt.storage.catalogue
-    if not catalogue.known_forums([forum_id])[0]:
+    record = rt.storage.catalogue.get_forum(forum_id, time.time())
+    if record is None:
         raise NotFound(f"forum {forum_id} is not registered", field="forum_id")
-    (view,) = _forum_views(rt, catalogue.get_forums([forum_id], time.time()))
+    (view,) = _forum_views(rt, [record])
     return view
 
 

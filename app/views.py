@@ -19,6 +19,7 @@ from app.schemas import (
     ID_MAX,
     ID_PATTERN,
     EventBatch,
+    ForumsQuery,
     PostIn,
     RecommendationBody,
     RecommendationQuery,
@@ -138,7 +139,8 @@ def get_post(post_id: str) -> Response:
 
 @bp.get("/v1/forums")
 def forums() -> Response:
-    return jsonify({"forums": service.list_forums(runtime())})
+    query = ForumsQuery.model_validate(request.args.to_dict())
+    return jsonify(service.list_forums(runtime(), query.limit, query.cursor))
 
 
 @bp.get("/v1/forums/<forum_id>")

@@ -124,8 +124,9 @@ def test_caller_strings_only_create_keys_that_expire(
     # removed when a worker applied it (no worker runs here) or after the attribution window.
     journal = {keys.pending, keys.pending_since}
     # Each forum's change log lasts like its live set: it only holds registered posts, and
-    # forgets changes older than ten minutes whenever it grows.
-    forum = {keys.live("f"), keys.stats("f"), keys.changes("f")}
+    # forgets changes older than ten minutes whenever it grows. Its withdrawn posts wait in
+    # `gone` until pruning removes their counts, one attribution window later.
+    forum = {keys.live("f"), keys.stats("f"), keys.changes("f"), keys.gone("f")}
     assert lasting == {keys.forums, keys.withdrawn} | forum | decision_log | journal
     changed = {p.decode() for p in rclient.zrange(keys.changes("f"), 0, -1)}
     assert changed <= set(posts)

@@ -271,7 +271,8 @@ def test_temporary_keys_expire(storage: Storage, rclient: redis.Redis) -> None:
         storage.keys.served(rid),
         storage.keys.seen("f1", rid),
         storage.keys.clicked("u1"),
-        storage.keys.post("p1"),
+        storage.keys.post("f1", "p1"),
+        storage.keys.post_forum("p1"),
     ):
         assert rclient.ttl(key) > 0, key
 

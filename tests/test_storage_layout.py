@@ -16,7 +16,7 @@ from redis.crc import key_slot
 from app.runtime import Runtime
 from core.events import apply_batch
 from core.storage import Keys, Served, new_request_id
-from core.storage.catalogue import set_live_call
+from core.storage.catalogue import claim_post_id_call, put_post_call, withdraw_post_call
 from core.storage.counting import apply_events_call, prune_expired_call
 from core.storage.scripts import LUA_DIR, SCRIPTS, ScriptCall, source
 from core.storage.serving import serve_slate_call
@@ -35,7 +35,9 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
         "apply_events": apply_events_call(keys, "c", forum, events, 60, 10**8, 20),
         "prune_expired": prune_expired_call(keys, forum, time.time(), 1000),
         "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60),
-        "set_live": set_live_call(keys, post, forum, None, 10**8),
+        "claim_post_id": claim_post_id_call(keys, post, forum, 3600),
+        "put_post": put_post_call(keys, post, forum, time.time(), (None, 60.0, 3600.0), 60, 10**8),
+        "withdraw_post": withdraw_post_call(keys, post, forum, time.time(), 3600, 10**8),
     }
 
 
@@ -70,11 +72,11 @@ def test_every_script_documents_its_keys_and_args_and_is_found_from_any_director
         assert "KEYS[1]" in head and "ARGV[1]" in head and f"{name}_call" in head, name
     assert "local function note_changes" in source("apply_events")
     assert "local function note_changes" not in source("serve_slate")
-    code = "from core.storage.scripts import source; print(len(source('set_live')))"
+    code = "from core.storage.scripts import source; print(len(source('put_post')))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,
                            capture_output=True, text=True, check=True)  # fmt: skip
-    assert int(found.stdout) == len(source("set_live"))
+    assert int(found.stdout) == len(source("put_post"))
 
 
 def test_posts_named_like_metadata_count_on_their_own_post_and_forum(

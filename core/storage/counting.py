@@ -17,9 +17,11 @@ before they existed, or while W was 0) reads as 0 impressions and 0 clicks: the 
 is then the global one until impressions within the window are counted again (a post that
 already had W impressions adds none). Changing W applies to the events counted from then on.
 
-Posts whose attribution window closed after they expired leave the forum's live set and
-statistics (``lua/prune_expired.lua``, run by the workers every minute), so those keys hold
-recent posts only; the forum totals, windowed ones too, keep their counts.
+Posts whose attribution window closed after they expired or were withdrawn leave the forum's
+live (or withdrawn) set and statistics (``lua/prune_expired.lua``, run by the workers every
+minute), so those keys hold recent posts only; the forum totals, windowed ones too, keep their
+counts. A forum left with no post is forgotten: it leaves ``P:forums:active``, which the
+snapshots and pruning iterate, and its stats hash stays as history.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def apply_events_call(
 
 def prune_expired_call(keys: Keys, forum_id: str, before: float, limit: int) -> ScriptCall:
     """KEYS/ARGV of ``lua/prune_expired.lua`` for one forum."""
-    return ScriptCall([keys.live(forum_id), keys.stats(forum_id)], [before, limit])
+    forum_keys = [keys.live(forum_id), keys.stats(forum_id), keys.gone(forum_id),
+                  keys.changes(forum_id)]  # fmt: skip
+    return ScriptCall(forum_keys, [before, limit])
 
 
 class Counting:
@@ -94,13 +98,32 @@ class Counting:
         return results
 
     def prune_expired(self, before: float, limit: int = 1000) -> int:
-        """Forget posts that expired before ``before`` (at most ``limit`` a forum): they leave
-        their forum's live set and statistics, atomically per forum; how many were forgotten.
+        """Forget posts that expired or were withdrawn before ``before`` (at most ``limit`` of
+        each a forum): they leave their forum's live or withdrawn set and statistics,
+        atomically per forum; then forget the forums left with no post. How many posts were
+        forgotten.
 
         Without this, every post ever registered would stay in those keys for good.
         """
+        forums = forum_ids(self.client, self.keys)
         pipe = self.client.pipeline(transaction=False)
-        for forum_id in forum_ids(self.client, self.keys):
+        for forum_id in forums:
             run(self.scripts.prune_expired, prune_expired_call(self.keys, forum_id, before, limit),
                 pipe)  # fmt: skip
-        return sum(int(n) for n in pipe.execute())
+        replies = pipe.execute()
+        self._forget_forums([f for f, (_, idle) in zip(forums, replies, strict=True) if idle])
+        return sum(int(pruned) for pruned, _ in replies)
+
+    def _forget_forums(self, forums: Sequence[str]) -> None:
+        """Take forums found with no post out of the active set, then put back any that a
+        registration or withdrawal filled meanwhile (each adds its forum after its step, so
+        either it adds it after this removal, or this check sees its post)."""
+        if not forums:
+            return
+        self.client.zrem(self.keys.forums, *forums)
+        pipe = self.client.pipeline(transaction=False)
+        for forum_id in forums:
+            pipe.exists(self.keys.live(forum_id), self.keys.gone(forum_id))
+        back = {f: 0 for f, posts in zip(forums, pipe.execute(), strict=True) if posts}
+        if back:
+            self.client.zadd(self.keys.forums, back)

@@ -8,7 +8,8 @@ a forum's steps under ``{f:F}``, a member's under ``{u:T}`` where T is the membe
 ==============================  ========  ==================================================
 key                             type      content
 ==============================  ========  ==================================================
-``P:forums``                    set       every forum id ever registered
+``P:forums:active``             zset      forum id -> 0 (read in lexical order) of every forum
+                                          with a post not yet pruned; pruning forgets the others
 ``P:{f:F}:live``                zset      post id -> expiry (unix seconds) of forum F's posts
 ``P:{f:F}:stats``               hash      ``i:<post>``/``c:<post>`` counts; ``_i``/``_c`` totals;
                                           ``_wi``/``_wc`` windowed totals (core.storage.counting)
@@ -16,7 +17,11 @@ key                             type      content
                                           (Redis clock, microseconds; about the last 10 minutes)
 ``P:{f:F}:seen:R``              set       ``i:<post>``/``c:<post>`` counted for request R;
                                           ``w:<post>`` its impression counted in ``_wi`` (TTL)
-``P:post:ID``                   hash      forum_id, created_at, expires_at, deleted (TTL)
+``P:{f:F}:post:ID``              hash      forum_id, created_at, expires_at, deleted (TTL:
+                                          expiry + retention; withdrawn: the tombstone's)
+``P:{f:F}:gone``                zset      post id -> withdrawal time, until pruned
+``P:{p:ID}:forum``              string    the id's tombstone: its forum, as long as any trace
+                                          of the post may remain (TTL, see core.storage.catalogue)
 ``P:withdrawn``                 zset      post id -> withdrawal time, the last hour only
 ``P:{u:T}:served:R``            hash      slate R served to a member of tag T: ``u`` member,
                                           ``p`` policy, ``#<post>`` -> forum (TTL)
@@ -78,7 +83,7 @@ class Keys:
 
     @property
     def forums(self) -> str:
-        return f"{self.prefix}:forums"
+        return f"{self.prefix}:forums:active"
 
     @property
     def withdrawn(self) -> str:
@@ -96,8 +101,14 @@ class Keys:
     def seen(self, forum_id: str, request_id: str) -> str:
         return f"{self.prefix}:{{f:{forum_id}}}:seen:{request_id}"
 
-    def post(self, post_id: str) -> str:
-        return f"{self.prefix}:post:{post_id}"
+    def post(self, forum_id: str, post_id: str) -> str:
+        return f"{self.prefix}:{{f:{forum_id}}}:post:{post_id}"
+
+    def gone(self, forum_id: str) -> str:
+        return f"{self.prefix}:{{f:{forum_id}}}:gone"
+
+    def post_forum(self, post_id: str) -> str:
+        return f"{self.prefix}:{{p:{post_id}}}:forum"
 
     def served(self, request_id: str) -> str:
         """The served slate of a request id from :func:`~core.storage.request_ids.new_request_id`.

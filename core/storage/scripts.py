@@ -17,7 +17,14 @@ from redis.commands.core import Script
 from redis.typing import EncodableT
 
 LUA_DIR = Path(__file__).parent / "lua"
-SCRIPTS = ("apply_events", "prune_expired", "serve_slate", "set_live")
+SCRIPTS = (
+    "apply_events",
+    "claim_post_id",
+    "prune_expired",
+    "put_post",
+    "serve_slate",
+    "withdraw_post",
+)
 
 
 class ScriptCall(NamedTuple):
@@ -46,7 +53,9 @@ class Scripts:
         self.apply_events = client.register_script(source("apply_events"))
         self.prune_expired = client.register_script(source("prune_expired"))
         self.serve_slate = client.register_script(source("serve_slate"))
-        self.set_live = client.register_script(source("set_live"))
+        self.claim_post_id = client.register_script(source("claim_post_id"))
+        self.put_post = client.register_script(source("put_post"))
+        self.withdraw_post = client.register_script(source("withdraw_post"))
 
 
 def run(script: Script, call: ScriptCall, pipe: redis.client.Pipeline) -> None:

@@ -1,14 +1,27 @@
--- Forget up to `limit` posts of a forum that expired before `before`: they leave the live set
--- and their counts leave the statistics hash. The forum totals, windowed ones too, keep them.
--- KEYS[1]  the forum's live set      P:{f:F}:live
--- KEYS[2]  the forum's statistics    P:{f:F}:stats
+-- Forget up to `limit` posts of a forum that expired, and up to `limit` that were withdrawn,
+-- before `before`: they leave the live (or withdrawn) set and their counts leave the
+-- statistics hash. The forum totals, windowed ones too, keep them.
+-- KEYS[1]  the forum's live set                P:{f:F}:live
+-- KEYS[2]  the forum's statistics              P:{f:F}:stats
+-- KEYS[3]  the forum's withdrawn posts         P:{f:F}:gone
+-- KEYS[4]  the forum's change log              P:{f:F}:changes
 -- ARGV[1]  before (unix seconds)
 -- ARGV[2]  limit
--- Returns how many posts were forgotten. Built by core.storage.counting.prune_expired_call.
-local live, stats = KEYS[1], KEYS[2]
-local posts = redis.call('ZRANGEBYSCORE', live, '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, post in ipairs(posts) do
-  redis.call('ZREM', live, post)
-  redis.call('HDEL', stats, 'i:' .. post, 'c:' .. post)
+-- Returns {how many posts were forgotten, 1 when the forum now holds no post (its change log
+-- is then deleted: the forum may be forgotten) else 0}.
+-- Built by core.storage.counting.prune_expired_call.
+local live, stats, gone, changes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local pruned = 0
+for _, set in ipairs({live, gone}) do
+  local posts = redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+  for _, post in ipairs(posts) do
+    redis.call('ZREM', set, post)
+    redis.call('HDEL', stats, 'i:' .. post, 'c:' .. post)
+  end
+  pruned = pruned + #posts
 end
-return #posts
+if redis.call('ZCARD', live) + redis.call('ZCARD', gone) > 0 then
+  return {pruned, 0}
+end
+redis.call('DEL', changes)
+return {pruned, 1}
