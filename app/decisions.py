@@ -12,8 +12,10 @@ decision::
 
 ``candidates`` is how many posts were eligible for the request; ``score`` is the sampled
 (Thompson), mean (greedy) or random score that ranked the post and ``alpha``/``beta`` the
-posterior the policy used. ``final`` is true once the attribution window of the slate has
-closed, so no later event can change its outcomes. A click counts its impression too.
+posterior the policy used. ``final`` is true once the attribution window of the slate and the
+grace after it (``BANDIT_EVENT_GRACE_SECONDS``, while events accepted in the window may still be
+applied) have passed, so no later event can change its outcomes. A click counts its impression
+too.
 """
 
 from __future__ import annotations
@@ -70,18 +72,20 @@ class ExportSummary:
 
 
 def export(
-    log: DecisionLog, since: float, until: float, window: int, now: float, out: IO[str]
+    log: DecisionLog, since: float, until: float, horizon: int, now: float, out: IO[str]
 ) -> ExportSummary:
-    """Write the decisions served in [since, until] (unix seconds) with their outcomes to ``out``.
+    """Write the decisions served in [since, until] (unix seconds) with their outcomes to ``out``;
+    ``horizon`` is how long after serving an event may still be applied (the attribution window
+    plus the grace).
 
     Raises:
         redis.RedisError: Redis failed (the output is then incomplete).
     """
-    outcomes = _outcomes(log, since, until, window)
+    outcomes = _outcomes(log, since, until, horizon)
     kept_since = log.outcomes_kept_since()
     summary = ExportSummary(outcomes_trimmed=kept_since is not None and kept_since > since)
     for _, entry in _scan(log.read_decisions, since, until):
-        record = _joined(entry, outcomes.get(entry["request_id"], {}), now, window)
+        record = _joined(entry, outcomes.get(entry["request_id"], {}), now, horizon)
         out.write(json.dumps(record) + "\n")
         summary.decisions += 1
         summary.final += record["final"]
@@ -89,7 +93,7 @@ def export(
 
 
 def _joined(
-    entry: dict[str, str], seen: dict[str, set[str]], now: float, window: int
+    entry: dict[str, str], seen: dict[str, set[str]], now: float, horizon: int
 ) -> dict[str, Any]:
     served_at = float(entry["time"])
     columns = zip(*(json.loads(entry[name]) for name in ITEM_FIELDS), strict=True)
@@ -105,17 +109,17 @@ def _joined(
         "user_id": entry["user_id"],
         "policy": entry["policy"],
         "candidates": int(entry["candidates"]),
-        "final": now > served_at + window,
+        "final": now > served_at + horizon,
         "items": items,
     }
 
 
 def _outcomes(
-    log: DecisionLog, since: float, until: float, window: int
+    log: DecisionLog, since: float, until: float, horizon: int
 ) -> dict[str, dict[str, set[str]]]:
     """request id -> post id -> kinds seen ('i', 'c'), for requests issued in [since, until]."""
     found: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for _, entry in _scan(log.read_outcomes, since, until + window):
+    for _, entry in _scan(log.read_outcomes, since, until + horizon):
         issued = request_time(entry["r"])
         if (
             issued is not None

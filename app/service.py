@@ -117,7 +117,7 @@ def _remember(
     decision = None
     if rt.storage.decisions.maxlen:
         decision = decisions.fields(request_id, now, user_id, slate, items)
-    return rt.storage.serving.serve(served, rt.settings.attribution_seconds, decision, hide_since)
+    return rt.storage.serving.serve(served, rt.settings.event_keep_seconds, decision, hide_since)
 
 
 def _log_slate(body: dict[str, Any], query: RecommendationBody, seconds: float) -> None:

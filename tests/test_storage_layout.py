@@ -107,3 +107,15 @@ def test_posts_named_like_metadata_count_on_their_own_post_and_forum(
         assert forum is not None and (forum["impressions"], forum["clicks"]) == (expected,) * 2
     again = apply_batch(rt.storage, "click", [[rid, "_u"], [rid, "u"]], now, 3600, 3600)
     assert again.results == {"duplicate": 2}
+
+
+def test_a_served_slate_is_kept_for_the_window_plus_the_grace(
+    client: FlaskClient, rt: Runtime
+) -> None:
+    register(client, "p1", "f1")
+    body = client.get("/v1/recommendations", query_string={"user_id": "u1"}).json
+    assert body is not None and body["items"]
+    keep = rt.settings.attribution_seconds + rt.settings.event_grace_seconds
+    assert rt.settings.event_grace_seconds > 0
+    ttl = rt.storage.client.ttl(rt.storage.keys.served(body["request_id"]))
+    assert keep - 5 <= ttl <= keep
