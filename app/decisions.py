@@ -3,8 +3,9 @@
 The web tier appends each non-empty slate to a capped Redis Stream in the same round trip that
 remembers it for attribution (an empty slate has nothing to evaluate; it is counted in
 ``postbandit_recommendations_total{result="empty"}`` and logged). The workers append every
-attributable event to the outcome stream. :func:`export` joins the two as JSON lines, one per
-decision::
+event that counts (duplicates never) to its forum's outcome stream, in the step that counts
+it. :func:`export` merges the forums' streams and joins them with the decisions as JSON lines,
+one per decision::
 
     {"request_id", "time", "user_id", "policy", "candidates", "final",
      "items": [{"rank", "post_id", "forum_id", "score", "alpha", "beta",
@@ -24,6 +25,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any
 
 from redis.typing import EncodableT
@@ -119,13 +121,14 @@ def _outcomes(
 ) -> dict[str, dict[str, set[str]]]:
     """request id -> post id -> kinds seen ('i', 'c'), for requests issued in [since, until]."""
     found: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for _, entry in _scan(log.read_outcomes, since, until + horizon):
-        issued = request_time(entry["r"])
-        if (
-            issued is not None
-            and since - CLOCK_SKEW_SECONDS <= issued <= until + CLOCK_SKEW_SECONDS
-        ):
-            found[entry["r"]][entry["p"]].add(entry["k"])
+    for stream in log.outcome_streams():  # one a forum: the union is the set of outcomes
+        for _, entry in _scan(partial(log.read_outcomes, stream), since, until + horizon):
+            issued = request_time(entry["r"])
+            if (
+                issued is not None
+                and since - CLOCK_SKEW_SECONDS <= issued <= until + CLOCK_SKEW_SECONDS
+            ):
+                found[entry["r"]][entry["p"]].add(entry["k"])
     return found
 
 

@@ -32,7 +32,7 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
     events = [(rid, post, forum), (other, post, forum), (rid, "q", forum)]
     served = Served(rid, user, "two_level_ts", {post: forum, "q": "g"})
     return {
-        "apply_events": apply_events_call(keys, "c", forum, events, 60, 10**8, 20),
+        "apply_events": apply_events_call(keys, "c", forum, events, 60, 10**8, 20, 2000),
         "prune_expired": prune_expired_call(keys, forum, time.time(), 1000),
         "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60),
         "set_live": set_live_call(keys, post, forum, None, 10**8),
@@ -44,6 +44,8 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
 def test_every_script_call_stays_in_one_hash_slot(prefix: str, name: str) -> None:
     built = calls(Keys(prefix), forum=name, post=name, user=name)
     assert set(built) == set(SCRIPTS)
+    # The outcome of a counted event is written in the counting step: its stream is in the slot.
+    assert Keys(prefix).forum_outcomes(name) in built["apply_events"].keys
     for script, call in built.items():
         slots = {key_slot(key.encode()) for key in call.keys}
         assert len(slots) == 1, (script, call.keys)
