@@ -66,14 +66,14 @@ def init_app(app: Flask) -> None:
         """Write served slates with their impressions and clicks as JSON lines.
 
         One line per decision (see app/decisions.py for the fields); ``final`` marks decisions
-        whose attribution window has closed.
+        whose outcomes can no longer change (attribution window and grace over).
         """
         rt, now = runtime(), time.time()
         summary = decisions.export(
             rt.storage.decisions,
             now - 86_400 if since is None else since,
             now if until is None else until,
-            rt.settings.attribution_seconds,
+            rt.settings.event_keep_seconds,
             now,
             output,
         )

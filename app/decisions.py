@@ -3,8 +3,9 @@
 The web tier appends each non-empty slate to a capped Redis Stream in the same round trip that
 remembers it for attribution (an empty slate has nothing to evaluate; it is counted in
 ``postbandit_recommendations_total{result="empty"}`` and logged). The workers append every
-attributable event to the outcome stream. :func:`export` joins the two as JSON lines, one per
-decision::
+event that counts (duplicates never) to its forum's outcome stream, in the step that counts
+it. :func:`export` merges the forums' streams and joins them with the decisions as JSON lines,
+one per decision::
 
     {"request_id", "time", "user_id", "policy", "candidates", "final",
      "items": [{"rank", "post_id", "forum_id", "score", "alpha", "beta",
@@ -12,8 +13,10 @@ decision::
 
 ``candidates`` is how many posts were eligible for the request; ``score`` is the sampled
 (Thompson), mean (greedy) or random score that ranked the post and ``alpha``/``beta`` the
-posterior the policy used. ``final`` is true once the attribution window of the slate has
-closed, so no later event can change its outcomes. A click counts its impression too.
+posterior the policy used. ``final`` is true once the attribution window of the slate and the
+grace after it (``BANDIT_EVENT_GRACE_SECONDS``, while events accepted in the window may still be
+applied) have passed, so no later event can change its outcomes. A click counts its impression
+too.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import IO, Any
 
 from redis.typing import EncodableT
@@ -70,18 +74,20 @@ class ExportSummary:
 
 
 def export(
-    log: DecisionLog, since: float, until: float, window: int, now: float, out: IO[str]
+    log: DecisionLog, since: float, until: float, horizon: int, now: float, out: IO[str]
 ) -> ExportSummary:
-    """Write the decisions served in [since, until] (unix seconds) with their outcomes to ``out``.
+    """Write the decisions served in [since, until] (unix seconds) with their outcomes to ``out``;
+    ``horizon`` is how long after serving an event may still be applied (the attribution window
+    plus the grace).
 
     Raises:
         redis.RedisError: Redis failed (the output is then incomplete).
     """
-    outcomes = _outcomes(log, since, until, window)
+    outcomes = _outcomes(log, since, until, horizon)
     kept_since = log.outcomes_kept_since()
     summary = ExportSummary(outcomes_trimmed=kept_since is not None and kept_since > since)
     for _, entry in _scan(log.read_decisions, since, until):
-        record = _joined(entry, outcomes.get(entry["request_id"], {}), now, window)
+        record = _joined(entry, outcomes.get(entry["request_id"], {}), now, horizon)
         out.write(json.dumps(record) + "\n")
         summary.decisions += 1
         summary.final += record["final"]
@@ -89,7 +95,7 @@ def export(
 
 
 def _joined(
-    entry: dict[str, str], seen: dict[str, set[str]], now: float, window: int
+    entry: dict[str, str], seen: dict[str, set[str]], now: float, horizon: int
 ) -> dict[str, Any]:
     served_at = float(entry["time"])
     columns = zip(*(json.loads(entry[name]) for name in ITEM_FIELDS), strict=True)
@@ -105,23 +111,24 @@ def _joined(
         "user_id": entry["user_id"],
         "policy": entry["policy"],
         "candidates": int(entry["candidates"]),
-        "final": now > served_at + window,
+        "final": now > served_at + horizon,
         "items": items,
     }
 
 
 def _outcomes(
-    log: DecisionLog, since: float, until: float, window: int
+    log: DecisionLog, since: float, until: float, horizon: int
 ) -> dict[str, dict[str, set[str]]]:
     """request id -> post id -> kinds seen ('i', 'c'), for requests issued in [since, until]."""
     found: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
-    for _, entry in _scan(log.read_outcomes, since, until + window):
-        issued = request_time(entry["r"])
-        if (
-            issued is not None
-            and since - CLOCK_SKEW_SECONDS <= issued <= until + CLOCK_SKEW_SECONDS
-        ):
-            found[entry["r"]][entry["p"]].add(entry["k"])
+    for stream in log.outcome_streams():  # one a forum: the union is the set of outcomes
+        for _, entry in _scan(partial(log.read_outcomes, stream), since, until + horizon):
+            issued = request_time(entry["r"])
+            if (
+                issued is not None
+                and since - CLOCK_SKEW_SECONDS <= issued <= until + CLOCK_SKEW_SECONDS
+            ):
+                found[entry["r"]][entry["p"]].add(entry["k"])
     return found
 
 

@@ -118,7 +118,7 @@ def _remember(
     decision = None
     if rt.storage.decisions.maxlen:
         decision = decisions.fields(request_id, now, user_id, slate, items)
-    return rt.storage.serving.serve(served, rt.settings.attribution_seconds, decision, hide_since)
+    return rt.storage.serving.serve(served, rt.settings.event_keep_seconds, decision, hide_since)
 
 
 def _log_slate(body: dict[str, Any], query: RecommendationBody, seconds: float) -> None:
@@ -212,7 +212,7 @@ def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], b
     created_at = None if body.created_at is None else body.created_at.timestamp()
     try:
         put = rt.storage.catalogue.register(
-            post_id, body.forum_id, time.time(), rt.settings.attribution_seconds,
+            post_id, body.forum_id, time.time(), rt.settings.event_keep_seconds,
             created_at=created_at, lifetime=body.ttl_seconds,
             default_lifetime=rt.settings.post_ttl_seconds,
         )  # fmt: skip
@@ -228,7 +228,7 @@ def delete_post(rt: Runtime, post_id: str) -> None:
         NotFound: unknown post.
     """
     catalogue = rt.storage.catalogue
-    if not catalogue.delete_post(post_id, time.time(), rt.settings.attribution_seconds):
+    if not catalogue.delete_post(post_id, time.time(), rt.settings.event_keep_seconds):
         raise NotFound(f"post {post_id} is not registered", field="post_id")
 
 

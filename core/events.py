@@ -1,8 +1,13 @@
 """How impression and click events are attributed and counted (run by the workers).
 
-An event counts only when its (request_id, post_id) was served within the attribution window,
-and at most once per (request_id, post_id, type). A click whose impression has not been counted
-counts that impression too, so clicks never exceed impressions for any post or forum.
+An event counts only when its (request_id, post_id) was served and the event was accepted (its
+batch answered 202, ``received_at``) within the attribution window of the slate, and at most
+once per (request_id, post_id, type). It is judged by when it was accepted, not when a worker
+applies it: the served slate and the de-dup markers are kept for the window plus a grace
+(``BANDIT_EVENT_GRACE_SECONDS``), so queue lag up to the grace changes nothing. Past the
+window plus the grace it can no longer count (``expired``): the slate may be gone, and its
+markers with it, so counting it could count it twice. A click whose impression has not been
+counted counts that impression too, so clicks never exceed impressions for any post or forum.
 """
 
 from __future__ import annotations
@@ -35,13 +40,36 @@ class Outcome:
     implied_impressions: Counter[str]
 
 
+# De-dup markers outlive the last moment their event may be applied by this much, for the
+# clocks of the web process (request ids), the worker and Redis (TTLs) to differ.
+MARKER_MARGIN_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Window:
+    """When events count: accepted within ``seconds`` of their slate being served, and
+    applied within ``seconds + grace``."""
+
+    seconds: int
+    grace: int
+
+    @property
+    def keep(self) -> int:
+        """How long a served slate is kept (from serving), and what its events need."""
+        return self.seconds + self.grace
+
+
 def classify(
-    request_id: str, post_id: str, served: Served | None, now: float, window: int
-) -> str | None:
-    """Why an event cannot count, or None when it is attributable."""
+    request_id: str, post_id: str, served: Served | None, accepted_at: float, now: float,
+    window: Window,
+) -> str | None:  # fmt: skip
+    """Why an event accepted at ``accepted_at`` and applied at ``now`` cannot count, or None
+    when it is attributable."""
+    issued = request_time(request_id)
+    if issued is not None and (accepted_at - issued > window.seconds or now - issued > window.keep):
+        return EXPIRED
     if served is None:
-        issued = request_time(request_id)
-        return EXPIRED if issued is not None and now - issued > window else UNKNOWN_REQUEST
+        return UNKNOWN_REQUEST
     if post_id not in served.forums:
         return NOT_SERVED
     return None
@@ -54,8 +82,16 @@ def apply_batch(
     now: float,
     window: int,
     reclick_window: int,
+    *,
+    accepted_at: float | None = None,
+    grace: int = 0,
 ) -> Outcome:
-    """Apply a batch of ``(request_id, post_id)`` events of one type, idempotently.
+    """Apply a batch of ``(request_id, post_id)`` events of one type, idempotently, at ``now``.
+
+    The batch was accepted at ``accepted_at`` (default ``now``); its events count when that
+    was within ``window`` seconds of their slate being served and ``now`` within ``window +
+    grace``, where ``window + grace`` must be no longer than served slates are kept. De-dup
+    markers are kept longer than that, so no event can count twice.
 
     Raises:
         ValueError: unknown ``event_type``.
@@ -65,18 +101,20 @@ def apply_batch(
     kind = KINDS.get(event_type)
     if kind is None:
         raise ValueError(f"event_type must be one of {sorted(KINDS)}, got {event_type!r}")
+    limits = Window(window, grace)
+    accepted = now if accepted_at is None else accepted_at
     served = storage.serving.lookup(request_id for request_id, _ in events)
     results: Counter[str] = Counter()
     todo: list[tuple[str, str, str]] = []
     for request_id, post_id in events:
         record = served.get(request_id)
-        reason = classify(request_id, post_id, record, now, window)
+        reason = classify(request_id, post_id, record, accepted, now, limits)
         if reason is not None:
             results[reason] += 1
         else:
             assert record is not None
             todo.append((request_id, post_id, record.forums[post_id]))
-    applied = storage.counting.apply_events(kind, todo, window)
+    applied = storage.counting.apply_events(kind, todo, limits.keep + MARKER_MARGIN_SECONDS)
     return _outcome(storage, kind, todo, applied, served, results, now, reclick_window)
 
 

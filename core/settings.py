@@ -145,7 +145,15 @@ class Settings(BaseSettings):
     )  # fmt: skip
     attribution_seconds: WholeNumber = Field(
         86_400, alias="BANDIT_ATTRIBUTION_SECONDS", ge=1, le=MAX_TTL,
-        description="how long a slate's events count",
+        description="how long a slate's events count: an event counts when it is accepted "
+        "(answered 202) within this many seconds of its slate being served",
+    )  # fmt: skip
+    event_grace_seconds: WholeNumber = Field(
+        3_600, alias="BANDIT_EVENT_GRACE_SECONDS", ge=0, le=MAX_TTL,
+        description="how late after the attribution window an event accepted within it may "
+        "still be applied and count (a worker outage, a backlog): served slates and de-dup "
+        "markers are kept for the window plus this, and so is a batch in the journal "
+        "([event lifecycle](docs/reliability.md#event-lifecycle))",
     )  # fmt: skip
     post_ttl_seconds: WholeNumber = Field(
         259_200, alias="BANDIT_POST_TTL_SECONDS", ge=MIN_TTL, le=MAX_TTL,
@@ -227,6 +235,12 @@ class Settings(BaseSettings):
                 f"need a token of at least {MIN_PRODUCTION_TOKEN} characters"
             )
         return self
+
+    @property
+    def event_keep_seconds(self) -> int:
+        """How long what an event needs to count is kept: served slates and de-dup markers
+        from serving, journalled batches from acceptance (the window plus the grace)."""
+        return self.attribution_seconds + self.event_grace_seconds
 
     def policy_params(self) -> dict[str, float]:
         """The settings the served policy takes, by parameter name."""

@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 from flask import Flask
@@ -15,6 +16,7 @@ from flask.testing import FlaskClient
 
 from app import decisions
 from app.runtime import Runtime
+from bandits import Slate
 from core.events import apply_batch
 from core.storage import Served, Storage, new_request_id
 from tests.conftest import register
@@ -153,7 +155,7 @@ def test_streams_are_capped_and_keep_every_outcome_of_the_kept_decisions(
         request_ids.append(served.request_id)
     # XADD MAXLEN ~ trims whole stream nodes (100 entries each), never below the cap.
     assert 50 <= rclient.xlen(storage.keys.decisions) <= 150
-    kept = Counter(entry["r"] for _, entry in storage.decisions.read_outcomes("-", "+", 100_000))
+    kept = Counter(entry["r"] for _, entry in outcomes(storage, 100_000))
     assert kept[request_ids[0]] == 0  # the outcome stream is capped too
     assert [kept[r] for r in request_ids[-50:]] == [20] * 50  # but not below the kept decisions
 
@@ -172,17 +174,62 @@ def test_a_trimmed_outcome_stream_is_reported(rclient: redis.Redis) -> None:
     assert summary.outcomes_trimmed is True
 
 
-def test_outcomes_are_appended_in_the_apply_round_trip(rclient: redis.Redis) -> None:
+def outcomes(storage: Storage, count: int) -> list[tuple[str, dict[str, str]]]:
+    """Every outcome-stream entry, of every forum."""
+    log = storage.decisions
+    return [e for s in log.outcome_streams() for e in log.read_outcomes(s, "-", "+", count)]
+
+
+def test_only_events_that_count_are_appended_in_their_forums_stream(
+    rclient: redis.Redis,
+) -> None:
     storage = Storage(rclient, "pb", decision_log_maxlen=10)
     storage.catalogue.put_post("p", "f", time.time(), time.time() + 3600, 60)
+    storage.catalogue.put_post("q", "g", time.time(), time.time() + 3600, 60)
     rid = new_request_id("u")
-    storage.serving.serve(Served(rid, "u", "random", {"p": "f"}), 60)
-    assert storage.counting.apply_events("c", [(rid, "p", "f")], 60) == [2]
-    assert storage.counting.apply_events("c", [(rid, "p", "f")], 60) == [
-        0
-    ]  # replayed: appended again
-    entries = [e for _, e in storage.decisions.read_outcomes("-", "+", 10)]
-    assert entries == [{"r": rid, "p": "p", "k": "c"}] * 2
+    storage.serving.serve(Served(rid, "u", "random", {"p": "f", "q": "g"}), 60)
+    assert storage.counting.apply_events("c", [(rid, "p", "f"), (rid, "q", "g")], 60) == [2, 2]
+    for kind in ("c", "i"):  # replayed: duplicates append nothing
+        assert storage.counting.apply_events(kind, [(rid, "p", "f")], 60) == [0]
+    by_stream = {s: [e for _, e in storage.decisions.read_outcomes(s, "-", "+", 10)]
+                 for s in storage.decisions.outcome_streams()}  # fmt: skip
+    assert by_stream == {
+        storage.keys.outcomes: [],
+        storage.keys.forum_outcomes("f"): [{"r": rid, "p": "p", "k": "c"}],
+        storage.keys.forum_outcomes("g"): [{"r": rid, "p": "q", "k": "c"}],
+    }
+
+
+def one_post_slate(post_id: str, forum_id: str) -> tuple[Slate, list[dict[str, Any]]]:
+    one = np.ones(1)
+    slate = Slate(np.zeros(1, dtype=np.int64), one / 2, one, one, "random", eligible=1)
+    return slate, [{"post_id": post_id, "forum_id": forum_id, "rank": 1}]
+
+
+def test_replaying_one_slates_events_keeps_every_other_decisions_outcomes(
+    rclient: redis.Redis,
+) -> None:
+    """Anyone may post events: thousands of replays of one slate's events must not push other
+    decisions' outcomes out of the capped streams (the export would report them unseen)."""
+    storage = Storage(rclient, "pb", decision_log_maxlen=5)  # outcome streams of ~100 each
+    now = time.time()
+    storage.catalogue.put_post("p", "f", now, now + 3600, 60)
+    served = [Served(new_request_id("u"), "u", "random", {"p": "f"}) for _ in range(5)]
+    for slate in served:
+        storage.serving.serve(
+            slate, 60, decisions.fields(slate.request_id, now, "u", *one_post_slate("p", "f"))
+        )
+        apply_batch(storage, "click", [[slate.request_id, "p"]], time.time(), 60, 60)
+    replay = [[served[0].request_id, "p"]] * 1000
+    for _ in range(3):
+        for kind in ("impression", "click"):
+            assert apply_batch(storage, kind, replay, time.time(), 60, 60).results == {
+                "duplicate": 1000
+            }
+    out = io.StringIO()
+    decisions.export(storage.decisions, now - 60, time.time(), 60, time.time(), out)
+    items = [json.loads(line)["items"][0] for line in out.getvalue().splitlines()]
+    assert [(i["impression"], i["click"]) for i in items] == [(True, True)] * 5
 
 
 def test_decision_log_off(config: dict[str, Any], rclient: redis.Redis) -> None:

@@ -7,7 +7,7 @@ import time
 import pytest
 
 from core.events import apply_batch
-from core.storage import Served, Storage, new_request_id
+from core.storage import Served, Storage, new_request_id, request_time
 
 WINDOW = 3600
 
@@ -80,3 +80,54 @@ def test_replaying_a_batch_changes_nothing(storage: Storage) -> None:
 def test_unknown_event_type_is_refused(storage: Storage) -> None:
     with pytest.raises(ValueError, match="event_type must be one of"):
         apply(storage, "view", [["r", "p"]])
+
+
+GRACE = 600
+
+
+def late(storage: Storage, accepted_after: float, applied_after: float) -> dict[str, int]:
+    """An impression of a slate served now (request id time t0), accepted ``accepted_after``
+    and applied ``applied_after`` seconds after t0 (injected clock; the slate is kept for
+    the window plus the grace, as the web tier keeps it)."""
+    t0 = time.time()
+    rid = new_request_id("u1", t0)
+    storage.serving.serve(Served(rid, "u1", "random", {"p1": "f1"}), WINDOW + GRACE)
+    outcome = apply_batch(storage, "impression", [[rid, "p1"]], t0 + applied_after, WINDOW,
+                          WINDOW, accepted_at=t0 + accepted_after, grace=GRACE)  # fmt: skip
+    return dict(outcome.results)
+
+
+def test_an_event_accepted_in_the_window_counts_however_late_it_is_applied(
+    storage: Storage,
+) -> None:
+    setup_served(storage)
+    assert late(storage, WINDOW - 1, WINDOW + 60) == {"counted": 1}
+    assert late(storage, WINDOW - 1, WINDOW + GRACE - 1) == {"counted": 1}
+
+
+def test_an_event_accepted_after_the_window_is_expired(storage: Storage) -> None:
+    setup_served(storage)
+    assert late(storage, WINDOW + 1, WINDOW + 1) == {"expired": 1}
+    assert late(storage, WINDOW + 1, WINDOW + 60) == {"expired": 1}
+
+
+def test_an_event_applied_after_the_grace_is_expired_even_if_its_slate_lingers(
+    storage: Storage,
+) -> None:
+    """Past the window plus the grace its de-dup markers may be gone: counting it could count
+    it twice."""
+    setup_served(storage)
+    assert late(storage, WINDOW - 1, WINDOW + GRACE + 1) == {"expired": 1}
+
+
+def test_de_dup_markers_outlive_every_moment_an_event_may_be_applied(storage: Storage) -> None:
+    rid = new_request_id("u1")
+    t0 = request_time(rid)
+    assert t0 is not None
+    storage.serving.serve(Served(rid, "u1", "random", {"p1": "f1"}), WINDOW + GRACE)
+    apply_batch(storage, "impression", [[rid, "p1"]], t0, WINDOW, WINDOW, grace=GRACE)
+    assert storage.client.ttl(storage.keys.seen("f1", rid)) > WINDOW + GRACE
+    # A replay at the last moment it may be applied is still a duplicate.
+    again = apply_batch(storage, "impression", [[rid, "p1"]], t0 + WINDOW + GRACE - 1, WINDOW,
+                        WINDOW, accepted_at=t0 + WINDOW, grace=GRACE)  # fmt: skip
+    assert dict(again.results) == {"duplicate": 1}

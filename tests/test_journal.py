@@ -19,12 +19,14 @@ from workers.sweeper import sweep
 
 VISIBILITY = 10
 WINDOW = 3600
+GRACE = 600
 
 
 @pytest.fixture
 def sweep_settings(config: dict[str, Any]) -> Settings:
     values = {**config, "BANDIT_VISIBILITY_TIMEOUT": str(VISIBILITY),
-              "BANDIT_ATTRIBUTION_SECONDS": str(WINDOW)}  # fmt: skip
+              "BANDIT_ATTRIBUTION_SECONDS": str(WINDOW),
+              "BANDIT_EVENT_GRACE_SECONDS": str(GRACE)}  # fmt: skip
     return Settings.from_mapping(values, role="worker")
 
 
@@ -81,13 +83,23 @@ def test_a_head_of_queue_outside_the_journal_postpones_the_sweep(
     assert sweep(celery, storage, broker, sweep_settings, now) == 0
 
 
-def test_batches_older_than_the_attribution_window_are_dropped(
+def test_batches_accepted_before_the_window_and_the_grace_are_dropped(
     storage: Storage, celery: Celery, broker: redis.Redis, sweep_settings: Settings
 ) -> None:
     now = time.time()
-    journal(storage, "a" * 32, since=now - WINDOW, received_at=now - WINDOW - 1)
+    journal(storage, "a" * 32, since=now - WINDOW, received_at=now - WINDOW - GRACE - 1)
     assert sweep(celery, storage, broker, sweep_settings, now) == 0
     assert storage.journal.overdue(math.inf, 100) == [] and broker.llen(QUEUE) == 0
+
+
+def test_batches_accepted_within_the_window_and_the_grace_are_published_again(
+    storage: Storage, celery: Celery, broker: redis.Redis, sweep_settings: Settings
+) -> None:
+    """Their events may still count: they are judged by when they were accepted."""
+    now = time.time()
+    journal(storage, "a" * 32, since=now - WINDOW, received_at=now - WINDOW - GRACE + 60)
+    assert sweep(celery, storage, broker, sweep_settings, now) == 1
+    assert queued_ids(broker) == ["a" * 32]
 
 
 def test_one_worker_sweeps_at_a_time(

@@ -118,8 +118,9 @@ def test_caller_strings_only_create_keys_that_expire(
     hostile_traffic(client, rt)
     keys = rt.storage.keys
     lasting = {k.decode() for k in rclient.scan_iter() if rclient.ttl(k) == -1}
-    # The decision log's two streams last too: they are capped by length (XADD MAXLEN).
-    decision_log = {keys.decisions, keys.outcomes}
+    # The decision log's streams last too: they are capped by length (XADD MAXLEN), one for
+    # the decisions and one a forum for their outcomes, listed in a set of forum ids.
+    decision_log = {keys.decisions, keys.forum_outcomes("f"), keys.outcome_forums}
     # The journal of accepted batches lasts too: its entries are server-made batch ids, each
     # removed when a worker applied it (no worker runs here) or after the attribution window.
     journal = {keys.pending, keys.pending_since}

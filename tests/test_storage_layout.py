@@ -32,7 +32,7 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
     events = [(rid, post, forum), (other, post, forum), (rid, "q", forum)]
     served = Served(rid, user, "two_level_ts", {post: forum, "q": "g"})
     return {
-        "apply_events": apply_events_call(keys, "c", forum, events, 60, 10**8, 20),
+        "apply_events": apply_events_call(keys, "c", forum, events, 60, 10**8, 20, 2000),
         "prune_expired": prune_expired_call(keys, forum, time.time(), 1000),
         "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60),
         "claim_post_id": claim_post_id_call(keys, post, forum, 3600),
@@ -46,6 +46,8 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
 def test_every_script_call_stays_in_one_hash_slot(prefix: str, name: str) -> None:
     built = calls(Keys(prefix), forum=name, post=name, user=name)
     assert set(built) == set(SCRIPTS)
+    # The outcome of a counted event is written in the counting step: its stream is in the slot.
+    assert Keys(prefix).forum_outcomes(name) in built["apply_events"].keys
     for script, call in built.items():
         slots = {key_slot(key.encode()) for key in call.keys}
         assert len(slots) == 1, (script, call.keys)
@@ -109,3 +111,15 @@ def test_posts_named_like_metadata_count_on_their_own_post_and_forum(
         assert forum is not None and (forum["impressions"], forum["clicks"]) == (expected,) * 2
     again = apply_batch(rt.storage, "click", [[rid, "_u"], [rid, "u"]], now, 3600, 3600)
     assert again.results == {"duplicate": 2}
+
+
+def test_a_served_slate_is_kept_for_the_window_plus_the_grace(
+    client: FlaskClient, rt: Runtime
+) -> None:
+    register(client, "p1", "f1")
+    body = client.get("/v1/recommendations", query_string={"user_id": "u1"}).json
+    assert body is not None and body["items"]
+    keep = rt.settings.attribution_seconds + rt.settings.event_grace_seconds
+    assert rt.settings.event_grace_seconds > 0
+    ttl = rt.storage.client.ttl(rt.storage.keys.served(body["request_id"]))
+    assert keep - 5 <= ttl <= keep

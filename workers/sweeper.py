@@ -6,8 +6,9 @@ in the journal (``P:pending``, see core.storage) until a worker applied it, so e
 this sweep in a thread: a batch handed to the broker longer ago than the visibility timeout is
 published again under the same id (applying it twice is a no-op), unless it may still be
 waiting in the queue: only batches handed over before the message at the head of the queue are
-taken, so a backlog is never duplicated. A batch older than the attribution window is dropped
-instead, as none of its events could count any more.
+taken, so a backlog is never duplicated. A batch accepted longer ago than the attribution
+window plus the grace (``Settings.event_keep_seconds``) is dropped instead: every slate its
+events name was served before it was accepted, so none of them can count any more.
 
 The same thread forgets, every minute, the posts whose attribution window closed after they
 expired (:func:`prune`), so the per-forum keys hold recent posts only.
@@ -64,7 +65,7 @@ def sweep(
         published = 0
         for batch_id, payload in storage.journal.overdue(before, BATCHES_PER_SWEEP):
             batch = _batch(batch_id, payload)
-            if batch is None or batch.received_at < now - settings.attribution_seconds:
+            if batch is None or batch.received_at < now - settings.event_keep_seconds:
                 storage.journal.forget(batch_id)
                 continue
             publish(celery, batch_id, batch)
@@ -90,13 +91,13 @@ def _batch(batch_id: str, payload: str | None) -> EventBatch | None:
 
 
 def prune(storage: Storage, settings: Settings, now: float) -> int:
-    """Forget the posts whose attribution window has closed since they expired (no event can
-    count for them any more); how many were forgotten.
+    """Forget the posts whose attribution window and grace have passed since they expired or
+    were withdrawn (no event can count for them any more); how many were forgotten.
 
     Raises:
         redis.RedisError: Redis failed.
     """
-    pruned = storage.counting.prune_expired(now - settings.attribution_seconds)
+    pruned = storage.counting.prune_expired(now - settings.event_keep_seconds)
     if pruned:
         log.info("forgot %d expired posts", pruned)
     return pruned

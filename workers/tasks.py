@@ -46,7 +46,8 @@ class MeteredTask(Task):
 def apply_events(
     self: Task, event_type: str, events: list[list[str]], received_at: float
 ) -> dict[str, int]:
-    """Apply a batch of ``[request_id, post_id]`` events of ``event_type``.
+    """Apply a batch of ``[request_id, post_id]`` events of ``event_type``, accepted by the API
+    at ``received_at``: its events are judged by that time, however late the batch runs.
 
     Redis errors retry the task (with back-off, without limit): an accepted event is never
     dropped, and re-applying the ones already counted is a no-op. Once applied, the batch leaves
@@ -62,6 +63,8 @@ def apply_events(
             time.time(),
             settings.attribution_seconds,
             settings.reclick_seconds,
+            accepted_at=received_at,
+            grace=settings.event_grace_seconds,
         )
         storage.journal.forget(self.request.id)
     except redis.RedisError as exc:

@@ -41,15 +41,19 @@ Event = tuple[str, str, str]  # (request id, post id, forum id)
 
 def apply_events_call(
     keys: Keys, kind: str, forum_id: str, events: Sequence[Event], ttl: int, keep_us: int,
-    window: int,
+    window: int, outcome_cap: int = 0,
 ) -> ScriptCall:  # fmt: skip
-    """KEYS/ARGV of ``lua/apply_events.lua`` for the events of one forum (``forum_id``)."""
+    """KEYS/ARGV of ``lua/apply_events.lua`` for the events of one forum (``forum_id``);
+    ``outcome_cap`` is the cap of its outcome stream (0: no decision log)."""
     markers: dict[str, int] = {}
-    args: list[EncodableT] = [kind, ttl, keep_us, window]
+    pairs: list[EncodableT] = []
     for request_id, post_id, _ in events:
-        args += [markers.setdefault(request_id, len(markers) + 1), post_id]
-    event_keys = [keys.stats(forum_id), keys.changes(forum_id)]
-    return ScriptCall(event_keys + [keys.seen(forum_id, r) for r in markers], args)
+        pairs += [markers.setdefault(request_id, len(markers) + 1), post_id]
+    event_keys = [keys.stats(forum_id), keys.changes(forum_id), keys.forum_outcomes(forum_id)]
+    return ScriptCall(
+        event_keys + [keys.seen(forum_id, r) for r in markers],
+        [kind, ttl, keep_us, window, outcome_cap, *markers, *pairs],
+    )
 
 
 def prune_expired_call(keys: Keys, forum_id: str, before: float, limit: int) -> ScriptCall:
@@ -78,20 +82,23 @@ class Counting:
         step per forum, all in one round trip; seen-markers expire after ``ttl`` seconds.
 
         Returns per event 0 (already counted), 1 (counted) or 2 (a click that also counted
-        its missing impression). With the decision log on, every event is also appended to the
-        outcome stream in the same round trip.
+        its missing impression). With the decision log on, each event that counts, and only it,
+        is appended to its forum's outcome stream in the same atomic step.
         """
         by_forum: dict[str, list[int]] = {}
         for i, (_, _, forum_id) in enumerate(events):
             by_forum.setdefault(forum_id, []).append(i)
+        logged = self.log.outcome_cap > 0
         pipe = self.client.pipeline(transaction=False)
         for forum_id, indices in by_forum.items():
+            if logged:  # before the step, so that a forum's outcomes are always found
+                self.log.queue_forum(pipe, forum_id)
             call = apply_events_call(self.keys, kind, forum_id, [events[i] for i in indices],
-                                     ttl, self.keep_us, self.forum_window)  # fmt: skip
+                                     ttl, self.keep_us, self.forum_window,
+                                     self.log.outcome_cap)  # fmt: skip
             run(self.scripts.apply_events, call, pipe)
-        self.log.queue_outcomes(pipe, kind, events)
         results = [0] * len(events)
-        replies = pipe.execute()[: len(by_forum)]  # then the outcome stream's entry ids
+        replies = pipe.execute()[1::2] if logged else pipe.execute()
         for indices, applied in zip(by_forum.values(), replies, strict=True):
             for i, status in zip(indices, applied, strict=True):
                 results[i] = int(status)

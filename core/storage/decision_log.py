@@ -1,14 +1,21 @@
-"""The decision log: served slates (``P:decisions``) and their attributable events
-(``P:outcomes``), append-only streams capped by length (``XADD MAXLEN ~``).
+"""The decision log: served slates (``P:decisions``) and the events that counted for them
+(``P:{f:F}:outcomes``, one stream per forum), append-only streams capped by length
+(``XADD MAXLEN ~``).
 
 They outlive the attribution window, so an export can join a slate with its final outcomes.
-Entries are queued on the pipeline of the step they record (serving a slate, applying events),
-as commands of their own: the streams are global keys, outside the slot of that step.
+A decision is queued on the pipeline that serves its slate, as a command of its own (the
+stream is a global key, outside the member's slot). An outcome is appended by the counting
+step itself (``lua/apply_events.lua``), under the forum's tag: only events that count are
+appended, exactly once each, so replaying events appends nothing and cannot push other
+decisions' outcomes out of the capped stream, and no crash can count an event and lose its
+outcome. ``P:outcomes:forums`` lists the forums whose stream may hold outcomes; the export
+merges them (and ``P:outcomes``, the single stream of earlier releases, which held every
+event, duplicates too).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import redis
@@ -38,18 +45,20 @@ class DecisionLog:
             pipe.xadd(self.keys.decisions, dict(fields), maxlen=self.maxlen, approximate=True)
         return bool(self.maxlen)
 
-    def queue_outcomes(
-        self, pipe: redis.client.Pipeline, kind: str, events: Sequence[tuple[str, str, str]]
-    ) -> int:
-        """Queue the append of (request id, post id, forum id) events of ``kind``; how many
-        commands were queued. A replay appends them again: readers treat the stream as a set."""
-        if not self.maxlen:
-            return 0
-        maxlen = self.maxlen * OUTCOMES_PER_DECISION
-        for request_id, post_id, _ in events:
-            pipe.xadd(self.keys.outcomes, {"r": request_id, "p": post_id, "k": kind},
-                      maxlen=maxlen)  # fmt: skip
-        return len(events)
+    @property
+    def outcome_cap(self) -> int:
+        """The length each forum's outcome stream is capped at (0: no log)."""
+        return self.maxlen * OUTCOMES_PER_DECISION
+
+    def queue_forum(self, pipe: redis.client.Pipeline, forum_id: str) -> None:
+        """Queue the note that ``forum_id``'s outcome stream may hold outcomes."""
+        pipe.sadd(self.keys.outcome_forums, forum_id)
+
+    def outcome_streams(self) -> list[str]:
+        """The keys of every outcome stream that may hold entries."""
+        forums: Any = self.client.smembers(self.keys.outcome_forums)
+        by_forum = sorted(self.keys.forum_outcomes(str(text(f))) for f in forums)
+        return [self.keys.outcomes, *by_forum]
 
     def queue_removal(self, pipe: redis.client.Pipeline, entry_id: bytes | str) -> None:
         """Queue the removal of a decision that was appended but not served after all."""
@@ -59,20 +68,27 @@ class DecisionLog:
         """Up to ``count`` decision-log entries with ids in [start, end] (XRANGE syntax)."""
         return _entries(self.client.xrange(self.keys.decisions, start, end, count=count))
 
-    def read_outcomes(self, start: str, end: str, count: int) -> list[StreamEntry]:
-        """Up to ``count`` outcome-stream entries with ids in [start, end] (XRANGE syntax)."""
-        return _entries(self.client.xrange(self.keys.outcomes, start, end, count=count))
+    def read_outcomes(self, stream: str, start: str, end: str, count: int) -> list[StreamEntry]:
+        """Up to ``count`` entries of the outcome stream ``stream`` (from
+        :meth:`outcome_streams`) with ids in [start, end] (XRANGE syntax)."""
+        return _entries(self.client.xrange(stream, start, end, count=count))
 
     def outcomes_kept_since(self) -> float | None:
-        """Unix time of the oldest outcome kept once the outcome stream is at its cap (older
-        ones may have been trimmed away); None while nothing was trimmed."""
+        """Unix time from which every outcome is kept: the newest of the oldest outcomes of
+        the streams at their cap (older ones may have been trimmed away); None while no stream
+        was trimmed."""
+        streams = self.outcome_streams()
         pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(self.keys.outcomes)
-        pipe.xrange(self.keys.outcomes, "-", "+", count=1)
-        length, first = pipe.execute()
-        if not first or length < self.maxlen * OUTCOMES_PER_DECISION:
-            return None
-        return int(_entries(first)[0][0].split("-")[0]) / 1000.0
+        for stream in streams:
+            pipe.xlen(stream)
+            pipe.xrange(stream, "-", "+", count=1)
+        replies = pipe.execute()
+        kept = [
+            int(_entries(first)[0][0].split("-")[0]) / 1000.0
+            for length, first in zip(replies[::2], replies[1::2], strict=True)
+            if first and length >= self.outcome_cap
+        ]
+        return max(kept, default=None)
 
 
 def _entries(raw: Any) -> list[StreamEntry]:

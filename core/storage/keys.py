@@ -17,18 +17,21 @@ key                             type      content
                                           (Redis clock, microseconds; about the last 10 minutes)
 ``P:{f:F}:seen:R``              set       ``i:<post>``/``c:<post>`` counted for request R;
                                           ``w:<post>`` its impression counted in ``_wi`` (TTL)
-``P:{f:F}:post:ID``              hash      forum_id, created_at, expires_at, deleted (TTL:
+``P:{f:F}:post:ID``             hash      forum_id, created_at, expires_at, deleted (TTL:
                                           expiry + retention; withdrawn: the tombstone's)
 ``P:{f:F}:gone``                zset      post id -> withdrawal time, until pruned
 ``P:{p:ID}:forum``              string    the id's tombstone: its forum, as long as any trace
                                           of the post may remain (TTL, see core.storage.catalogue)
+``P:{f:F}:outcomes``            stream    forum F's counted events ``r`` request, ``p`` post,
+                                          ``k`` kind ``i``/``c`` (capped; the decision log)
 ``P:withdrawn``                 zset      post id -> withdrawal time, the last hour only
 ``P:{u:T}:served:R``            hash      slate R served to a member of tag T: ``u`` member,
                                           ``p`` policy, ``#<post>`` -> forum (TTL)
 ``P:{u:T}:clicked:U``           zset      post id -> click time for member U of tag T (TTL)
 ``P:decisions``                 stream    served slates for offline evaluation (capped)
-``P:outcomes``                  stream    attributable events ``r`` request, ``p`` post,
-                                          ``k`` kind ``i``/``c`` (capped)
+``P:outcomes:forums``           set       forums whose outcome stream may hold entries
+``P:outcomes``                  stream    the outcome stream of releases before the forums'
+                                          own: read by the export, no longer written
 ``P:pending``                   hash      accepted event batch id -> JSON task arguments,
                                           until a worker applied it (the journal)
 ``P:pending:since``             zset      batch id -> when it was last handed to the broker
@@ -110,6 +113,9 @@ class Keys:
     def post_forum(self, post_id: str) -> str:
         return f"{self.prefix}:{{p:{post_id}}}:forum"
 
+    def forum_outcomes(self, forum_id: str) -> str:
+        return f"{self.prefix}:{{f:{forum_id}}}:outcomes"
+
     def served(self, request_id: str) -> str:
         """The served slate of a request id from :func:`~core.storage.request_ids.new_request_id`.
 
@@ -131,6 +137,10 @@ class Keys:
     @property
     def outcomes(self) -> str:
         return f"{self.prefix}:outcomes"
+
+    @property
+    def outcome_forums(self) -> str:
+        return f"{self.prefix}:outcomes:forums"
 
     @property
     def pending(self) -> str:

@@ -58,7 +58,9 @@ class Serving:
         decision: Decision | None = None,
         hide_since: tuple[float, float] | None = None,
     ) -> RequestContext | None:
-        """Remember a served slate for attribution of its events (expires after ``ttl``), and
+        """Remember a served slate for attribution of its events (expires after ``ttl``: the
+        attribution window plus the grace, so events accepted late in the window that a worker
+        applies after it still find it), and
         append ``decision`` (stream fields) to the decision log when the log is on: one round
         trip.
 

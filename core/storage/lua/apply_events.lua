@@ -1,16 +1,21 @@
 -- Count a batch of one forum's events of one kind, each at most once, atomically.
 -- KEYS[1]  the forum's statistics    P:{f:F}:stats
 -- KEYS[2]  the forum's change log    P:{f:F}:changes
--- KEYS[3..] the seen-markers of the batch's requests in this forum   P:{f:F}:seen:R
+-- KEYS[3]  the forum's outcome stream (decision log)   P:{f:F}:outcomes
+-- KEYS[4..] the seen-markers of the batch's requests in this forum   P:{f:F}:seen:R
 -- ARGV[1]  kind: 'i' impression, 'c' click
 -- ARGV[2]  ttl of a new marker set (seconds)
 -- ARGV[3]  how long the change log keeps a change (microseconds)
 -- ARGV[4]  the forum window W (0: no windowed totals)
--- ARGV[5..] per event: the index of its request's marker among KEYS[3..] (1-based), the post
+-- ARGV[5]  the outcome stream's cap (XADD MAXLEN ~; 0: no decision log, nothing appended)
+-- ARGV[6..5+M] the request ids of the M markers KEYS[4..], in order (M = #KEYS - 3)
+-- ARGV[6+M..] per event: the index of its request's marker among KEYS[4..] (1-based), the post
 -- Returns per event 0 (already counted), 1 (counted) or 2 (a click that also counted its
 -- missing impression). An impression also counts in the forum's windowed `_wi` when it is
 -- among its post's first W, and then leaves the marker `w:<post>`, so that the click of that
--- impression, and only it, counts in `_wc`. Built by core.storage.counting.apply_events_call.
+-- impression, and only it, counts in `_wc`. Each event that counts, and only it, is appended to
+-- the outcome stream in this same step: a duplicate appends nothing, and no crash can count an
+-- event without its outcome. Built by core.storage.counting.apply_events_call.
 -- include: note_changes
 local function count_impression(stats, seen, post, window)
   local n = redis.call('HINCRBY', stats, 'i:' .. post, 1)
@@ -23,11 +28,13 @@ local function count_impression(stats, seen, post, window)
   return true
 end
 
-local stats, changes = KEYS[1], KEYS[2]
+local stats, changes, outcomes = KEYS[1], KEYS[2], KEYS[3]
 local kind, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
+local cap, markers = tonumber(ARGV[5]), #KEYS - 3
 local results, changed, marked = {}, {}, {}
-for i = 5, #ARGV, 2 do
-  local seen, post = KEYS[2 + tonumber(ARGV[i])], ARGV[i + 1]
+for i = 6 + markers, #ARGV, 2 do
+  local marker = tonumber(ARGV[i])
+  local seen, post = KEYS[3 + marker], ARGV[i + 1]
   local applied = 0
   if redis.call('SADD', seen, kind .. ':' .. post) == 1 then
     if not marked[seen] and redis.call('TTL', seen) < 0 then
@@ -52,6 +59,10 @@ for i = 5, #ARGV, 2 do
       end
     end
     changed[#changed + 1] = post
+    if cap > 0 then
+      redis.call('XADD', outcomes, 'MAXLEN', '~', cap, '*',
+                 'r', ARGV[5 + marker], 'p', post, 'k', kind)
+    end
   end
   results[#results + 1] = applied
 end
