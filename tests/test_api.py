@@ -41,8 +41,9 @@ def test_recommendations_are_distinct_registered_posts(
     client: FlaskClient, catalogue: dict[str, str]
 ) -> None:
     body = recommend(client, n=5)
-    assert set(body) == {"request_id", "policy", "items", "degraded"}
+    assert set(body) == {"request_id", "policy", "experiment", "variant", "items", "degraded"}
     assert body["policy"] == "two_level_ts" and body["degraded"] is False
+    assert body["experiment"] is None and body["variant"] is None  # outside an experiment
     posts = [item["post_id"] for item in body["items"]]
     assert len(posts) == 5 == len(set(posts))
     assert all(catalogue[item["post_id"]] == item["forum_id"] for item in body["items"])

@@ -18,6 +18,7 @@ from core.events import apply_batch
 from core.storage import Keys, Served, new_request_id
 from core.storage.catalogue import set_live_call
 from core.storage.counting import apply_events_call, prune_expired_call
+from core.storage.experiments import start_experiment_call, stop_experiment_call
 from core.storage.scripts import LUA_DIR, SCRIPTS, ScriptCall, source
 from core.storage.serving import serve_slate_call
 from tests.conftest import register
@@ -36,6 +37,8 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
         "prune_expired": prune_expired_call(keys, forum, time.time(), 1000),
         "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60),
         "set_live": set_live_call(keys, post, forum, None, 10**8),
+        "start_experiment": start_experiment_call(keys, post, "{}", time.time()),
+        "stop_experiment": stop_experiment_call(keys, post, time.time(), "v", "{}"),
     }
 
 

@@ -17,7 +17,10 @@ from redis.commands.core import Script
 from redis.typing import EncodableT
 
 LUA_DIR = Path(__file__).parent / "lua"
-SCRIPTS = ("apply_events", "prune_expired", "serve_slate", "set_live")
+SCRIPTS = (
+    "apply_events", "prune_expired", "serve_slate", "set_live", "start_experiment",
+    "stop_experiment",
+)  # fmt: skip
 
 
 class ScriptCall(NamedTuple):
@@ -47,6 +50,8 @@ class Scripts:
         self.prune_expired = client.register_script(source("prune_expired"))
         self.serve_slate = client.register_script(source("serve_slate"))
         self.set_live = client.register_script(source("set_live"))
+        self.start_experiment = client.register_script(source("start_experiment"))
+        self.stop_experiment = client.register_script(source("stop_experiment"))
 
 
 def run(script: Script, call: ScriptCall, pipe: redis.client.Pipeline) -> None:
