@@ -73,7 +73,8 @@ def test_post_takes_the_query_as_a_json_body(
     response = client.post("/v1/recommendations", json=body)
     assert response.status_code == 200, response.json
     slate: dict[str, Any] = response.json  # type: ignore[assignment]
-    assert set(slate) == {"request_id", "policy", "items", "degraded"}
+    assert set(slate) == {"request_id", "policy", "experiment", "variant", "items",
+                          "degraded"}  # fmt: skip
     assert {i["post_id"] for i in slate["items"]} == {"physics-1", "physics-2", "jobs-0"}
     assert [i["rank"] for i in slate["items"]] == [1, 2, 3]
     defaults = client.post("/v1/recommendations", json={"user_id": "u1", "exclude": []})
