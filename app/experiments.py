@@ -17,6 +17,7 @@ from app.experiment_schemas import ExperimentIn, StopIn, VariantIn
 from app.runtime import Runtime
 from bandits import make_policy
 from core.experiments.assignment import ASSIGNMENT_BUCKETS, Allocation
+from core.metrics import NO_VARIANT
 from core.settings import POLICY_SETTINGS, Settings
 from core.storage.experiments import ExperimentRecord, canonical
 
@@ -47,24 +48,31 @@ def put_experiment(
 
 
 def definition(settings: Settings, body: ExperimentIn) -> dict[str, Any]:
-    """The definition to store: distinct variant names, a control among them, only the
-    parameters each policy takes (the configured values where none is given), and weights
-    that give every variant members.
+    """The definition to store: distinct variant names (not ``none``), a control among
+    them, only the parameters each policy takes (the configured values where none is given),
+    and weights that give every variant members.
 
     Raises:
         InvalidInput: naming the variant's field (``variants[1].params.exploration``).
     """
-    names = [v.name for v in body.variants]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise InvalidInput(f"variants[{i}].name: {name} is given twice; names must be "
-                               "distinct", f"variants[{i}].name")  # fmt: skip
-    if body.control not in names:
-        raise InvalidInput(f"control: {body.control} is not a variant ({', '.join(names)})",
-                           "control")  # fmt: skip
+    _check_names(body)
     variants = [_variant(settings, i, v) for i, v in enumerate(body.variants)]
     _check_shares(body.variants)
     return {"variants": variants, "control": body.control}
+
+
+def _check_names(body: ExperimentIn) -> None:
+    names = [v.name for v in body.variants]
+    for i, name in enumerate(names):
+        field = f"variants[{i}].name"
+        if name == NO_VARIANT:
+            # The metric of slates by variant counts those outside an experiment as "none".
+            raise InvalidInput(f"{field}: {NO_VARIANT} is reserved for no variant", field)
+        if name in names[:i]:
+            raise InvalidInput(f"{field}: {name} is given twice; names must be distinct", field)
+    if body.control not in names:
+        raise InvalidInput(f"control: {body.control} is not a variant ({', '.join(names)})",
+                           "control")  # fmt: skip
 
 
 def _variant(settings: Settings, index: int, variant: VariantIn) -> dict[str, Any]:

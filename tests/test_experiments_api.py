@@ -125,6 +125,8 @@ INVALID: list[tuple[str, Any, str]] = [
     ("duplicate names", {"variants": [variant("a"), variant("b"), variant("a")], "control": "a"},
      "variants[2].name"),
     ("unknown control", {**TWO, "control": "treatment"}, "control"),
+    ("the name of no variant", {"variants": [variant("a"), variant("none")], "control": "a"},
+     "variants[1].name"),
     ("control not an id", {**TWO, "control": "a b"}, "control"),
     ("variant name not an id", {"variants": [variant("a/b"), variant("b")], "control": "b"},
      "variants[0].name"),
