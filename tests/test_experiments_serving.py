@@ -17,6 +17,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.runtime import Runtime
+from app.snapshot_file import SnapshotFile
 from core.experiments.assignment import Allocation, assignment_bucket
 from tests.conftest import ADMIN, register
 
@@ -249,3 +250,22 @@ def test_two_apps_racing_puts_through_the_api(app: Flask, config: dict[str, Any]
         assert sorted(answers) == [201, 409]
     finally:
         other.extensions["postbandit"].snapshots.stop()
+
+
+def test_the_snapshot_file_keeps_the_creation_times(
+    client: FlaskClient, rt: Runtime, posts: list[str], tmp_path: Any
+) -> None:
+    """A process that starts while Redis is down serves recent from the file as well."""
+    snap = rt.snapshots.get()
+    assert snap is not None and snap.candidates.post_created_at is not None
+    file = SnapshotFile(tmp_path / "snapshot.npz")
+    file.save(snap)
+    loaded = file.load()
+    assert loaded is not None and loaded.candidates.post_created_at is not None
+    by_post = dict(zip(loaded.post_ids, loaded.candidates.post_created_at.tolist(), strict=True))
+    assert by_post == {
+        snap.post_ids[row]: created
+        for row, created in zip(snap.rows.tolist(), snap.candidates.post_created_at.tolist(),
+                                strict=True)
+    }  # fmt: skip
+    assert max(by_post, key=by_post.__getitem__) == "p11"
