@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Flask
 
-from app import cli, errors, logs, monitoring, runtime, service, views
+from app import cli, errors, experiment_views, logs, monitoring, runtime, service, views
 from app.schemas import MAX_BODY_BYTES
 from core.settings import Settings
 
@@ -26,5 +26,6 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     runtime.init_app(app, settings)
     monitoring.init_app(app, settings.policy, lambda: service.dependencies(runtime.runtime()))
     app.register_blueprint(views.bp)
+    app.register_blueprint(experiment_views.bp)
     cli.init_app(app)
     return app

@@ -7,16 +7,18 @@ event that counts (duplicates never) to its forum's outcome stream, in the step 
 it. :func:`export` merges the forums' streams and joins them with the decisions as JSON lines,
 one per decision::
 
-    {"request_id", "time", "user_id", "policy", "candidates", "final",
-     "items": [{"rank", "post_id", "forum_id", "score", "alpha", "beta",
+    {"request_id", "time", "user_id", "policy", "experiment", "variant", "candidates", "final",
+     "items": [{"rank", "post_id", "forum_id", "score", "alpha", "beta", "propensity",
                 "impression", "click"}]}
 
 ``candidates`` is how many posts were eligible for the request; ``score`` is the sampled
 (Thompson), mean (greedy) or random score that ranked the post and ``alpha``/``beta`` the
-posterior the policy used. ``final`` is true once the attribution window of the slate and the
-grace after it (``BANDIT_EVENT_GRACE_SECONDS``, while events accepted in the window may still be
-applied) have passed, so no later event can change its outcomes. A click counts its impression
-too.
+posterior the policy used. ``experiment`` and ``variant`` name the experiment arm that served
+the slate (null outside an experiment); ``propensity`` is the exact probability that the
+policy put the post at its rank where the policy knows it (``explore``: 1 / candidates), else
+null. ``final`` is true once the attribution window of the slate and the grace after it
+(``BANDIT_EVENT_GRACE_SECONDS``, while events accepted in the window may still be applied) have
+passed, so no later event can change its outcomes. A click counts its impression too.
 """
 
 from __future__ import annotations
@@ -46,13 +48,17 @@ def fields(
     user_id: str,
     slate: Slate,
     items: Sequence[dict[str, Any]],
+    experiment: str | None = None,
+    variant: str | None = None,
 ) -> dict[EncodableT, EncodableT]:
-    """The stream entry of one served slate (``items`` as served, aligned with ``slate``).
+    """The stream entry of one served slate (``items`` as served, aligned with ``slate``),
+    served by ``variant`` of ``experiment`` when given.
 
     Per-post values are stored as parallel JSON arrays: encoding them is the one cost the
-    decision log adds to the request path, and flat float lists encode fastest.
+    decision log adds to the request path, and flat float lists encode fastest. The
+    experiment, variant and propensities are fields only when there are any.
     """
-    return {
+    entry: dict[EncodableT, EncodableT] = {
         "request_id": request_id,
         "time": round(now, 3),
         "user_id": user_id,
@@ -64,6 +70,11 @@ def fields(
         "alpha": json.dumps(slate.alpha.tolist()),
         "beta": json.dumps(slate.beta.tolist()),
     }
+    if experiment is not None and variant is not None:
+        entry.update(experiment=experiment, variant=variant)
+    if slate.propensities is not None:
+        entry["propensities"] = json.dumps(slate.propensities.tolist())
+    return entry
 
 
 @dataclass
@@ -99,17 +110,21 @@ def _joined(
 ) -> dict[str, Any]:
     served_at = float(entry["time"])
     columns = zip(*(json.loads(entry[name]) for name in ITEM_FIELDS), strict=True)
+    posts = json.loads(entry["posts"])
+    chances = json.loads(entry.get("propensities", "null")) or [None] * len(posts)
     items = []
     for rank, (post_id, forum_id, score, alpha, beta) in enumerate(columns, start=1):
         kinds = seen.get(post_id, set())
         items.append({"rank": rank, "post_id": post_id, "forum_id": forum_id, "score": score,
-                      "alpha": alpha, "beta": beta, "impression": bool(kinds),
-                      "click": "c" in kinds})  # fmt: skip
+                      "alpha": alpha, "beta": beta, "propensity": chances[rank - 1],
+                      "impression": bool(kinds), "click": "c" in kinds})  # fmt: skip
     return {
         "request_id": entry["request_id"],
         "time": served_at,
         "user_id": entry["user_id"],
         "policy": entry["policy"],
+        "experiment": entry.get("experiment"),
+        "variant": entry.get("variant"),
         "candidates": int(entry["candidates"]),
         "final": now > served_at + horizon,
         "items": items,

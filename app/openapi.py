@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from app.experiment_schemas import ExperimentIn, ExperimentList, ExperimentView, StopIn
 from app.schemas import (
     ID_CHARS,
     ID_MAX,
@@ -44,7 +45,7 @@ ERROR_STATUSES = {
     401: "no bearer token",
     403: "wrong bearer token",
     404: "unknown resource",
-    409: "conflicting catalogue change",
+    409: "conflicting catalogue or experiment change",
     413: f"request body larger than {MAX_BODY_BYTES} bytes",
     414: f"request line longer than {MAX_REQUEST_LINE} bytes (answered by gunicorn, for any "
     "path): send long lists in the body of `POST /v1/recommendations`",
@@ -65,6 +66,7 @@ class Operation:
     body: type[BaseModel] | None = None
     security: str | None = None
     tags: tuple[str, ...] = field(default=("api",))
+    body_required: bool = True
 
 
 EVENT_ERRORS = (400, 401, 403, 413, 503)
@@ -89,6 +91,19 @@ OPERATIONS: tuple[Operation, ...] = (
               {200: ForumList}, (400, 503), query=ForumsQuery),
     Operation("GET", "/v1/forums/{forum_id}", "One forum's totals and policy counts",
               {200: ForumView}, (400, 404, 503)),
+    Operation("PUT", "/v1/experiments/{experiment_id}",
+              "Start an experiment (201), or confirm it runs as defined (200)",
+              {200: ExperimentView, 201: ExperimentView}, (400, 401, 403, 409, 413, 503),
+              body=ExperimentIn, security="admin", tags=("experiments",)),
+    Operation("GET", "/v1/experiments",
+              "The running experiment, the policy outside one, and the last 100 experiments",
+              {200: ExperimentList}, (503,), tags=("experiments",)),
+    Operation("GET", "/v1/experiments/{experiment_id}", "One experiment",
+              {200: ExperimentView}, (400, 404, 503), tags=("experiments",)),
+    Operation("POST", "/v1/experiments/{experiment_id}/stop",
+              "Stop the running experiment, promoting one of its variants or not",
+              {200: ExperimentView}, (400, 401, 403, 404, 409, 413, 503), body=StopIn,
+              security="admin", tags=("experiments",), body_required=False),
     Operation("GET", "/healthz", "The process is up", {200: Status}, tags=("ops",)),
     Operation("GET", "/readyz", "Redis and the broker are reachable",
               {200: Readiness, 503: Readiness}, tags=("ops",)),
@@ -160,7 +175,7 @@ def _operation(op: Operation, refs: dict[Any, dict[str, Any]]) -> dict[str, Any]
         }
     if op.body is not None:
         spec["requestBody"] = {
-            "required": True,
+            "required": op.body_required,
             "content": {"application/json": {"schema": refs[op.body]}},
         }
     if op.security is not None:

@@ -15,6 +15,7 @@ import redis
 from celery import Celery
 from flask import Flask, current_app
 
+from app.plans import Plans
 from app.snapshot import Refresher, SnapshotCache
 from app.snapshot_file import snapshot_file
 from bandits import make_policy
@@ -44,14 +45,15 @@ class Runtime:
 
 def make_runtime(settings: Settings) -> Runtime:
     storage = clients.statistics(settings, "web")
+    policy = make_policy(settings.policy, **settings.policy_params())
     return Runtime(
         settings=settings,
         storage=storage,
         broker=clients.broker(settings, "web"),
         snapshots=SnapshotCache(
-            Refresher(storage), settings.refresh_seconds, snapshot_file(settings)
+            Refresher(storage, Plans(policy)), settings.refresh_seconds, snapshot_file(settings)
         ),
-        policy=make_policy(settings.policy, **settings.policy_params()),
+        policy=policy,
         celery=make_celery(settings, role="web"),
         generators=PerProcess(lambda: _generator(settings.seed)),
     )

@@ -161,8 +161,13 @@ class Item(Strict):
 
 
 class Recommendations(Strict):
+    """A slate; ``experiment`` and ``variant`` name the experiment arm that chose it (null
+    outside an experiment), ``policy`` the policy that did."""
+
     request_id: str
     policy: str
+    experiment: str | None
+    variant: str | None
     items: list[Item]
     degraded: bool
 

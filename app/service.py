@@ -13,6 +13,7 @@ from kombu.exceptions import OperationalError
 
 from app import decisions
 from app.errors import Conflict, NotFound, Unavailable
+from app.plans import Arm
 from app.runtime import Runtime
 from app.schemas import EventBatch, PostIn, RecommendationBody
 from app.snapshot import Snapshot
@@ -31,7 +32,9 @@ WITHDRAWN_MARGIN_SECONDS = 5.0
 
 
 def recommend(rt: Runtime, query: RecommendationBody) -> dict[str, Any]:
-    """Choose a slate for a member; remember it (and log the decision); log one line.
+    """Choose a slate for a member with the policy of their variant while an experiment
+    runs (else the promoted or configured policy); remember it (and log the decision); log
+    one line.
 
     Raises:
         Unavailable: no snapshot could ever be loaded (Redis down since start-up).
@@ -43,16 +46,17 @@ def recommend(rt: Runtime, query: RecommendationBody) -> dict[str, Any]:
         raise Unavailable("statistics are not available yet; Redis is unreachable")
     now = time.time()
     request_id = new_request_id(query.user_id, now)
-    items, degraded = _serve(rt, snap, query, request_id, now)
-    _count_slate(rt.policy.name, len(items), degraded)
-    body = {"request_id": request_id, "policy": rt.policy.name, "items": items,
-            "degraded": degraded}  # fmt: skip
+    arm = snap.plan.arm(query.user_id) if snap.plan is not None else Arm(rt.policy)
+    items, degraded = _serve(rt, snap, arm, query, request_id, now)
+    _count_slate(arm, len(items), degraded)
+    body = {"request_id": request_id, "policy": arm.policy.name, "experiment": arm.experiment,
+            "variant": arm.variant, "items": items, "degraded": degraded}  # fmt: skip
     _log_slate(body, query, time.perf_counter() - started)
     return body
 
 
 def _serve(
-    rt: Runtime, snap: Snapshot, query: RecommendationBody, request_id: str, now: float
+    rt: Runtime, snap: Snapshot, arm: Arm, query: RecommendationBody, request_id: str, now: float
 ) -> tuple[list[dict[str, Any]], bool]:
     """Choose a slate and remember it; (items, degraded).
 
@@ -65,11 +69,11 @@ def _serve(
     hidden: list[str] = []
     items: list[dict[str, Any]] = []
     for check in (hide, hide, None):
-        slate, items = _choose(rt, snap, query, hidden, now)
+        slate, items = _choose(rt, snap, arm, query, hidden, now)
         if not items:
             break
         try:
-            found = _remember(rt, query.user_id, request_id, now, (slate, items), check)
+            found = _remember(rt, arm, (query.user_id, request_id, now), (slate, items), check)
         except redis.RedisError as exc:
             return items, _redis_failed("remember_served", exc)
         if found is None:
@@ -82,12 +86,12 @@ Choice = tuple[Slate, list[dict[str, Any]]]
 
 
 def _choose(
-    rt: Runtime, snap: Snapshot, query: RecommendationBody, hidden: list[str], now: float
+    rt: Runtime, snap: Snapshot, arm: Arm, query: RecommendationBody, hidden: list[str], now: float
 ) -> Choice:
-    """The slate and its items (post, forum, rank)."""
+    """The slate of the arm's policy and its items (post, forum, rank)."""
     allowed = None if query.forums is None else snap.forum_indices(query.forums)
     excluded = snap.excluded([*query.exclude, *hidden], now)
-    slate = rt.policy.select(
+    slate = arm.policy.select(
         snap.candidates, query.n, rt.rng, allowed_forums=allowed, exclude=excluded,
         per_forum_cap=rt.settings.per_forum_cap or None,
     )  # fmt: skip
@@ -100,24 +104,26 @@ def _choose(
 
 def _remember(
     rt: Runtime,
-    user_id: str,
-    request_id: str,
-    now: float,
+    arm: Arm,
+    request: tuple[str, str, float],
     choice: Choice,
     hide_since: tuple[float, float] | None,
 ) -> RequestContext | None:
-    """Remember a served slate for attribution, and in the decision log when that is on,
-    unless ``hide_since`` finds a post to hide in it: then the posts to hide.
+    """Remember a served slate (with its experiment and variant) for attribution, and in the
+    decision log when that is on, unless ``hide_since`` finds a post to hide in it: then the
+    posts to hide. ``request`` is (user id, request id, now).
 
     Raises:
         redis.RedisError: Redis failed (nothing was remembered).
     """
-    slate, items = choice
-    served = Served(request_id, user_id, rt.policy.name,
-                    {item["post_id"]: item["forum_id"] for item in items})  # fmt: skip
+    (user_id, request_id, now), (slate, items) = request, choice
+    served = Served(request_id, user_id, arm.policy.name,
+                    {item["post_id"]: item["forum_id"] for item in items},
+                    arm.experiment, arm.variant)  # fmt: skip
     decision = None
     if rt.storage.decisions.maxlen:
-        decision = decisions.fields(request_id, now, user_id, slate, items)
+        decision = decisions.fields(request_id, now, user_id, slate, items, arm.experiment,
+                                    arm.variant)  # fmt: skip
     return rt.storage.serving.serve(served, rt.settings.event_keep_seconds, decision, hide_since)
 
 
@@ -126,7 +132,8 @@ def _log_slate(body: dict[str, Any], query: RecommendationBody, seconds: float) 
         "recommendation",
         extra={
             "request_id": body["request_id"], "user_id": query.user_id, "policy": body["policy"],
-            "n": query.n, "items": [item["post_id"] for item in body["items"]],
+            "experiment": body["experiment"], "variant": body["variant"], "n": query.n,
+            "items": [item["post_id"] for item in body["items"]],
             "latency_ms": round(seconds * 1000, 3), "degraded": body["degraded"],
         },
     )  # fmt: skip
@@ -137,9 +144,11 @@ def _redis_failed(operation: str, exc: redis.RedisError) -> bool:
     return True
 
 
-def _count_slate(policy: str, size: int, degraded: bool) -> None:
+def _count_slate(arm: Arm, size: int, degraded: bool) -> None:
+    policy = arm.policy.name
     metrics.RECOMMENDATIONS.labels(policy, "ok" if size else "empty").inc()
     metrics.SLATE_ITEMS.labels(policy).observe(size)
+    metrics.EXPERIMENT_SLATES.labels(arm.variant or metrics.NO_VARIANT).inc()
     if degraded:
         metrics.DEGRADED.labels(policy).inc()
 

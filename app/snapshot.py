@@ -21,13 +21,14 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import redis
 
+from app.plans import Plan, Plans
 from bandits import Candidates
 from core import metrics
 from core.storage import ForumRead, PostStates, Storage
@@ -61,6 +62,7 @@ class Snapshot:
     expires_at: np.ndarray
     next_expiry: float
     candidates: Candidates
+    plan: Plan | None = None  # None: read from the snapshot file, the configured policy serves
 
     @property
     def size(self) -> int:
@@ -111,12 +113,24 @@ class Catalogue:
         self.post_index: dict[str, int] = {}
         self._forum = np.zeros(0, np.intp)
         self._expires = np.zeros(0)
+        self._created = np.zeros(0)
         self._counts = np.zeros((0, 2))
         self.changed = True
 
-    def apply(self, reads: Sequence[ForumRead]) -> None:
+    def new_posts(self, reads: Sequence[ForumRead]) -> list[tuple[str, str]]:
+        """The live posts of ``reads`` that the catalogue has no row for yet, with their forum."""
+        return [
+            (post_id, read.forum_id)
+            for read in reads
+            if read.posts is not None
+            for post_id, expires in zip(read.posts.post_ids, read.posts.expires_at, strict=True)
+            if post_id not in self.post_index and not math.isnan(expires)
+        ]
+
+    def apply(self, reads: Sequence[ForumRead], created_at: Mapping[str, float]) -> None:
         """Take in what a read found: the forums' counts as the policy takes them (windowed
-        with a forum window, see core.storage), cursors and the posts' current state."""
+        with a forum window, see core.storage), cursors and the posts' current state;
+        ``created_at`` holds the creation time of the new posts (:meth:`new_posts`)."""
         for read in reads:
             forum = self.forum_index.get(read.forum_id)
             if forum is None:
@@ -129,16 +143,16 @@ class Catalogue:
                 self.changed = True
             self.cursors[read.forum_id] = read.cursor
             if read.posts is not None and read.posts.post_ids:
-                self.changed |= self._apply_posts(forum, read.posts)
+                self.changed |= self._apply_posts(forum, read.posts, created_at)
 
-    def _apply_posts(self, forum: int, posts: PostStates) -> bool:
+    def _apply_posts(self, forum: int, posts: PostStates, created_at: Mapping[str, float]) -> bool:
         """Update or add the posts' rows; whether anything differs from before."""
         index = self.post_index
         rows = np.fromiter((index.get(p, -1) for p in posts.post_ids), np.intp, len(posts.post_ids))
         expires = np.array(posts.expires_at)  # NaN once withdrawn: never > now, never a candidate
         new = np.flatnonzero((rows < 0) & ~np.isnan(expires))
         if new.size:
-            rows[new] = self._append([posts.post_ids[i] for i in new], forum)
+            rows[new] = self._append([posts.post_ids[i] for i in new], forum, created_at)
         known = rows[rows >= 0]
         expires = expires[rows >= 0]
         counts = np.column_stack([posts.impressions, posts.clicks]).astype(np.float64)[rows >= 0]
@@ -149,20 +163,25 @@ class Catalogue:
         self._counts[known] = counts
         return bool(new.size) or not same
 
-    def _append(self, post_ids: list[str], forum: int) -> np.ndarray:
+    def _append(
+        self, post_ids: list[str], forum: int, created_at: Mapping[str, float]
+    ) -> np.ndarray:
+        """Rows for new posts; a post whose creation time is unknown counts as the oldest."""
         start, end = len(self.post_ids), len(self.post_ids) + len(post_ids)
         if end > self._forum.shape[0]:
             capacity = max(1024, 2 * end)
             self._forum = np.resize(self._forum, capacity)
             self._expires = np.resize(self._expires, capacity)
+            self._created = np.resize(self._created, capacity)
             self._counts = np.resize(self._counts, (capacity, 2))
         self._forum[start:end] = forum
+        self._created[start:end] = [created_at.get(p, 0.0) for p in post_ids]
         self.post_index.update(zip(post_ids, range(start, end), strict=True))
         self.post_ids.extend(post_ids)
         return np.arange(start, end, dtype=np.intp)
 
-    def snapshot(self, built_at: float, now: float) -> Snapshot:
-        """The live posts (expiring after ``now``) as candidates."""
+    def snapshot(self, built_at: float, now: float, plan: Plan | None = None) -> Snapshot:
+        """The live posts (expiring after ``now``) as candidates, served by ``plan``."""
         n_rows = len(self.post_ids)
         expires = self._expires[:n_rows]
         rows = np.flatnonzero(expires > now)
@@ -175,6 +194,7 @@ class Catalogue:
             post_clicks=self._counts[rows, 1],
             forum_impressions=forum_counts[:, 0],
             forum_clicks=forum_counts[:, 1],
+            post_created_at=self._created[rows],
         )
         live_expiry = expires[rows]
         self.changed = False
@@ -183,16 +203,25 @@ class Catalogue:
             post_ids=self.post_ids, post_index=self.post_index, rows=rows,
             candidate_of_row=candidate_of_row, expires_at=live_expiry,
             next_expiry=float(live_expiry.min()) if rows.size else math.inf,
-            candidates=candidates,
+            candidates=candidates, plan=plan,
         )  # fmt: skip
 
 
 class Refresher:
     """Loads snapshots for one process: the changes since the last read, or everything every
-    ``FULL_RELOAD_SECONDS`` (and when the last read is too old for the change log)."""
+    ``FULL_RELOAD_SECONDS`` (and when the last read is too old for the change log).
 
-    def __init__(self, storage: Storage, full_every: float = FULL_RELOAD_SECONDS) -> None:
+    Each refresh also reads what serves (one command: the running experiment, the promoted
+    policy) and gives it to ``plans``, which rebuilds the policies only when it changed
+    (without ``plans``, snapshots carry no plan: the configured policy serves).
+    New posts' creation times are read once, when the catalogue first takes them in.
+    """
+
+    def __init__(
+        self, storage: Storage, plans: Plans | None = None, full_every: float = FULL_RELOAD_SECONDS
+    ) -> None:
         self.storage = storage
+        self.plans = plans
         self.full_every = full_every
         self._catalogue: Catalogue | None = None
         self._previous: Snapshot | None = None
@@ -209,18 +238,25 @@ class Refresher:
         catalogue = self._catalogue
         if catalogue is None or self._pid != os.getpid() or self._full_due(started):
             catalogue = Catalogue()
-            catalogue.apply(self.storage.snapshots.read_changes({}, now))
+            self._take(catalogue, self.storage.snapshots.read_changes({}, now))
             self._catalogue, self._full_at, self._pid = catalogue, started, os.getpid()
             self._previous = None
         else:
-            catalogue.apply(self.storage.snapshots.read_changes(catalogue.cursors, now))
+            self._take(catalogue, self.storage.snapshots.read_changes(catalogue.cursors, now))
+        plan = None if self.plans is None else self.plans(self.storage.experiments.serving())
         self._read_at = started
         previous = self._previous
         if previous is not None and not catalogue.changed and time.time() < previous.next_expiry:
-            self._previous = dataclasses.replace(previous, built_at=now)
+            self._previous = dataclasses.replace(previous, built_at=now, plan=plan)
         else:
-            self._previous = catalogue.snapshot(now, time.time())
+            self._previous = catalogue.snapshot(now, time.time(), plan)
         return self._previous
+
+    def _take(self, catalogue: Catalogue, reads: list[ForumRead]) -> None:
+        new = catalogue.new_posts(reads)
+        times = self.storage.snapshots.created_at(new)
+        created_at = {post_id: at for (post_id, _), at in zip(new, times, strict=True)}
+        catalogue.apply(reads, created_at)
 
     def _full_due(self, now: float) -> bool:
         return (

@@ -34,12 +34,13 @@ from core.settings import Settings
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 SAVE_EVERY_SECONDS = 10.0
 # Counts a day old still rank better than nothing; older files are more likely left over
 # from another deployment than the last state of this one.
 MAX_AGE_SECONDS = 86_400.0
-_ARRAYS = ("post_forum", "post_impressions", "post_clicks", "forum_impressions", "forum_clicks")
+_ARRAYS = ("post_forum", "post_impressions", "post_clicks", "forum_impressions", "forum_clicks",
+           "post_created_at")  # fmt: skip
 _BAD_FILE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 

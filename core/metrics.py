@@ -1,8 +1,9 @@
 """Every Prometheus metric of postbandit, defined once, with bounded labels only.
 
 Labels are drawn from small fixed sets (endpoint rule, method, status, policy, type, result,
-task, operation, role, queue): never a user id, post id or raw path. docs/metrics.md is the
-catalogue (a test keeps it in step with this module).
+task, operation, role, queue, and the variant of the running experiment: at most 10 names an
+experiment, and ``none``): never a user id, post id, experiment id or raw path.
+docs/metrics.md is the catalogue (a test keeps it in step with this module).
 
 Two exposures, two registries:
 
@@ -65,6 +66,12 @@ SLATE_ITEMS = Histogram(
     "postbandit_slate_items", "Posts per served slate", ["policy"],
     buckets=(0, 1, 2, 5, 10, 20, 50), registry=WEB,
 )  # fmt: skip
+EXPERIMENT_SLATES = Counter(
+    "postbandit_experiment_slates_total",
+    "Slates served, by the experiment variant that chose them (none: outside an experiment)",
+    ["variant"], registry=WEB,
+)  # fmt: skip
+NO_VARIANT = "none"
 EVENTS_RECEIVED = Counter(
     "postbandit_events_received_total", "Events accepted (202) and queued for the workers",
     ["type"], registry=WEB,
@@ -156,6 +163,7 @@ def init_web_labels(policy: str) -> None:
         RECOMMENDATIONS.labels(policy, result)
     DEGRADED.labels(policy)
     SLATE_ITEMS.labels(policy)
+    EXPERIMENT_SLATES.labels(NO_VARIANT)
     for event_type in EVENT_TYPES:
         EVENTS_RECEIVED.labels(event_type)
     for operation in WEB_REDIS_OPERATIONS:

@@ -34,7 +34,9 @@ MIN_PRODUCTION_TOKEN = 16  # characters of a production token: long enough not t
 MIN_TTL, MAX_TTL = 60, 30 * 86_400
 
 Role = Literal["web", "worker"]
-PolicyName = Literal["two_level_ts", "flat_ts", "greedy", "epsilon_greedy", "random"]
+PolicyName = Literal[
+    "two_level_ts", "flat_ts", "greedy", "epsilon_greedy", "random", "recent", "explore"
+]
 
 
 class ConfigError(ValueError):
@@ -120,7 +122,11 @@ class Settings(BaseSettings):
         json_schema_extra={"allowed": "up to 256 visible ASCII characters, no spaces",
                            "secret": True, "shown": "empty (open)"},
     )  # fmt: skip
-    policy: PolicyName = Field("two_level_ts", alias="BANDIT_POLICY", description="served policy")
+    policy: PolicyName = Field(
+        "two_level_ts", alias="BANDIT_POLICY",
+        description="policy served outside an experiment, unless a stopped experiment promoted "
+        "a variant ([experiments](#experiments))",
+    )  # fmt: skip
     prior_strength: Number = Field(
         10.0, alias="BANDIT_PRIOR_STRENGTH", ge=1e-3, le=1e9,
         description="pseudo-impressions of a post's prior, centred on its forum (`two_level_ts`, "
@@ -330,6 +336,8 @@ POLICY_SETTINGS: dict[str, tuple[str, ...]] = {
     "greedy": ("prior_strength",),
     "epsilon_greedy": ("prior_strength",),
     "random": (),
+    "recent": (),
+    "explore": (),
 }
 _ENV_OF = {"prior_strength": "BANDIT_PRIOR_STRENGTH", "exploration": "BANDIT_EXPLORATION"}
 _T = TypeVar("_T", bound=BaseSettings)

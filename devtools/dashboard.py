@@ -128,6 +128,11 @@ PRODUCT = (
         ("sum by (policy) (rate(postbandit_clicks_total[1h]))"
          " / sum by (policy) (rate(postbandit_impressions_total[1h]))", "{{policy}}"),
     ), "Clicks / impressions counted, by the policy that served the slate."),
+    Panel("Slates per second by experiment variant", "reqps", (
+        (f"sum by (variant) (rate(postbandit_experiment_slates_total[{RATE}]))",
+         "{{variant}}"),
+    ), "Slates served, by the variant of the running experiment that chose them; none: outside"
+       " an experiment (the promoted or configured policy)."),
     Panel("Impressions and clicks per second by policy", "ops", (
         (f"sum by (policy) (rate(postbandit_impressions_total[{RATE}]))",
          "impressions {{policy}}"),

@@ -41,8 +41,9 @@ def test_recommendations_are_distinct_registered_posts(
     client: FlaskClient, catalogue: dict[str, str]
 ) -> None:
     body = recommend(client, n=5)
-    assert set(body) == {"request_id", "policy", "items", "degraded"}
+    assert set(body) == {"request_id", "policy", "experiment", "variant", "items", "degraded"}
     assert body["policy"] == "two_level_ts" and body["degraded"] is False
+    assert body["experiment"] is None and body["variant"] is None  # outside an experiment
     posts = [item["post_id"] for item in body["items"]]
     assert len(posts) == 5 == len(set(posts))
     assert all(catalogue[item["post_id"]] == item["forum_id"] for item in body["items"])
@@ -72,7 +73,8 @@ def test_post_takes_the_query_as_a_json_body(
     response = client.post("/v1/recommendations", json=body)
     assert response.status_code == 200, response.json
     slate: dict[str, Any] = response.json  # type: ignore[assignment]
-    assert set(slate) == {"request_id", "policy", "items", "degraded"}
+    assert set(slate) == {"request_id", "policy", "experiment", "variant", "items",
+                          "degraded"}  # fmt: skip
     assert {i["post_id"] for i in slate["items"]} == {"physics-1", "physics-2", "jobs-0"}
     assert [i["rank"] for i in slate["items"]] == [1, 2, 3]
     defaults = client.post("/v1/recommendations", json={"user_id": "u1", "exclude": []})

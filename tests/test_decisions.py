@@ -100,10 +100,13 @@ def test_export_joins_each_decision_with_its_impressions_and_clicks(
     assert outcomes == {a: (True, False), b: (True, True), c: (False, False)}
     assert [i["rank"] for i in by_id[rid]["items"]] == [1, 2, 3]
     assert not any(i["impression"] for i in by_id[second["request_id"]]["items"])
-    assert set(by_id[rid]) == {"request_id", "time", "user_id", "policy", "candidates",
-                               "final", "items"}  # fmt: skip
+    assert set(by_id[rid]) == {"request_id", "time", "user_id", "policy", "experiment",
+                               "variant", "candidates", "final", "items"}  # fmt: skip
+    assert (by_id[rid]["experiment"], by_id[rid]["variant"]) == (None, None)
     assert set(by_id[rid]["items"][0]) == {"rank", "post_id", "forum_id", "score", "alpha",
-                                           "beta", "impression", "click"}  # fmt: skip
+                                           "beta", "propensity", "impression",
+                                           "click"}  # fmt: skip
+    assert by_id[rid]["items"][0]["propensity"] is None
 
     later, _ = export(rt, now=time.time() + WINDOW + 1)
     assert later == []  # outside --since/--until

@@ -103,7 +103,8 @@ def test_the_longest_allowed_lists_of_any_ids_fit_in_a_post_body(base: str) -> N
             "exclude": [f"{i:064d}" for i in range(500)]}  # fmt: skip
     response = requests.post(f"{base}/v1/recommendations", json=body, timeout=10)
     assert response.status_code == 200, response.text
-    assert set(response.json()) == {"request_id", "policy", "items", "degraded"}
+    assert set(response.json()) == {"request_id", "policy", "experiment", "variant", "items",
+                                    "degraded"}  # fmt: skip
 
 
 def test_a_request_line_over_the_limit_is_a_json_414_that_names_it(base: str) -> None:

@@ -30,8 +30,9 @@ from tests.exposition import samples, value
 from workers.tasks import MeteredTask
 
 ROOT = Path(__file__).resolve().parent.parent
+# variant: of the running experiment, at most 10 names an experiment (app.experiment_schemas).
 ALLOWED_LABELS = {"endpoint", "method", "status", "policy", "result", "type", "task", "outcome",
-                  "operation", "role", "queue"}  # fmt: skip
+                  "operation", "role", "queue", "variant"}  # fmt: skip
 POLICY = "two_level_ts"
 
 

@@ -18,6 +18,7 @@ from core.events import apply_batch
 from core.storage import Keys, Served, new_request_id
 from core.storage.catalogue import claim_post_id_call, put_post_call, withdraw_post_call
 from core.storage.counting import apply_events_call, prune_expired_call
+from core.storage.experiments import start_experiment_call, stop_experiment_call
 from core.storage.scripts import LUA_DIR, SCRIPTS, ScriptCall, source
 from core.storage.serving import serve_slate_call
 from tests.conftest import register
@@ -38,6 +39,8 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
         "claim_post_id": claim_post_id_call(keys, post, forum, 3600),
         "put_post": put_post_call(keys, post, forum, time.time(), (None, 60.0, 3600.0), 60, 10**8),
         "withdraw_post": withdraw_post_call(keys, post, forum, time.time(), 3600, 10**8),
+        "start_experiment": start_experiment_call(keys, post, "{}", time.time()),
+        "stop_experiment": stop_experiment_call(keys, post, time.time(), "v", "{}"),
     }
 
 

@@ -26,7 +26,9 @@ key                             type      content
                                           ``k`` kind ``i``/``c`` (capped; the decision log)
 ``P:withdrawn``                 zset      post id -> withdrawal time, the last hour only
 ``P:{u:T}:served:R``            hash      slate R served to a member of tag T: ``u`` member,
-                                          ``p`` policy, ``#<post>`` -> forum (TTL)
+                                          ``p`` policy, ``x`` experiment and ``v`` variant
+                                          (absent outside an experiment), ``#<post>`` -> forum
+                                          (TTL)
 ``P:{u:T}:clicked:U``           zset      post id -> click time for member U of tag T (TTL)
 ``P:decisions``                 stream    served slates for offline evaluation (capped)
 ``P:outcomes:forums``           set       forums whose outcome stream may hold entries
@@ -36,6 +38,26 @@ key                             type      content
                                           until a worker applied it (the journal)
 ``P:pending:since``             zset      batch id -> when it was last handed to the broker
 ``P:pending:lock``              string    held by the worker sweeping the journal (TTL)
+``P:{experiments}:serving``     hash      ``experiment`` running ('' none), its
+                                          ``definition`` (JSON), ``promoted`` (JSON: experiment,
+                                          variant, policy, params; absent: the configured
+                                          policy), ``version`` (grows with every change)
+``P:{experiments}:experiment:X``  hash    experiment X: ``definition`` (JSON), ``status``
+                                          running/stopped, ``started_at``, ``stopped_at``,
+                                          ``promoted`` variant ('' none)
+``P:{experiments}:history``     zset      experiment id -> start sequence (the last 100; older
+                                          records are deleted)
+``P:{experiments}:ids``         set       every experiment id ever started (never reused)
+==============================  ========  ==================================================
+
+Experiments (core.storage.experiments) keep every key under the one tag ``{experiments}``:
+starting and stopping are single scripts in one slot. The counting step that makes each
+variant learn from its own slates reads the variant from the served slate (``x``, ``v``) and is
+meant to add, in the forum's slot so that one script still applies an event:
+
+==============================  ========  ==================================================
+``P:{f:F}:vstats:X:V``          hash      as ``P:{f:F}:stats``, for the slates of variant V of
+                                          experiment X only (planned)
 ==============================  ========  ==================================================
 
 Why the served slate is keyed by member: serving checks the slate against the member's
@@ -44,8 +66,9 @@ The worker knows only ``(request_id, post_id)`` of an event; the request id carr
 (:mod:`core.storage.request_ids`), so the slate's key follows from the request id alone.
 
 Post ids never collide with the slate's own fields: a post field is ``#`` and the post id, and
-``#`` is not a character an id may hold (``A-Z a-z 0-9 _ . : -``); ``u`` and ``p`` do not start
-with it. In a forum's stats hash every post field holds a ``:`` (``i:<post>``), the totals none.
+``#`` is not a character an id may hold (``A-Z a-z 0-9 _ . : -``); ``u``, ``p``, ``x`` and ``v``
+do not start with it. In a forum's stats hash every post field holds a ``:`` (``i:<post>``),
+the totals none.
 """
 
 from __future__ import annotations
@@ -61,6 +84,8 @@ WINDOW_FIELDS = ("_wi", "_wc")
 # The served-slate hash: its member and policy, and one field per post (POST_FIELD + post id).
 SERVED_USER = "u"
 SERVED_POLICY = "p"
+SERVED_EXPERIMENT = "x"
+SERVED_VARIANT = "v"
 POST_FIELD = "#"
 
 
@@ -153,3 +178,18 @@ class Keys:
     @property
     def pending_lock(self) -> str:
         return f"{self.prefix}:pending:lock"
+
+    @property
+    def experiment_serving(self) -> str:
+        return f"{self.prefix}:{{experiments}}:serving"
+
+    def experiment(self, experiment_id: str) -> str:
+        return f"{self.prefix}:{{experiments}}:experiment:{experiment_id}"
+
+    @property
+    def experiment_history(self) -> str:
+        return f"{self.prefix}:{{experiments}}:history"
+
+    @property
+    def experiment_ids(self) -> str:
+        return f"{self.prefix}:{{experiments}}:ids"

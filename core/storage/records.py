@@ -78,6 +78,8 @@ class Served:
     user_id: str
     policy: str
     forums: dict[str, str]  # post id -> forum id
+    experiment: str | None = None  # the experiment and variant that served it, if any
+    variant: str | None = None
 
 
 def text(value: bytes | str | None) -> str | None:

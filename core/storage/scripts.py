@@ -23,6 +23,8 @@ SCRIPTS = (
     "prune_expired",
     "put_post",
     "serve_slate",
+    "start_experiment",
+    "stop_experiment",
     "withdraw_post",
 )
 
@@ -56,6 +58,8 @@ class Scripts:
         self.claim_post_id = client.register_script(source("claim_post_id"))
         self.put_post = client.register_script(source("put_post"))
         self.withdraw_post = client.register_script(source("withdraw_post"))
+        self.start_experiment = client.register_script(source("start_experiment"))
+        self.stop_experiment = client.register_script(source("stop_experiment"))
 
 
 def run(script: Script, call: ScriptCall, pipe: redis.client.Pipeline) -> None:

@@ -18,7 +18,14 @@ import redis
 from redis.typing import EncodableT
 
 from core.storage.decision_log import DecisionLog
-from core.storage.keys import POST_FIELD, SERVED_POLICY, SERVED_USER, Keys
+from core.storage.keys import (
+    POST_FIELD,
+    SERVED_EXPERIMENT,
+    SERVED_POLICY,
+    SERVED_USER,
+    SERVED_VARIANT,
+    Keys,
+)
 from core.storage.records import RequestContext, Served, text
 from core.storage.request_ids import member_tag, request_tag
 from core.storage.scripts import ScriptCall, Scripts, run
@@ -37,6 +44,8 @@ def serve_slate_call(
     if request_tag(served.request_id) != member_tag(served.user_id):
         raise ValueError(f"request id {served.request_id!r} was not issued to this member")
     fields: list[EncodableT] = [SERVED_USER, served.user_id, SERVED_POLICY, served.policy]
+    if served.experiment is not None and served.variant is not None:
+        fields += [SERVED_EXPERIMENT, served.experiment, SERVED_VARIANT, served.variant]
     for post_id, forum_id in served.forums.items():
         fields += [POST_FIELD + post_id, forum_id]
     since = "" if clicked_since is None else clicked_since
@@ -131,4 +140,7 @@ def _served(request_id: str, raw: dict[bytes, bytes]) -> Served:
         for name, forum in fields.items()
         if name.startswith(POST_FIELD)
     }
-    return Served(request_id, fields.get(SERVED_USER, ""), fields.get(SERVED_POLICY, ""), forums)
+    return Served(
+        request_id, fields.get(SERVED_USER, ""), fields.get(SERVED_POLICY, ""), forums,
+        fields.get(SERVED_EXPERIMENT), fields.get(SERVED_VARIANT),
+    )  # fmt: skip

@@ -3,7 +3,8 @@
 -- KEYS[2]  the member's clicks       P:{u:T}:clicked:U   (same member tag T: one slot)
 -- ARGV[1]  ttl of the slate (seconds)
 -- ARGV[2]  clicked since (unix seconds), or '' for no check
--- ARGV[3..] the slate's hash, field/value pairs: 'u' member, 'p' policy, '#'..post -> forum
+-- ARGV[3..] the slate's hash, field/value pairs: 'u' member, 'p' policy, 'x' experiment and
+--          'v' variant (when one served it), '#'..post -> forum
 -- Returns {1} when the slate was written; {0, the member's posts clicked since} when it holds
 -- one of them (nothing is written). Built by core.storage.serving.serve_slate_call.
 local served, clicked = KEYS[1], KEYS[2]
