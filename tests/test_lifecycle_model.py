@@ -133,7 +133,10 @@ class Lifecycle(RuleBasedStateMachine):
         if self.now - self.full_at >= FULL_RELOAD:
             self.snapshot_catalogue, self.full_at = SnapshotCatalogue(), self.now
         catalogue = self.snapshot_catalogue
-        catalogue.apply(self.storage.snapshots.read_changes(catalogue.cursors, self.now))
+        reads = self.storage.snapshots.read_changes(catalogue.cursors, self.now)
+        new = catalogue.new_posts(reads)
+        times = self.storage.snapshots.created_at(new)
+        catalogue.apply(reads, {post_id: at for (post_id, _), at in zip(new, times, strict=True)})
         self.snapshot = catalogue.snapshot(self.now, self.now)
         served = {p for p, _ in self.snapshot.items(self._candidates(self.snapshot))}
         assert served == {p for p in self.posts if self.is_live(p)}
