@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from app.snapshot import Refresher, Snapshot, SnapshotCache
-from app.snapshot_file import SnapshotFile, snapshot_file
+from app.snapshot_file import FORMAT_VERSION, SnapshotFile, snapshot_file
 from core.settings import Settings
 from core.storage import Storage
 from tests.test_snapshot import content, event, put
@@ -63,7 +63,9 @@ def test_an_empty_snapshot_round_trips(storage: Storage, tmp_path: Path) -> None
         pytest.param(lambda p: p.write_bytes(b"not a zip at all"), id="garbage"),
         pytest.param(lambda p: p.write_bytes(p.read_bytes()[:200]), id="truncated"),
         pytest.param(lambda p: p.write_bytes(b""), id="empty"),
-        pytest.param(lambda p: _rewrite(p, version=np.array([2])), id="other version"),
+        pytest.param(
+            lambda p: _rewrite(p, version=np.array([FORMAT_VERSION + 1])), id="other version"
+        ),
         pytest.param(lambda p: _rewrite(p, post_clicks=np.array([1.0])), id="wrong length"),
         pytest.param(lambda p: _rewrite(p, post_clicks=np.array([9.0, 0, 0])), id="clicks>imps"),
         pytest.param(lambda p: _rewrite(p, drop="post_ids"), id="missing array"),
