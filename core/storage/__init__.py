@@ -12,6 +12,7 @@ module              owns
 ``snapshot_reads``  what the web processes' snapshots read (changes, forums)
 ``journal``         the journal of accepted event batches
 ``decision_log``    the decision and outcome streams
+``drain_cursors``   the decision log drain's cursors and lock
 ``broker``          reads of Celery's Redis broker (queue length and head)
 ``records``         the records returned, and :class:`PostConflict`
 ``facade``          :class:`Storage`, the parts above on one client

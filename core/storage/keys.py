@@ -28,6 +28,9 @@ key                             type      content
                                           until a worker applied it (the journal)
 ``P:pending:since``             zset      batch id -> when it was last handed to the broker
 ``P:pending:lock``              string    held by the worker sweeping the journal (TTL)
+``P:drain:cursors``             hash      source (``decisions``, ``outcomes``) -> end of the last
+                                          slice drained to the decision files (unix ms)
+``P:drain:lock``                string    held by the worker draining the decision log (TTL)
 ==============================  ========  ==================================================
 
 Why the served slate is keyed by member: serving checks the slate against the member's
@@ -132,3 +135,11 @@ class Keys:
     @property
     def pending_lock(self) -> str:
         return f"{self.prefix}:pending:lock"
+
+    @property
+    def drain_cursors(self) -> str:
+        return f"{self.prefix}:drain:cursors"
+
+    @property
+    def drain_lock(self) -> str:
+        return f"{self.prefix}:drain:lock"
