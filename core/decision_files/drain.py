@@ -70,9 +70,11 @@ def drain(
     slice_ms: int,
     now_ms: int,
     max_slices: int = 100,
+    margin_ms: int = CLOSE_MARGIN_MS,
 ) -> Drained | None:
-    """Drain up to ``max_slices`` closed slices of each stream (``now_ms``: the Redis clock);
-    None when another drainer holds the lock.
+    """Drain up to ``max_slices`` slices of each stream closed for ``margin_ms`` at ``now_ms``
+    (the Redis clock: a later clock would drain slices that entries may still join); None
+    when another drainer holds the lock.
 
     Raises:
         redis.RedisError: Redis failed; OSError: the store refused a file;
@@ -84,7 +86,8 @@ def drain(
     try:
         done = Drained()
         for source in streams:
-            _drain_source(cursors, lock, source, store, slice_ms, now_ms, max_slices, done)
+            closed_ms = now_ms - margin_ms
+            _drain_source(cursors, lock, source, store, slice_ms, closed_ms, max_slices, done)
         return done
     finally:
         with contextlib.suppress(redis.exceptions.LockError):  # expired meanwhile
@@ -97,7 +100,7 @@ def _drain_source(
     source: Source,
     store: Store,
     slice_ms: int,
-    now_ms: int,
+    closed_ms: int,
     max_slices: int,
     done: Drained,
 ) -> None:
@@ -107,7 +110,7 @@ def _drain_source(
         if start is None:
             return
         end = (start // slice_ms + 1) * slice_ms
-        if end + CLOSE_MARGIN_MS > now_ms:
+        if end > closed_ms:
             return
         entries = list(_scan(source.read, start, end))
         path = store.path(source.name, start, end)
