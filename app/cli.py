@@ -10,6 +10,7 @@ from typing import IO, Any
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 
 from app import decisions, demo
 from app.runtime import runtime
@@ -62,42 +63,46 @@ def init_app(app: Flask) -> None:
         count = demo.load(runtime(), posts_per_forum)
         click.echo(f"registered {count} demo posts")
 
-    @app.cli.command("export-decisions")
-    @click.option("--since", type=Moment(), help="first serving time [default: 24 h ago]")
-    @click.option("--until", type=Moment(), help="last serving time [default: now]")
-    @click.option(
-        "--format", "fmt", type=click.Choice(["jsonl", "obd"]), default="jsonl",
-        show_default=True,
-        help="jsonl: one line per decision, from the Redis streams; obd: the Open Bandit "
-        "Dataset's CSV layout in the directory --output, from the decision files",
-    )  # fmt: skip
-    @click.option("--output", "-o", default="-", show_default=True,
-                  help="a file (jsonl; - is stdout) or a directory (obd)")  # fmt: skip
-    @click.option("--all", "include_all", is_flag=True,
-                  help="obd: also the rows without a known propensity (left empty)")  # fmt: skip
-    @click.option("--log-url", help="obd: the decision files [default: BANDIT_DECISION_LOG_URL]")
-    def export_decisions(
-        since: float | None,
-        until: float | None,
-        fmt: str,
-        output: str,
-        include_all: bool,
-        log_url: str | None,
-    ) -> None:
-        """Write served slates with their impressions and clicks.
+    app.cli.add_command(export_decisions)
 
-        jsonl: one line per decision (see app/decisions.py for the fields); ``final`` marks
-        decisions whose attribution window has closed. obd: see core/decision_files/obd.py.
-        """
-        rt, now = runtime(), time.time()
-        since = now - 86_400 if since is None else since
-        until = now if until is None else until
-        if fmt == "obd":
-            url = rt.settings.decision_log_url if log_url is None else log_url
-            _export_obd(url, since, until, rt.settings.attribution_seconds, output, include_all)
-            return
-        with click.open_file(output, "w") as out:
-            _export_jsonl(since, until, now, out)
+
+@click.command("export-decisions")
+@with_appcontext
+@click.option("--since", type=Moment(), help="first serving time [default: 24 h ago]")
+@click.option("--until", type=Moment(), help="last serving time [default: now]")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "obd"]), default="jsonl",
+    show_default=True,
+    help="jsonl: one line per decision, from the Redis streams; obd: the Open Bandit "
+    "Dataset's CSV layout in the directory --output, from the decision files",
+)  # fmt: skip
+@click.option("--output", "-o", default="-", show_default=True,
+              help="a file (jsonl; - is stdout) or a directory (obd)")  # fmt: skip
+@click.option("--all", "include_all", is_flag=True,
+              help="obd: also the rows without a known propensity (left empty)")  # fmt: skip
+@click.option("--log-url", help="obd: the decision files [default: BANDIT_DECISION_LOG_URL]")
+def export_decisions(
+    since: float | None,
+    until: float | None,
+    fmt: str,
+    output: str,
+    include_all: bool,
+    log_url: str | None,
+) -> None:
+    """Write served slates with their impressions and clicks.
+
+    jsonl: one line per decision (see app/decisions.py for the fields); ``final`` marks
+    decisions whose attribution window has closed. obd: see core/decision_files/obd.py.
+    """
+    rt, now = runtime(), time.time()
+    since = now - 86_400 if since is None else since
+    until = now if until is None else until
+    if fmt == "obd":
+        url = rt.settings.decision_log_url if log_url is None else log_url
+        _export_obd(url, since, until, rt.settings.attribution_seconds, output, include_all)
+        return
+    with click.open_file(output, "w") as out:
+        _export_jsonl(since, until, now, out)
 
 
 def _export_jsonl(since: float, until: float, now: float, output: IO[str]) -> None:
