@@ -49,10 +49,11 @@ def serve(storage: Storage, user: str = "u", **extra: str) -> str:
 
 
 def closed(storage: Storage) -> int:
-    """The Redis clock once it has passed the slices of every entry so far (the clock of the
-    stream ids, so no entry can join them later)."""
-    newest = storage.client.xrevrange(storage.keys.decisions, count=1)
-    last = int(newest[0][0].split(b"-")[0]) if newest else 0
+    """The Redis clock once it has passed the slices of every entry so far, in both streams
+    (the clock of the stream ids, so no entry can join them later)."""
+    keys = (storage.keys.decisions, storage.keys.outcomes)
+    newest = [storage.client.xrevrange(key, count=1) for key in keys]
+    last = max((int(n[0][0].split(b"-")[0]) for n in newest if n), default=0)
     wait_for(lambda: storage.drains.server_ms() >= (last // SLICE_MS + 1) * SLICE_MS, 10,
              "the Redis clock to pass the newest slice")  # fmt: skip
     return storage.drains.server_ms()
