@@ -5,13 +5,18 @@ from __future__ import annotations
 import math
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import IO, Any
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 
 from app import decisions, demo
 from app.runtime import runtime
+from core.decision_files import obd
+from core.decision_files.read import read_joined
+from core.decision_files.store import Store, StoreError
 
 # The streams are keyed by unix milliseconds: a time outside these cannot be read from them.
 EARLIEST = 0.0  # 1970-01-01T00:00:00Z
@@ -58,29 +63,87 @@ def init_app(app: Flask) -> None:
         count = demo.load(runtime(), posts_per_forum)
         click.echo(f"registered {count} demo posts")
 
-    @app.cli.command("export-decisions")
-    @click.option("--since", type=Moment(), help="first serving time [default: 24 h ago]")
-    @click.option("--until", type=Moment(), help="last serving time [default: now]")
-    @click.option("--output", "-o", type=click.File("w"), default="-", show_default=True)
-    def export_decisions(since: float | None, until: float | None, output: IO[str]) -> None:
-        """Write served slates with their impressions and clicks as JSON lines.
+    app.cli.add_command(export_decisions)
 
-        One line per decision (see app/decisions.py for the fields); ``final`` marks decisions
-        whose outcomes can no longer change (attribution window and grace over).
-        """
-        rt, now = runtime(), time.time()
-        summary = decisions.export(
-            rt.storage.decisions,
-            now - 86_400 if since is None else since,
-            now if until is None else until,
-            rt.settings.event_keep_seconds,
-            now,
-            output,
+
+@click.command("export-decisions")
+@with_appcontext
+@click.option("--since", type=Moment(), help="first serving time [default: 24 h ago]")
+@click.option("--until", type=Moment(), help="last serving time [default: now]")
+@click.option(
+    "--format", "fmt", type=click.Choice(["jsonl", "obd"]), default="jsonl",
+    show_default=True,
+    help="jsonl: one line per decision, from the Redis streams; obd: the Open Bandit "
+    "Dataset's CSV layout in the directory --output, from the decision files",
+)  # fmt: skip
+@click.option("--output", "-o", default="-", show_default=True,
+              help="a file (jsonl; - is stdout) or a directory (obd)")  # fmt: skip
+@click.option("--all", "include_all", is_flag=True,
+              help="obd: also the rows without a known propensity (left empty)")  # fmt: skip
+@click.option("--log-url", help="obd: the decision files [default: BANDIT_DECISION_LOG_URL]")
+def export_decisions(
+    since: float | None,
+    until: float | None,
+    fmt: str,
+    output: str,
+    include_all: bool,
+    log_url: str | None,
+) -> None:
+    """Write served slates with their impressions and clicks.
+
+    jsonl: one line per decision (see app/decisions.py for the fields); ``final`` marks
+    decisions whose attribution window and grace are over. obd: see core/decision_files/obd.py.
+    """
+    rt, now = runtime(), time.time()
+    since = now - 86_400 if since is None else since
+    until = now if until is None else until
+    if fmt == "obd":
+        url = rt.settings.decision_log_url if log_url is None else log_url
+        _export_obd(url, since, until, rt.settings.event_keep_seconds, output, include_all)
+        return
+    with click.open_file(output, "w") as out:
+        _export_jsonl(since, until, now, out)
+
+
+def _export_jsonl(since: float, until: float, now: float, output: IO[str]) -> None:
+    rt = runtime()
+    summary = decisions.export(
+        rt.storage.decisions, since, until, rt.settings.event_keep_seconds, now, output
+    )
+    click.echo(f"exported {summary.decisions} decisions ({summary.final} final)", err=True)
+    if summary.outcomes_trimmed:
+        click.echo(
+            "warning: the outcome stream was trimmed after --since; the oldest decisions "
+            "may lack outcomes (raise BANDIT_DECISION_LOG_MAXLEN or export more often)",
+            err=True,
         )
-        click.echo(f"exported {summary.decisions} decisions ({summary.final} final)", err=True)
-        if summary.outcomes_trimmed:
-            click.echo(
-                "warning: the outcome stream was trimmed after --since; the oldest decisions "
-                "may lack outcomes (raise BANDIT_DECISION_LOG_MAXLEN or export more often)",
-                err=True,
-            )
+
+
+def _export_obd(
+    url: str, since: float, until: float, window: int, output: str, include_all: bool
+) -> None:
+    """The decision files of [since, until] under ``output`` in the Open Bandit Dataset's
+    layout. Only the files are read: slates not drained yet are left out (their outcomes
+    are not final either)."""
+    if output == "-":
+        raise click.BadParameter(
+            "--format obd writes a directory, not stdout", param_hint="'--output'"
+        )
+    if not url:
+        raise click.BadParameter(
+            "--format obd reads the decision files: set BANDIT_DECISION_LOG_URL or --log-url",
+            param_hint="'--log-url'",
+        )
+    try:
+        store = Store(url)
+    except StoreError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--log-url'") from None
+    table = read_joined(store, int(since * 1000), int(until * 1000), window * 1000)
+    written = obd.write(table, Path(output), include_all)
+    click.echo(
+        f"exported {sum(written.values())} of {table.num_rows} rows ("
+        + (", ".join(f"{policy}: {count}" for policy, count in written.items()) or "none")
+        + ")"
+        + ("" if include_all else "; rows without a propensity left out (--all)"),
+        err=True,
+    )

@@ -209,6 +209,19 @@ class Settings(BaseSettings):
         100_000, alias="BANDIT_DECISION_LOG_MAXLEN", ge=0, le=10_000_000,
         description="served slates kept in the decision log (0 turns it off)",
     )  # fmt: skip
+    decision_log_url: str = Field(
+        "", alias="BANDIT_DECISION_LOG_URL", pattern=r"^(?:\S(?:.*\S)?)?$",
+        description="where workers drain the decision log to, as Parquet files kept for "
+        "offline evaluation: a directory or an fsspec URL (`s3://bucket/postbandit`...); "
+        "empty turns it off ([decision log](#decision-log))",
+        json_schema_extra={"allowed": "a directory or fsspec URL, no spaces around it; "
+                           "empty: off", "secret": True},
+    )  # fmt: skip
+    decision_log_file_seconds: WholeNumber = Field(
+        300, alias="BANDIT_DECISION_LOG_FILE_SECONDS", ge=10, le=86_400,
+        description="each decision log file holds the entries of this many seconds; a slice "
+        "is drained once it has passed",
+    )  # fmt: skip
     seed: WholeNumber = Field(
         0, alias="BANDIT_SEED", ge=0, le=2**32 - 1,
         description="RNG seed (0: from the OS); each process adds its pid",

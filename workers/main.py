@@ -37,7 +37,7 @@ leave_the_web_metrics_alone()
 
 from core.queue import make_celery  # noqa: E402
 from core.settings import ConfigError, Settings  # noqa: E402
-from workers import monitoring, sweeper  # noqa: E402
+from workers import decision_drain, monitoring, sweeper  # noqa: E402
 
 try:
     settings = Settings.from_env(role="worker")
@@ -46,3 +46,4 @@ except ConfigError as exc:  # one line naming the variable, not Celery's "unable
 app = make_celery(settings)
 monitoring.install(app)
 sweeper.install(app)
+decision_drain.install(app)

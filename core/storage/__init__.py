@@ -13,6 +13,7 @@ module              owns
 ``journal``         the journal of accepted event batches
 ``decision_log``    the decision and outcome streams
 ``experiments``     experiment definitions, the running one, the promoted policy, history
+``drain_cursors``   the decision log drain's cursors and lock
 ``broker``          reads of Celery's Redis broker (queue length and head)
 ``records``         the records returned, and :class:`PostConflict`
 ``facade``          :class:`Storage`, the parts above on one client

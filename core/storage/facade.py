@@ -7,6 +7,7 @@ import redis
 from core.storage.catalogue import Catalogue
 from core.storage.counting import Counting
 from core.storage.decision_log import DecisionLog
+from core.storage.drain_cursors import DrainCursors
 from core.storage.experiments import Experiments
 from core.storage.journal import Journal
 from core.storage.keys import Keys
@@ -18,7 +19,7 @@ from core.storage.snapshot_reads import CHANGES_KEEP_SECONDS, SnapshotReads
 class Storage:
     """The parts by what they own: ``catalogue``, ``counting``, ``serving`` (attribution),
     ``snapshots`` (reads for the snapshot), ``journal``, ``decisions`` (the decision log),
-    ``experiments``.
+    ``experiments``, ``drains`` (where the decision log drain stands).
 
     ``decision_log_maxlen`` is how many decisions the decision log keeps (0: no log);
     ``forum_window`` is W of the windowed forum totals (0: none, the policy takes every
@@ -46,6 +47,7 @@ class Storage:
         self.serving = Serving(client, keys, scripts, self.decisions)
         self.journal = Journal(client, keys)
         self.experiments = Experiments(client, keys, scripts)
+        self.drains = DrainCursors(client, keys)
 
     def ping(self) -> bool:
         return bool(self.client.ping())

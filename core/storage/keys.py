@@ -48,6 +48,9 @@ key                             type      content
 ``P:{experiments}:history``     zset      experiment id -> start sequence (the last 100; older
                                           records are deleted)
 ``P:{experiments}:ids``         set       every experiment id ever started (never reused)
+``P:{drain}:cursors``           hash      source (``decisions``, ``outcomes``) -> end of the last
+                                          slice drained to the decision files (unix ms)
+``P:{drain}:lock``              string    held by the worker draining the decision log (TTL)
 ==============================  ========  ==================================================
 
 Experiments (core.storage.experiments) keep every key under the one tag ``{experiments}``:
@@ -193,3 +196,11 @@ class Keys:
     @property
     def experiment_ids(self) -> str:
         return f"{self.prefix}:{{experiments}}:ids"
+
+    @property
+    def drain_cursors(self) -> str:
+        return f"{self.prefix}:{{drain}}:cursors"
+
+    @property
+    def drain_lock(self) -> str:
+        return f"{self.prefix}:{{drain}}:lock"

@@ -1,0 +1,65 @@
+"""The decision log drain: a thread of each worker moving the decision and outcome streams into
+Parquet files under ``BANDIT_DECISION_LOG_URL`` (core.decision_files.drain; one worker at a
+time holds the drain lock, the others find it taken and wait for the next round).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+from celery import Celery, signals
+
+from core.decision_files.drain import drain, sources
+from core.decision_files.store import Store, StoreError
+from core.settings import Settings
+from core.storage import Storage
+from core.storage.drain_cursors import LockLost
+
+log = logging.getLogger(__name__)
+
+
+def interval(file_seconds: int) -> float:
+    """Seconds between drain rounds: a fifth of a slice, 2 to 30 s."""
+    return max(2.0, min(30.0, file_seconds / 5))
+
+
+def install(celery: Celery) -> None:
+    """Run drain rounds in a thread of the worker process from ``worker_ready`` on, when
+    ``BANDIT_DECISION_LOG_URL`` is set.
+
+    Raises:
+        SystemExit: the URL names no filesystem fsspec can open (naming the variable).
+    """
+    settings: Settings = celery.postbandit_settings
+    if not settings.decision_log_url:
+        return
+    try:
+        store = Store(settings.decision_log_url)
+    except StoreError as exc:
+        raise SystemExit(f"worker: BANDIT_DECISION_LOG_URL: {exc}") from None
+    stop = threading.Event()
+
+    @signals.worker_ready.connect(weak=False)
+    def _start(**_: object) -> None:
+        threading.Thread(
+            target=_run, args=(celery, settings, store, stop), name="decision-drain", daemon=True
+        ).start()
+
+    @signals.worker_shutdown.connect(weak=False)
+    def _stop(**_: object) -> None:
+        stop.set()
+
+
+def _run(celery: Celery, settings: Settings, store: Store, stop: threading.Event) -> None:
+    storage: Storage = celery.postbandit_storage.get()
+    slice_ms = settings.decision_log_file_seconds * 1000
+    while not stop.wait(interval(settings.decision_log_file_seconds)):
+        try:
+            now_ms = storage.drains.server_ms()
+            drain(storage.drains, sources(storage.decisions), store, slice_ms, now_ms)
+        except (redis.RedisError, OSError, LockLost) as exc:
+            log.warning("decision log drain failed, retrying next round: %r", exc)
+        except Exception:  # a store's own errors (object storage clients): never end the thread
+            log.exception("decision log drain failed, retrying next round")
