@@ -5,6 +5,7 @@ value, and the workers account for every event sent."""
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +17,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.redis_server import RedisServer, free_port
-from tests.processes import ADMIN, Stack, wait_for
+from tests.processes import ADMIN, Stack, wait_for, wait_for_fresh_snapshots
 from tests.streams import (
     Stream,
     build_stream,
@@ -81,8 +82,8 @@ def test_every_stored_count_is_exactly_the_expected_one(
     for port in ports:
         stack.add_worker(BANDIT_WORKER_METRICS_PORT=str(port),
                          BANDIT_WORKER_METRICS_HOST="127.0.0.1")  # fmt: skip
-    wait_for(lambda: len(fetch_slates(stack.base, 1, 50)[0].posts) == FORUMS * POSTS_PER_FORUM,
-             10, "every post in the snapshots")  # fmt: skip
+    wait_for_fresh_snapshots(stack.base, after=time.time())
+    assert len(fetch_slates(stack.base, 1, 50)[0].posts) == FORUMS * POSTS_PER_FORUM
     slates = fetch_slates(stack.base, 150, 8, seed=1)
     stream = build_stream(slates, seed=3, batch_size=25, window=WINDOW)
     send_concurrently(stack.base, stream)

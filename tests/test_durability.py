@@ -14,7 +14,7 @@ import redis
 import requests
 
 from devtools.redis_server import RedisServer
-from tests.processes import ADMIN, Stack, wait_drained, wait_for
+from tests.processes import ADMIN, Stack, wait_drained, wait_for, wait_for_fresh_snapshots
 from tests.streams import (
     Event,
     Stream,
@@ -49,11 +49,8 @@ def catalogue(base: str) -> None:
                 f"{base}/v1/posts/f{f}-p{p}", json={"forum_id": f"f{f}"}, headers=ADMIN, timeout=5
             )
             assert response.status_code == 201, response.text
-    wait_for(
-        lambda: len(fetch_slates(base, 1, 50)[0].posts) == FORUMS * POSTS_PER_FORUM,
-        10,
-        "every post in the snapshots",
-    )
+    wait_for_fresh_snapshots(base, after=time.time())
+    assert len(fetch_slates(base, 1, 50)[0].posts) == FORUMS * POSTS_PER_FORUM
 
 
 def send_all(base: str, stream: Stream) -> None:

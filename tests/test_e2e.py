@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.processes import service_env, wait_for, web_and_worker
+from tests.processes import service_env, wait_for, wait_for_fresh_snapshots, web_and_worker
 
 TOKEN = "e2e-admin-token-0123"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -45,7 +46,7 @@ def test_register_recommend_report_and_count_exactly(stack: str) -> None:
             f"{base}/v1/posts/p{i}", json={"forum_id": f"f{i % 2}"}, headers=ADMIN, timeout=5
         )
         assert response.status_code == 201, response.text
-    wait_for(lambda: len(slate(base, n=6)["items"]) == 6, 10, "all posts in the snapshots")
+    wait_for_fresh_snapshots(base, after=time.time())
     body = slate(base, n=3)
     rid = body["request_id"]
     a, b, c = (item["post_id"] for item in body["items"])
