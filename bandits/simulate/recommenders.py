@@ -117,6 +117,11 @@ class PolicyRecommender:
         self._pending_imps = np.zeros(0)
         self._pending_clicks = np.zeros(0)
 
+    @property
+    def candidates(self) -> Candidates | None:
+        """The snapshot the policy currently reads (``None`` before the first request)."""
+        return self._cands
+
     def add_posts(
         self, ids: IntArray, forums: IntArray, created_at: IntArray | None = None
     ) -> None:

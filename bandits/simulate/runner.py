@@ -303,11 +303,11 @@ def _serve(
     ctr = world.ctr_at(shown, t, history.shown[member, shown])
     seen = world.seen_uniforms[t, :k] < world.position_weight[:k]
     clicked = seen & (world.click_uniforms[t, :k] < ctr)
+    tally.expected[t] = np.sum(world.position_weight[:k] * ctr)
+    tally.oracle[t] = _oracle(world, t, live, subs, read, history.shown[member])
     rec.record(shown[seen], clicked[seen])
     history.record(member, t, shown, seen)
     history.click(member, shown[clicked])
-    tally.expected[t] = np.sum(world.position_weight[:k] * ctr)
-    tally.oracle[t] = _oracle(world, t, live, subs, read, history.shown[member])
     tally.impressions += int(np.count_nonzero(seen))
     tally.clicks += int(np.count_nonzero(clicked))
 
