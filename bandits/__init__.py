@@ -8,9 +8,11 @@ Public API::
     Policy.select(cands, n, rng, allowed_forums=None, exclude=None, per_forum_cap=None) -> Slate
     post_posterior(...), forum_posterior(...), beta_bernoulli(...) -> (alpha, beta)
     beta_summary(alpha, beta, level=0.95) -> (mean, lo, hi)
+    decayed_update(value, last, now, half_life, increment=0.0) -> (value, time)
 """
 
 from bandits.candidates import Candidates
+from bandits.forgetting import decayed_update
 from bandits.policies import (
     POLICIES,
     EpsilonGreedy,
@@ -48,6 +50,7 @@ __all__ = [
     "TwoLevelTS",
     "beta_bernoulli",
     "beta_summary",
+    "decayed_update",
     "forum_posterior",
     "global_posterior",
     "kl_bernoulli",

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
+from bandits.forgetting import decay_factor
 from bandits.posterior import FloatArray, as_counts, check_clicks, shrunk_params
 
 IntArray = npt.NDArray[np.intp]
@@ -46,8 +47,10 @@ def _count_array(name: str, values: npt.ArrayLike, length: int) -> FloatArray:
     return _frozen(array.copy())
 
 
-def _times_array(values: npt.ArrayLike | None, length: int) -> FloatArray | None:
-    """Return creation times as a read-only float64 copy of shape (length,), or ``None``.
+def _times_array(
+    values: npt.ArrayLike | None, length: int, name: str = "post_created_at"
+) -> FloatArray | None:
+    """Return times as a read-only float64 copy of shape (length,), or ``None``.
 
     Raises:
         ValueError: for a wrong shape or non-real or non-finite values.
@@ -56,13 +59,31 @@ def _times_array(values: npt.ArrayLike | None, length: int) -> FloatArray | None
         return None
     array = np.asarray(values)
     if array.shape != (length,):
-        raise ValueError(f"post_created_at must have shape ({length},), got {array.shape}")
+        raise ValueError(f"{name} must have shape ({length},), got {array.shape}")
     if array.dtype.kind not in "iuf" and array.size:
-        raise ValueError(f"post_created_at must hold real numbers, got dtype {array.dtype}")
+        raise ValueError(f"{name} must hold real numbers, got dtype {array.dtype}")
     array = array.astype(np.float64)
     if not np.isfinite(array).all():
-        raise ValueError("post_created_at must be finite")
+        raise ValueError(f"{name} must be finite")
     return _frozen(array)
+
+
+def _as_of(value: npt.ArrayLike | None, counted: bool) -> float | None:
+    """Validate the snapshot time that decayed counts are read at.
+
+    Raises:
+        ValueError: if it is not a finite real number, or is missing while count times
+            are given.
+    """
+    if value is None:
+        if counted:
+            raise ValueError("as_of is needed with post_counted_at and forum_counted_at")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
+        raise ValueError(f"as_of must be a real number, got {value!r}")
+    if not np.isfinite(float(value)):
+        raise ValueError(f"as_of must be finite, got {value!r}")
+    return float(value)
 
 
 def _frozen(array: _ArrayT) -> _ArrayT:
@@ -81,14 +102,19 @@ class Candidates:
             posts that are no longer candidates; the global totals are their sums.
         post_created_at: optional creation time of each post (unix seconds), shape (P,);
             ``None`` (the default) when the caller has none. The ``recent`` policy needs it.
+        post_counted_at, forum_counted_at, as_of: optional, for decayed counters
+            (:mod:`bandits.forgetting`): the time each post's and each forum's counts were
+            last updated, shapes (P,) and (F,), and the time of the snapshot. A policy with
+            a ``half_life`` reads the counts decayed from their time to ``as_of``
+            (:meth:`decayed`); the others read them as given.
 
     All arguments are keyword-only (five same-shaped arrays are too easy to swap). They are
     copied and made read-only; integer or float counts are accepted (array-likes too).
 
     Raises:
         ValueError: for a wrong shape, a non-integer or out-of-range forum index, negative or
-            non-finite counts, clicks above impressions, or non-finite creation times; the
-            message names the argument.
+            non-finite counts, clicks above impressions, non-finite times, or count times
+            without both arrays and ``as_of``; the message names the argument.
     """
 
     post_forum: IntArray
@@ -97,6 +123,9 @@ class Candidates:
     forum_impressions: FloatArray
     forum_clicks: FloatArray
     post_created_at: FloatArray | None = None
+    post_counted_at: FloatArray | None = None
+    forum_counted_at: FloatArray | None = None
+    as_of: float | None = None
 
     def __init__(
         self,
@@ -107,6 +136,9 @@ class Candidates:
         forum_impressions: npt.ArrayLike,
         forum_clicks: npt.ArrayLike,
         post_created_at: npt.ArrayLike | None = None,
+        post_counted_at: npt.ArrayLike | None = None,
+        forum_counted_at: npt.ArrayLike | None = None,
+        as_of: npt.ArrayLike | None = None,
     ) -> None:
         forum = _index_array("post_forum", post_forum)
         n_posts = forum.shape[0]
@@ -114,14 +146,19 @@ class Candidates:
         n_forums = f_imps.shape[0] if f_imps.ndim == 1 else -1
         if n_forums < 0:
             raise ValueError(f"forum_impressions must be 1-D, got shape {f_imps.shape}")
-        fields = {
+        fields: dict[str, Any] = {
             "post_forum": forum,
             "post_impressions": _count_array("post_impressions", post_impressions, n_posts),
             "post_clicks": _count_array("post_clicks", post_clicks, n_posts),
             "forum_impressions": _count_array("forum_impressions", f_imps, n_forums),
             "forum_clicks": _count_array("forum_clicks", forum_clicks, n_forums),
             "post_created_at": _times_array(post_created_at, n_posts),
+            "post_counted_at": _times_array(post_counted_at, n_posts, "post_counted_at"),
+            "forum_counted_at": _times_array(forum_counted_at, n_forums, "forum_counted_at"),
         }
+        if (fields["post_counted_at"] is None) != (fields["forum_counted_at"] is None):
+            raise ValueError("post_counted_at and forum_counted_at go together")
+        fields["as_of"] = _as_of(as_of, fields["post_counted_at"] is not None)
         for name, value in fields.items():
             object.__setattr__(self, name, value)
         self._check_relations()
@@ -136,6 +173,9 @@ class Candidates:
         forum_impressions: FloatArray,
         forum_clicks: FloatArray,
         post_created_at: FloatArray | None = None,
+        post_counted_at: FloatArray | None = None,
+        forum_counted_at: FloatArray | None = None,
+        as_of: float | None = None,
     ) -> Candidates:
         """Candidates from arrays the caller built and owns: no validation, no copies.
 
@@ -151,6 +191,9 @@ class Candidates:
             "forum_impressions": forum_impressions,
             "forum_clicks": forum_clicks,
             "post_created_at": post_created_at,
+            "post_counted_at": post_counted_at,
+            "forum_counted_at": forum_counted_at,
+            "as_of": as_of,
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
@@ -231,6 +274,37 @@ class Candidates:
                 self.forum_clicks, self.forum_failures, g_alpha, g_beta, strength
             )
             cached = self._forum_posteriors[strength] = (_frozen(alpha), _frozen(beta))
+        return cached
+
+    @cached_property
+    def _decayed(self) -> dict[float, Candidates]:
+        return {}
+
+    def decayed(self, half_life: float) -> Candidates:
+        """These candidates with every count decayed to ``as_of`` (cached per half-life).
+
+        A count updated at time u is multiplied by ``2 ** (-(as_of - u) / half_life)``
+        (:func:`bandits.forgetting.decay_factor`); impressions and clicks by the same factor,
+        so clicks stay <= impressions. ``half_life`` is assumed valid (policies check it).
+
+        Raises:
+            ValueError: if the candidates have no count times (``post_counted_at``).
+        """
+        cached = self._decayed.get(half_life)
+        if cached is not None:
+            return cached
+        if self.post_counted_at is None or self.forum_counted_at is None or self.as_of is None:
+            raise ValueError("a policy with a half_life needs post_counted_at, forum_counted_at")
+        post = decay_factor(self.as_of - self.post_counted_at, half_life)
+        forum = decay_factor(self.as_of - self.forum_counted_at, half_life)
+        cached = self._decayed[half_life] = Candidates.unchecked(
+            post_forum=self.post_forum,
+            post_impressions=_frozen(self.post_impressions * post),
+            post_clicks=_frozen(self.post_clicks * post),
+            forum_impressions=_frozen(self.forum_impressions * forum),
+            forum_clicks=_frozen(self.forum_clicks * forum),
+            post_created_at=self.post_created_at,
+        )
         return cached
 
     def posts_in(self, forums: IntArray) -> IntArray:

@@ -46,6 +46,14 @@ Baselines, behind the same interface:
   evaluation; it ignores the per-forum cap, which would make that probability inexact.
 
 Greedy ties (for example between new posts) are broken at random by a jitter below 1e-12.
+
+Forgetting: ``two_level_ts``, ``flat_ts``, ``greedy`` and ``epsilon_greedy`` take a
+``half_life`` (``None``, the default: counts are used as given). With a half-life they read
+every post and forum count decayed to the snapshot time, ``2 ** (-age / half_life)`` per
+unit of count (:meth:`Candidates.decayed <bandits.candidates.Candidates.decayed>`, the
+discounting of Raj & Kalyani 2017 by elapsed time). The prior is not decayed: a post
+nobody has seen for a while returns to its prior, centred on its forum (whose counts decay
+too, towards the global mean), instead of keeping old evidence or an ever-wider posterior.
 """
 
 from __future__ import annotations
@@ -61,6 +69,7 @@ import numpy.typing as npt
 
 from bandits.candidates import Candidates, IntArray
 from bandits.eligibility import check_cap, check_n, check_rng, eligible_pool
+from bandits.forgetting import check_half_life
 from bandits.posterior import FloatArray, check_strength
 from bandits.slate import Slate, top_with_cap
 
@@ -92,6 +101,11 @@ def _hier_params(
     beta = (strength * (1.0 - forum_ctr)).take(forum)
     beta += _take(cands.post_failures, index)
     return alpha, beta
+
+
+def _statistics(cands: Candidates, half_life: float | None) -> Candidates:
+    """The counts a policy reads: as given, or decayed to the snapshot time."""
+    return cands if half_life is None else cands.decayed(half_life)
 
 
 def _forum_means(cands: Candidates, strength: float) -> FloatArray:
@@ -198,7 +212,9 @@ class TwoLevelTS(Policy):
     """Two-level Thompson sampling with hierarchical priors (see the module docstring).
 
     Raises:
-        ValueError: if a strength is outside [1e-3, 1e9].
+        ValueError: if a strength is outside [1e-3, 1e9] or ``half_life`` is not ``None`` or
+            a finite number > 0; from ``select``, with a ``half_life``, if the candidates
+            have no count times.
     """
 
     name: ClassVar[str] = "two_level_ts"
@@ -207,17 +223,20 @@ class TwoLevelTS(Policy):
     forum_draw: bool = True
     order: str = "mean"
     exploration: float = 1.0
+    half_life: float | None = None
 
     def __post_init__(self) -> None:
         check_strength("prior_strength", self.prior_strength)
         check_strength("forum_prior_strength", self.forum_prior_strength)
         check_exploration(self.exploration)
+        check_half_life(self.half_life)
         if not isinstance(self.forum_draw, bool):
             raise ValueError(f"forum_draw must be True or False, got {self.forum_draw!r}")
         if self.order not in ("mean", "sample"):
             raise ValueError(f"order must be 'mean' or 'sample', got {self.order!r}")
 
     def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
+        cands = _statistics(cands, self.half_life)
         if self.forum_draw:
             f_alpha, f_beta = cands.forum_posterior(self.forum_prior_strength)
             forum_ctr = _clip_unit(rng.beta(f_alpha, f_beta))
@@ -251,18 +270,22 @@ class FlatTS(Policy):
     """Thompson sampling with an independent Beta(prior_alpha, prior_beta) prior per post.
 
     Raises:
-        ValueError: if a prior parameter is outside [1e-3, 1e9].
+        ValueError: if a prior parameter is outside [1e-3, 1e9] or ``half_life`` is invalid
+            (as for :class:`TwoLevelTS`).
     """
 
     name: ClassVar[str] = "flat_ts"
     prior_alpha: float = 1.0
     prior_beta: float = 1.0
+    half_life: float | None = None
 
     def __post_init__(self) -> None:
         check_strength("prior_alpha", self.prior_alpha)
         check_strength("prior_beta", self.prior_beta)
+        check_half_life(self.half_life)
 
     def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
+        cands = _statistics(cands, self.half_life)
         alpha, beta = _flat_params(cands, index, (self.prior_alpha, self.prior_beta))
         return rng.beta(alpha, beta), alpha, beta
 
@@ -287,16 +310,20 @@ class Greedy(Policy):
     The hierarchical variant uses ``prior_strength`` at both the forum and the post level.
 
     Raises:
-        ValueError: if ``prior_strength`` is not ``None`` or in [1e-3, 1e9].
+        ValueError: if ``prior_strength`` is not ``None`` or in [1e-3, 1e9], or ``half_life``
+            is invalid (as for :class:`TwoLevelTS`).
     """
 
     name: ClassVar[str] = "greedy"
     prior_strength: float | None = None
+    half_life: float | None = None
 
     def __post_init__(self) -> None:
         _check_optional_strength(self.prior_strength)
+        check_half_life(self.half_life)
 
     def _score(self, cands: Candidates, index: IntArray | None, rng: np.random.Generator) -> Scored:
+        cands = _statistics(cands, self.half_life)
         alpha, beta = _mean_params(cands, index, self.prior_strength)
         return _with_ties_broken(alpha / (alpha + beta), rng), alpha, beta
 

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from bandits.policies import make_policy
-from bandits.simulate import report
+from bandits.simulate import freshness, report
 from bandits.simulate.environments import ForumConfig
+from bandits.simulate.members import SEEN_WINDOW, SeenLimit
 from bandits.simulate.quality import command as quality_command
 from bandits.simulate.recommenders import FORUM_WINDOW
 from bandits.simulate.runner import (
@@ -99,7 +100,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="bearer token for registering posts (default $BANDIT_ADMIN_TOKEN or the "
         "development token)",
     )
+    forum.add_argument(
+        "--seen-limit",
+        type=int,
+        default=0,
+        help="do not recommend a post to a member who was shown it this many times without "
+        "a click, within --seen-window visits (default 0: off)",
+    )
+    forum.add_argument("--seen-window", type=int, default=SEEN_WINDOW, help="in visits")
     _run_options(forum, horizon=None)
+    freshness.add_arguments(
+        sub.add_parser(
+            "freshness",
+            help="forgetting and the seen-limit in worlds that age, tire and drift",
+            description=freshness.__doc__,
+        )
+    )
     quality_command.add_arguments(
         sub.add_parser("quality", help="regenerate docs/quality.md and its plots")
     )
@@ -170,6 +186,10 @@ def run_simulation(args: argparse.Namespace) -> str:
         parse_agent(p, args.delay, args.forum_window, args.impute_pending)
         for p in args.policy or default
     ]
+    if getattr(args, "seen_limit", 0):
+        seen = SeenLimit(args.seen_limit, args.seen_window)  # checks them
+        agents = [dataclasses.replace(a, seen_limit=seen.limit, seen_window=seen.window)
+                  for a in agents]  # fmt: skip
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     served = []
     if target:
@@ -194,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "quality":
             quality_command.main(args)
+        elif args.command == "freshness":
+            print(freshness.run_freshness(args))
         elif args.command == "bench":
             from bandits.simulate.bench import write_bench
 

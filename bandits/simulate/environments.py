@@ -8,8 +8,11 @@ comparison is paired by seed. Nothing here knows how a slate is chosen.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
+from scipy import special
 
 from bandits.candidates import IntArray
 from bandits.posterior import FloatArray, lai_robbins_bound
@@ -98,6 +101,22 @@ class ForumConfig:
     is seen with probability 1 / log2(s + 2) (position bias); a seen post is an
     impression (the client reports what entered the viewport) and is clicked with the
     post's CTR, so each post is a Bernoulli arm per impression, as the policies assume.
+
+    Freshness (each off by default, so the published worlds are unchanged; the named worlds
+    of :data:`FRESHNESS_WORLDS` turn them on). A post's true CTR at visit t is
+
+        sigmoid(logit(ctr) + w_f(t)) * 2 ** (-(t - born) / h_f) * fatigue ** k
+
+    * ageing (``age_half_life`` > 0, in visits): forum f's posts lose half their CTR every
+      h_f = age_half_life * exp(age_spread * z_f) visits (z standard normal), so forums
+      age at different rates;
+    * drift (``drift`` > 0): w_f is a Gaussian random walk on the logit of forum f's CTRs,
+      with standard deviation ``drift`` per 10,000 visits (w_f(0) = 0), so old forum
+      statistics mislead;
+    * fatigue (``fatigue`` < 1): k is the number of earlier impressions of the post to the
+      visiting member (none clicked: a clicked post is never shown to its member again).
+
+    The oracle and regret use these true, time-varying CTRs, fatigue included.
     """
 
     forums: int = 20
@@ -112,6 +131,10 @@ class ForumConfig:
     lifetime: int = 5_000
     min_subscriptions: int = 2
     extra_subscriptions: float = 3.0
+    age_half_life: float = 0.0
+    age_spread: float = 0.5
+    fatigue: float = 1.0
+    drift: float = 0.0
 
     def __post_init__(self) -> None:
         positive = ("forums", "members", "visits", "slate", "lifetime", "min_subscriptions")
@@ -122,6 +145,11 @@ class ForumConfig:
             raise ValueError(f"ctr_mean must be in (0, 1), got {self.ctr_mean}")
         if self.posts_per_visit <= 0 or self.post_concentration <= 0:
             raise ValueError("posts_per_visit and post_concentration must be > 0")
+        for name in ("age_half_life", "age_spread", "drift"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 < self.fatigue <= 1:
+            raise ValueError(f"fatigue must be in (0, 1], got {self.fatigue}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,6 +158,8 @@ class ForumWorld:
 
     Posts are numbered in order of birth; post i lives for visits ``born[i] <= t < dies[i]``.
     Members' subscriptions are stored as CSR (``sub_start``, ``sub_forums``).
+    ``forum_half_life`` (inf without ageing) and ``logit_drift`` (visits x forums, ``None``
+    without drift) hold the freshness draws; :meth:`ctr_at` gives the true CTRs.
     """
 
     config: ForumConfig
@@ -144,6 +174,21 @@ class ForumWorld:
     seen_uniforms: FloatArray
     click_uniforms: FloatArray
     position_weight: FloatArray
+    forum_half_life: FloatArray
+    logit_drift: FloatArray | None
+
+    def ctr_at(self, posts: IntArray, t: int, repeats: npt.ArrayLike = 0) -> FloatArray:
+        """True CTRs of ``posts`` at visit ``t`` for a member who has already been shown
+        each of them ``repeats`` times (see :class:`ForumConfig`)."""
+        ctr = self.post_ctr[posts]
+        forum = self.post_forum[posts]
+        if self.logit_drift is not None:
+            ctr = special.expit(special.logit(ctr) + self.logit_drift[t, forum])
+        if self.config.age_half_life > 0:
+            ctr = ctr * np.exp2((self.born[posts] - t) / self.forum_half_life[forum])
+        if self.config.fatigue < 1:
+            ctr = ctr * self.config.fatigue ** np.asarray(repeats, np.float64)
+        return np.asarray(ctr, np.float64)
 
     def subscriptions(self, member: int) -> IntArray:
         """Forum indices the member subscribes to (sorted, distinct)."""
@@ -181,7 +226,21 @@ def generate_forum_world(config: ForumConfig, rng: np.random.Generator) -> Forum
         seen_uniforms=rng.random((config.visits, config.slate)),
         click_uniforms=rng.random((config.visits, config.slate)),
         position_weight=1.0 / np.log2(np.arange(config.slate) + 2.0),
+        **_freshness(config, rng),
     )
+
+
+def _freshness(config: ForumConfig, rng: np.random.Generator) -> dict[str, Any]:
+    """The forums' ageing half-lives and logit random walks, drawn after everything else
+    so that the rest of a seed's world does not depend on them."""
+    spread = np.exp(config.age_spread * rng.standard_normal(config.forums))
+    half_life = config.age_half_life * spread if config.age_half_life > 0 else spread * np.inf
+    drift = None
+    if config.drift > 0:
+        steps = rng.standard_normal((config.visits, config.forums)) * (config.drift / 100.0)
+        steps[0] = 0.0
+        drift = np.cumsum(steps, axis=0)
+    return {"forum_half_life": half_life, "logit_drift": drift}
 
 
 def _arrivals(
@@ -205,3 +264,14 @@ def _subscriptions(
     start = np.zeros(config.members + 1, np.intp)
     np.cumsum(sizes, out=start[1:])
     return start, np.concatenate(subs).astype(np.intp)
+
+
+#: The named forum worlds of the freshness evidence: today's stationary world, then ageing,
+#: fatigue and drift each alone and all three together.
+FRESHNESS_WORLDS: dict[str, ForumConfig] = {
+    "forum": ForumConfig(),
+    "forum-ageing": ForumConfig(age_half_life=1_500.0),
+    "forum-fatigue": ForumConfig(fatigue=0.5),
+    "forum-drift": ForumConfig(drift=1.0),
+    "forum-fresh": ForumConfig(age_half_life=1_500.0, fatigue=0.5, drift=1.0),
+}

@@ -14,7 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from bandits.candidates import Candidates, IntArray
+from bandits.forgetting import decayed_update
 from bandits.policies import Policy
+from bandits.posterior import FloatArray
 
 BoolArray = npt.NDArray[np.bool_]
 
@@ -26,8 +28,11 @@ FORUM_WINDOW = 20
 class Recommender(Protocol):
     """Anything that turns slate requests into posts and learns from the clicks."""
 
-    def add_posts(self, ids: IntArray, forums: IntArray) -> None:
-        """New posts (global ids, increasing) and their forums become candidates."""
+    def add_posts(
+        self, ids: IntArray, forums: IntArray, created_at: IntArray | None = None
+    ) -> None:
+        """New posts (global ids, increasing) and their forums become candidates;
+        ``created_at``: their creation times (visits), if the caller knows them."""
 
     def expire_posts(self, ids: IntArray) -> None:
         """Posts stop being candidates."""
@@ -67,6 +72,14 @@ class PolicyRecommender:
     does not keep drawing a post for a chance it has already been given (the "hallucinated
     observations" of batch Bayesian optimisation). Post counts only; forum counts wait
     for the refresh. Every chosen post counts, also one in a slot the member may not see.
+
+    Time is the number of decisions made so far (one per visit in the forum world). With a
+    policy that has a ``half_life`` (:mod:`bandits.forgetting`), post and forum counts are
+    decayed counters, (value, time of last update) pairs updated at the time of the
+    decision whose feedback they count, and the snapshot carries their times and its own
+    time (``as_of``) so that the policy reads them decayed. The forum window still counts
+    each post's first impressions undecayed. Posts carry their creation time (for
+    ``recent``): the one given to :meth:`add_posts`, else the time they were announced.
     """
 
     def __init__(
@@ -87,9 +100,15 @@ class PolicyRecommender:
         self._forum = np.zeros(0, np.intp)
         self._imps = np.zeros(0)
         self._clicks = np.zeros(0)
+        self._raw_imps = np.zeros(0)
+        self._counted_at = np.zeros(0)
+        self._created = np.zeros(0)
         self._alive = np.zeros(0, bool)
         self._forum_imps = np.zeros(n_forums)
         self._forum_clicks = np.zeros(n_forums)
+        self._forum_counted_at = np.zeros(n_forums)
+        self.half_life: float | None = getattr(policy, "half_life", None)
+        self._now = 0
         self._stale = delay
         self._cands: Candidates | None = None
         self._ids = np.zeros(0, np.intp)
@@ -98,16 +117,26 @@ class PolicyRecommender:
         self._pending_imps = np.zeros(0)
         self._pending_clicks = np.zeros(0)
 
-    def add_posts(self, ids: IntArray, forums: IntArray) -> None:
-        """Announce new posts; ids must extend the existing range."""
+    @property
+    def candidates(self) -> Candidates | None:
+        """The snapshot the policy currently reads (``None`` before the first request)."""
+        return self._cands
+
+    def add_posts(
+        self, ids: IntArray, forums: IntArray, created_at: IntArray | None = None
+    ) -> None:
+        """Announce new posts; ids must extend the existing range. Without ``created_at``
+        a post is stamped with the time it is announced."""
         grow = int(ids.max()) + 1 - self._forum.shape[0]
         if grow > 0:
             self._forum = np.concatenate([self._forum, np.zeros(grow, np.intp)])
-            self._imps = np.concatenate([self._imps, np.zeros(grow)])
-            self._clicks = np.concatenate([self._clicks, np.zeros(grow)])
             self._alive = np.concatenate([self._alive, np.zeros(grow, bool)])
+            for name in ("_imps", "_clicks", "_raw_imps", "_counted_at", "_created"):
+                setattr(self, name, np.concatenate([getattr(self, name), np.zeros(grow)]))
         self._forum[ids] = forums
         self._alive[ids] = True
+        self._created[ids] = self._now if created_at is None else created_at
+        self._counted_at[ids] = self._now
 
     def expire_posts(self, ids: IntArray) -> None:
         """Expired posts are never recommended again (until the next refresh drops them)."""
@@ -125,6 +154,8 @@ class PolicyRecommender:
         per_forum_cap: int | None = None,
     ) -> IntArray:
         """Ask the policy for a slate on the current (possibly stale) snapshot."""
+        if self._cands is not None:
+            self._now += 1  # the time of this decision: the number made before it
         if self._cands is None or self._stale >= self.delay:
             self._refresh()
         self._stale += 1
@@ -152,24 +183,65 @@ class PolicyRecommender:
             post_clicks=cands.post_clicks + self._pending_clicks,
             forum_impressions=cands.forum_impressions,
             forum_clicks=cands.forum_clicks,
+            post_created_at=cands.post_created_at,
+            post_counted_at=cands.post_counted_at,
+            forum_counted_at=cands.forum_counted_at,
+            as_of=cands.as_of,
         )
 
     def record(self, shown: IntArray, clicked: BoolArray) -> None:
-        """Count one impression per seen post and the clicks (posts and forums)."""
+        """Count one impression per seen post and the clicks (posts and forums), at the
+        time of the last decision; with the policy's ``half_life``, as decayed counters."""
         if shown.shape[0] == 0:
             return
         self._count_forums(shown, clicked)
-        np.add.at(self._imps, shown, 1.0)
-        np.add.at(self._clicks, shown, clicked)
+        np.add.at(self._raw_imps, shown, 1.0)
+        if self.half_life is None:
+            np.add.at(self._imps, shown, 1.0)
+            np.add.at(self._clicks, shown, clicked)
+            return
+        events = (np.ones(shown.shape[0]), clicked.astype(np.float64))
+        self._imps[shown], self._clicks[shown], self._counted_at[shown] = self._decayed(
+            self._imps, self._clicks, self._counted_at, shown, events
+        )
 
     def _count_forums(self, shown: IntArray, clicked: BoolArray) -> None:
         if self.forum_window is not None:
-            fresh = self._imps[shown] < self.forum_window
+            fresh = self._raw_imps[shown] < self.forum_window
             shown, clicked = shown[fresh], clicked[fresh]  # forum counts: first N only
         if shown.shape[0] == 0:
             return
-        np.add.at(self._forum_imps, self._forum[shown], 1.0)
-        np.add.at(self._forum_clicks, self._forum[shown], clicked.astype(np.float64))
+        if self.half_life is None:
+            np.add.at(self._forum_imps, self._forum[shown], 1.0)
+            np.add.at(self._forum_clicks, self._forum[shown], clicked.astype(np.float64))
+            return
+        n = self._forum_imps.shape[0]
+        imps: FloatArray = np.bincount(self._forum[shown], minlength=n).astype(np.float64)
+        clicks = np.bincount(self._forum[shown], clicked.astype(np.float64), n).astype(np.float64)
+        forums = np.flatnonzero(imps)
+        events = (imps[forums], clicks[forums])
+        counters = (self._forum_imps, self._forum_clicks, self._forum_counted_at)
+        self._forum_imps[forums], self._forum_clicks[forums], self._forum_counted_at[forums] = (
+            self._decayed(*counters, forums, events)
+        )
+
+    def _decayed(
+        self,
+        imps: FloatArray,
+        clicks: FloatArray,
+        at: FloatArray,
+        index: IntArray,
+        events: tuple[FloatArray, FloatArray],
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Counters ``index`` (distinct) of (imps, clicks, at) after ``events`` (impressions,
+        clicks per counter) at the time of the last decision (:func:`decayed_update`)."""
+        assert self.half_life is not None
+        add_imps, add_clicks = events
+        new_imps, now = decayed_update(imps[index], at[index], self._now, self.half_life, add_imps)
+        new_clicks, _ = decayed_update(
+            clicks[index], at[index], self._now, self.half_life, add_clicks
+        )
+        return new_imps, np.minimum(new_clicks, new_imps), now
 
     def _refresh(self) -> None:
         ids = np.flatnonzero(self._alive)
@@ -180,6 +252,10 @@ class PolicyRecommender:
             post_clicks=self._clicks[ids],
             forum_impressions=self._forum_imps.copy(),
             forum_clicks=self._forum_clicks.copy(),
+            post_created_at=self._created[ids],
+            post_counted_at=self._counted_at[ids],
+            forum_counted_at=self._forum_counted_at.copy(),
+            as_of=float(self._now),
         )
         self._ids = ids
         self._cand_of = np.full(self._alive.shape[0], -1, np.intp)
@@ -216,7 +292,9 @@ class MabwiserTS:
         self._decisions: list[int] = []
         self._rewards: list[int] = []
 
-    def add_posts(self, ids: IntArray, forums: IntArray) -> None:
+    def add_posts(
+        self, ids: IntArray, forums: IntArray, created_at: IntArray | None = None
+    ) -> None:
         """Arms are fixed at construction; only ids below ``n_arms`` are valid."""
 
     def expire_posts(self, ids: IntArray) -> None:

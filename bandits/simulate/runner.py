@@ -21,6 +21,7 @@ from bandits.simulate.environments import (
     generate_forum_world,
     low_ctr_arms,
 )
+from bandits.simulate.members import SEEN_WINDOW, CountArray, MemberHistory, SeenLimit
 from bandits.simulate.recommenders import (
     FORUM_WINDOW,
     MabwiserTS,
@@ -79,6 +80,8 @@ class AgentSpec:
 
     ``forum_window``: forum counts over each post's first N impressions (``None``: all).
     ``impute_pending``: see :class:`~bandits.simulate.recommenders.PolicyRecommender`.
+    ``seen_limit``, ``seen_window``: the homepage's seen-limit in forum runs
+    (:class:`~bandits.simulate.members.SeenLimit`; 0 = off).
     """
 
     label: str
@@ -88,6 +91,8 @@ class AgentSpec:
     seed_salt: int = 0
     forum_window: int | None = FORUM_WINDOW
     impute_pending: bool = False
+    seen_limit: int = 0
+    seen_window: int = SEEN_WINDOW
 
     def build(self, n_forums: int, seed: int) -> Recommender:
         """A fresh recommender whose randomness comes from ``seed`` only."""
@@ -114,7 +119,9 @@ class Outcome:
     """What one run measured.
 
     ``regret`` is cumulative expected regret (from the true means) at the steps ``at``;
-    ``impressions``, ``clicks`` (realised) and ``expected_clicks`` are totals.
+    ``impressions``, ``clicks`` (realised) and ``expected_clicks`` are totals. Forum runs
+    also keep ``visits`` and ``repeats``: the number of slates whose most-shown post had
+    been shown to the member 0, 1, ... times before (last bin: that many or more).
     """
 
     label: str
@@ -126,11 +133,28 @@ class Outcome:
     expected_clicks: float
     bound: float | None
     seconds: float
+    visits: int = 0
+    repeats: IntArray | None = None
 
     @property
     def ctr(self) -> float:
         """Realised clicks per impression."""
         return self.clicks / max(self.impressions, 1)
+
+    @property
+    def clicks_per_visit(self) -> float:
+        """Realised clicks per visit (forum runs; 0 without visits)."""
+        return self.clicks / self.visits if self.visits else 0.0
+
+    def repeat_share(self, limit: int) -> float:
+        """Share of slates holding a post already shown to the member ``limit`` times or more.
+
+        Raises:
+            ValueError: for a run without repeat counts or a limit outside [1, bins).
+        """
+        if self.repeats is None or not 1 <= limit < self.repeats.shape[0]:
+            raise ValueError(f"no repeat counts for limit {limit} in this run")
+        return float(self.repeats[limit:].sum() / max(self.repeats.sum(), 1))
 
     @property
     def final_regret(self) -> float:
@@ -167,7 +191,8 @@ def run_job(job: Job) -> Outcome:
     if isinstance(job.setting, ForumSetting):
         world = job.setting.generate(env_rng)
         rec = job.agent.build(world.config.forums, agent_seed)
-        return run_forum(world, rec, job.agent.label, job.seed, start)
+        seen = SeenLimit(job.agent.seen_limit, job.agent.seen_window)
+        return run_forum(world, rec, job.agent.label, job.seed, start, seen)
     arms = job.setting.generate(env_rng)
     rec = job.agent.build(arms.means.shape[0], agent_seed)
     return run_arms(arms, rec, job.agent.label, job.seed, start)
@@ -207,15 +232,25 @@ class _Tally:
     clicks: int = 0
 
 
-def run_forum(world: ForumWorld, rec: Recommender, label: str, seed: int, start: float) -> Outcome:
-    """Serve every visit of ``world`` with ``rec``; regret is against the oracle slate."""
+def run_forum(
+    world: ForumWorld,
+    rec: Recommender,
+    label: str,
+    seed: int,
+    start: float,
+    seen: SeenLimit | None = None,
+) -> Outcome:
+    """Serve every visit of ``world`` with ``rec``; regret is against the oracle slate.
+
+    ``seen``: the seen-limit the homepage applies on top of ``rec`` (default: off).
+    """
     visits = world.config.visits
     tally = _Tally(np.zeros(visits), np.zeros(visits))
-    read: list[list[int]] = [[] for _ in range(world.config.members)]
-    live = np.array([0, 0])
+    history = MemberHistory(world.config.members, world.n_posts, seen or SeenLimit())
+    live = (0, 0)
     for t in range(visits):
         live = _advance(world, rec, live, t)
-        _serve(world, rec, t, live, _Memory(read, tally))
+        _serve(world, rec, t, live, _Memory(history, tally))
     at = checkpoints(visits)
     regret = np.cumsum(tally.oracle - tally.expected)[at - 1]
     return Outcome(
@@ -228,59 +263,77 @@ def run_forum(world: ForumWorld, rec: Recommender, label: str, seed: int, start:
         float(tally.expected.sum()),
         None,
         time.perf_counter() - start,
+        visits,
+        history.repeats,
     )
 
 
-def _advance(world: ForumWorld, rec: Recommender, live: IntArray, t: int) -> IntArray:
+def _advance(world: ForumWorld, rec: Recommender, live: tuple[int, int], t: int) -> tuple[int, int]:
     """Announce the posts born at ``t`` and expire those that died; returns [lo, hi)."""
     hi = int(np.searchsorted(world.born, t, side="right"))
     lo = int(np.searchsorted(world.dies, t, side="right"))
     if hi > live[1]:
-        rec.add_posts(np.arange(live[1], hi, dtype=np.intp), world.post_forum[live[1] : hi])
+        new = np.arange(live[1], hi, dtype=np.intp)
+        rec.add_posts(new, world.post_forum[new], created_at=world.born[new])
     if lo > live[0]:
         rec.expire_posts(np.arange(live[0], lo, dtype=np.intp))
-    return np.array([lo, hi])
+    return lo, hi
 
 
 @dataclass(frozen=True)
 class _Memory:
-    read: list[list[int]]
+    history: MemberHistory
     tally: _Tally
 
 
-def _serve(world: ForumWorld, rec: Recommender, t: int, live: IntArray, memory: _Memory) -> None:
+def _serve(
+    world: ForumWorld, rec: Recommender, t: int, live: tuple[int, int], memory: _Memory
+) -> None:
     """One visit: ask for a slate, draw the clicks, feed them back, keep score."""
-    read, tally = memory.read, memory.tally
+    history, tally = memory.history, memory.tally
     cfg, member = world.config, int(world.visitor[t])
     subs = world.subscriptions(member)
-    exclude = np.array([p for p in read[member] if p >= live[0]], np.intp)
+    read = history.clicked(member, live[0])
+    over = history.over_limit(member, live, t)
+    exclude = np.concatenate([read, over]) if over.shape[0] else read
     shown = rec.recommend(
         cfg.slate, allowed_forums=subs, exclude=exclude, per_forum_cap=cfg.per_forum_cap
     )
     k = shown.shape[0]
+    ctr = world.ctr_at(shown, t, history.shown[member, shown])
     seen = world.seen_uniforms[t, :k] < world.position_weight[:k]
-    clicked = seen & (world.click_uniforms[t, :k] < world.post_ctr[shown])
+    clicked = seen & (world.click_uniforms[t, :k] < ctr)
+    tally.expected[t] = np.sum(world.position_weight[:k] * ctr)
+    tally.oracle[t] = _oracle(world, t, live, subs, read, history.shown[member])
     rec.record(shown[seen], clicked[seen])
-    read[member].extend(shown[clicked].tolist())
-    tally.expected[t] = np.sum(world.position_weight[:k] * world.post_ctr[shown])
-    tally.oracle[t] = _oracle(world, live, subs, exclude)
+    history.record(member, t, shown, seen)
+    history.click(member, shown[clicked])
     tally.impressions += int(np.count_nonzero(seen))
     tally.clicks += int(np.count_nonzero(clicked))
 
 
-def _oracle(world: ForumWorld, live: IntArray, subs: IntArray, exclude: IntArray) -> float:
-    """Expected clicks of the best slate: the eligible live posts with the highest CTRs."""
-    lo, hi = int(live[0]), int(live[1])
+def _oracle(
+    world: ForumWorld,
+    t: int,
+    live: tuple[int, int],
+    subs: IntArray,
+    read: IntArray,
+    shown: CountArray,
+) -> float:
+    """Expected clicks of the best slate: the eligible live posts (subscribed, not clicked)
+    with the highest true CTRs at visit ``t`` for this member (``shown``: the member's
+    impressions per post so far, for fatigue). The seen-limit is the homepage's choice,
+    not the world's, so the oracle ignores it."""
+    lo, hi = live
     subscribed = np.zeros(world.config.forums, bool)
     subscribed[subs] = True
     keep = subscribed[world.post_forum[lo:hi]]
-    keep[exclude - lo] = False
+    keep[read - lo] = False
     posts = np.flatnonzero(keep) + lo
+    ctr = world.ctr_at(posts, t, shown[posts])
     cfg = world.config
-    best = top_with_cap(
-        world.post_ctr[posts], world.post_forum[posts], cfg.slate, posts.shape[0], cfg.per_forum_cap
-    )
-    return float(np.sum(world.position_weight[: best.shape[0]] * world.post_ctr[posts[best]]))
+    best = top_with_cap(ctr, world.post_forum[posts], cfg.slate, posts.shape[0], cfg.per_forum_cap)
+    return float(np.sum(world.position_weight[: best.shape[0]] * ctr[best]))
 
 
 def run_jobs(

@@ -54,7 +54,10 @@ class ServiceRecommender:
         self._request_id = ""
         self.requests = 0
 
-    def add_posts(self, ids: IntArray, forums: IntArray) -> None:
+    def add_posts(
+        self, ids: IntArray, forums: IntArray, created_at: IntArray | None = None
+    ) -> None:
+        # The service stamps a post's creation time itself when it is registered.
         for post, forum in zip(ids.tolist(), forums.tolist(), strict=True):
             body = {"forum_id": self._forum_id(forum), "ttl_seconds": MAX_TTL_SECONDS}
             self._call("PUT", f"/v1/posts/{self._post_id(post)}", body, admin=True, ok=(200, 201))
