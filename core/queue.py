@@ -17,11 +17,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import redis
 from celery import Celery
 
 from core import clients, kombu_patch
 from core.process import PerProcess
-from core.settings import Settings
+from core.settings import ConfigError, Settings
 
 APPLY_EVENTS = "postbandit.apply_events"
 QUEUE = "postbandit.events"
@@ -58,6 +59,7 @@ def celery_settings(settings: Settings, role: str = "worker") -> dict[str, Any]:
             "unacked_restore_throttle": 1,
             "socket_timeout": timeout,
             "socket_connect_timeout": timeout,
+            **sentinel_options(settings, timeout),
         },
         "task_default_queue": QUEUE,
         "task_serializer": "json",
@@ -75,8 +77,47 @@ def celery_settings(settings: Settings, role: str = "worker") -> dict[str, Any]:
     }  # fmt: skip
 
 
+def sentinel_options(settings: Settings, timeout: float) -> dict[str, Any]:
+    """kombu's Sentinel transport options: the master's name, and the broker's socket timeouts
+    for the sentinels too (none for a plain Redis broker)."""
+    if not settings.broker_master_name:
+        return {}
+    return {
+        "master_name": settings.broker_master_name,
+        "sentinel_kwargs": {"socket_timeout": timeout, "socket_connect_timeout": timeout},
+    }
+
+
+def check_broker(client: redis.Redis) -> None:
+    """Refuse a broker that is a Redis Cluster node (Celery's Redis transport would fail on
+    the first key of another slot). An unreachable broker passes: the process starts and
+    waits for it, as in any broker outage.
+
+    Raises:
+        ConfigError: naming ``CELERY_BROKER_URL``.
+    """
+    try:
+        enabled = client.info("cluster").get("cluster_enabled")
+    except redis.RedisError:
+        return
+    if enabled:
+        raise ConfigError(
+            "CELERY_BROKER_URL must not name a Redis Cluster node: Celery's Redis transport has "
+            "no cluster support; use a separate Redis or a Sentinel-managed one"
+        )
+
+
 def make_celery(settings: Settings, role: str = "worker") -> Celery:
-    """A Celery app configured for ``settings``; tasks are found in ``workers.tasks``."""
+    """A Celery app configured for ``settings``; tasks are found in ``workers.tasks``.
+
+    Raises:
+        ConfigError: the broker answers as a Redis Cluster node (:func:`check_broker`).
+    """
+    probe = clients.broker_probe(settings)
+    try:
+        check_broker(probe)
+    finally:
+        probe.close()
     kombu_patch.apply()
     celery = Celery("postbandit", set_as_current=False)
     celery.conf.update(celery_settings(settings, role))

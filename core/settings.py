@@ -20,6 +20,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any, Literal, Self, TypeVar, get_args
+from urllib.parse import urlsplit
 
 from annotated_types import Ge, Le
 from pydantic import BeforeValidator, Field, ValidationError, model_validator
@@ -79,6 +80,13 @@ LogLevel = Annotated[
 ]
 _REDIS_URL = r"^(?:rediss?|unix)://[!-~]+$"
 _URL_ALLOWED = "a redis://, rediss:// or unix:// URL"
+# Empty only when the statistics Redis is a cluster, which then refuses it with its reason.
+_BROKER_URL = r"^(?:(?:rediss?|unix|sentinel)://[!-~]+)?$"
+_BROKER_ALLOWED = (
+    "a redis://, rediss:// or unix:// URL, or `sentinel://host:port` URLs joined by `;` "
+    "(with `BANDIT_BROKER_MASTER_NAME`)"
+)
+SENTINEL_SCHEME = "sentinel://"
 
 _CONFIG = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True, allow_inf_nan=False)
 
@@ -99,9 +107,25 @@ class Settings(BaseSettings):
         description="Redis for statistics (`bin/run` embeds one when unset)",
         json_schema_extra={"allowed": _URL_ALLOWED, "secret": True},
     )  # fmt: skip
+    redis_cluster: bool = Field(
+        False, alias="BANDIT_REDIS_CLUSTER",
+        description="`REDIS_URL` names a node of a Redis Cluster; `CELERY_BROKER_URL` must then "
+        "name a separate Redis ([the cluster](#redis-cluster))",
+        json_schema_extra={"allowed": "`true` or `false` (also 1/0, yes/no, on/off)",
+                           "shown": "`false`"},
+    )  # fmt: skip
     broker_url: str = Field(
-        "", alias="CELERY_BROKER_URL", pattern=_REDIS_URL, description="Celery broker",
-        json_schema_extra={"allowed": _URL_ALLOWED, "secret": True, "shown": "= `REDIS_URL`"},
+        "", alias="CELERY_BROKER_URL", pattern=_BROKER_URL,
+        description="Celery broker: a plain Redis, or a Sentinel-managed one "
+        "([broker modes](#redis-cluster))",
+        json_schema_extra={"allowed": _BROKER_ALLOWED, "secret": True,
+                           "shown": "= `REDIS_URL` (required with `BANDIT_REDIS_CLUSTER`)"},
+    )  # fmt: skip
+    broker_master_name: str = Field(
+        "", alias="BANDIT_BROKER_MASTER_NAME", pattern=r"^[A-Za-z0-9_.:-]{0,64}$",
+        description="the Sentinel master name of the broker; required with a `sentinel://` "
+        "`CELERY_BROKER_URL`, refused without one",
+        json_schema_extra={"allowed": "up to 64 characters from A-Z a-z 0-9 _ . : -"},
     )  # fmt: skip
     key_prefix: str = Field(
         "pb", alias="BANDIT_KEY_PREFIX", pattern=r"^[A-Za-z0-9_.:-]{1,32}$",
@@ -273,7 +297,7 @@ class Settings(BaseSettings):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        if not data.get("CELERY_BROKER_URL"):
+        if not data.get("CELERY_BROKER_URL") and not _truthy(data.get("BANDIT_REDIS_CLUSTER")):
             data["CELERY_BROKER_URL"] = data.get("REDIS_URL", cls.model_fields["redis_url"].default)
         if not data.get("BANDIT_ADMIN_TOKEN") and data.get("BANDIT_ENV") != "production":
             data["BANDIT_ADMIN_TOKEN"] = DEV_ADMIN_TOKEN
@@ -284,6 +308,7 @@ class Settings(BaseSettings):
         if self.env == "production":
             _check_production_token("BANDIT_ADMIN_TOKEN", self.admin_token)
             _check_production_token("BANDIT_APP_TOKEN", self.app_token)
+        _check_broker(self)
         if self.exploration != 1.0 and "exploration" not in POLICY_SETTINGS[self.policy]:
             raise ConfigError(f"BANDIT_EXPLORATION applies to two_level_ts, not {self.policy}")
         try:
@@ -440,6 +465,65 @@ def _quoted(value: Any, most: int = 40) -> str:
     """``value`` as a Python literal, cut short: a refusal is one readable line."""
     text = str(value)
     return repr(text) if len(text) <= most else f"{text[:most]!r}... ({len(text)} characters)"
+
+
+def _truthy(value: Any) -> bool:
+    """Whether a boolean setting, as given (text or bool), is on; as pydantic reads it."""
+    return str(value).strip().lower() in ("1", "true", "t", "yes", "y", "on")
+
+
+def sentinel_addresses(url: str) -> list[tuple[str, int]]:
+    """The (host, port) of each sentinel of a ``sentinel://h:p;sentinel://h:p`` broker URL.
+
+    Raises:
+        ConfigError: a part is not a ``sentinel://host:port`` URL.
+    """
+    found = []
+    for part in url.split(";"):
+        parsed = urlsplit(part)
+        try:
+            port = parsed.port
+        except ValueError:
+            port = None
+        if not part.startswith(SENTINEL_SCHEME) or not parsed.hostname or port is None:
+            raise ConfigError(f"CELERY_BROKER_URL must be {_BROKER_ALLOWED}")
+        found.append((parsed.hostname, port))
+    return found
+
+
+def _check_broker(settings: Settings) -> None:
+    """Refuse the broker settings that cannot work, naming the variable and why."""
+    sentinel = settings.broker_url.startswith(SENTINEL_SCHEME)
+    if sentinel:
+        sentinel_addresses(settings.broker_url)
+    if sentinel != bool(settings.broker_master_name):
+        raise ConfigError(
+            "BANDIT_BROKER_MASTER_NAME must be set with a sentinel:// CELERY_BROKER_URL (the "
+            "master the sentinels watch), and only then"
+        )
+    if settings.redis_cluster and not settings.broker_url:
+        raise ConfigError(
+            "CELERY_BROKER_URL must be set when BANDIT_REDIS_CLUSTER is on: Celery's Redis "
+            "transport has no cluster support, so the broker is a separate Redis (redis://) "
+            "or a Sentinel-managed one (sentinel://)"
+        )
+    if (
+        settings.redis_cluster
+        and not sentinel
+        and _same_server(settings.broker_url, settings.redis_url)
+    ):
+        raise ConfigError(
+            "CELERY_BROKER_URL must not name the statistics cluster (REDIS_URL) when "
+            "BANDIT_REDIS_CLUSTER is on: Celery's Redis transport has no cluster support"
+        )
+
+
+def _same_server(one: str, other: str) -> bool:
+    a, b = urlsplit(one), urlsplit(other)
+    try:
+        return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
+    except ValueError:  # a port that is not a number: the client will say so when it connects
+        return False
 
 
 def _check_production_token(name: str, token: str) -> None:

@@ -58,12 +58,15 @@ class RedisServer:
     """A ``redis-server`` process bound to 127.0.0.1 with its files under ``data_dir``.
 
     ``appendonly`` turns on AOF persistence with ``appendfsync always`` so that tests can
-    restart the server without losing acknowledged writes.
+    restart the server without losing acknowledged writes. ``extra_args`` follow the usual ones
+    (a cluster node's or a replica's options); ``config_file`` is read first (a sentinel's).
     """
 
     data_dir: Path
     port: int = 0
     appendonly: bool = False
+    extra_args: tuple[str, ...] = ()
+    config_file: Path | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -73,6 +76,7 @@ class RedisServer:
     def command(self) -> list[str]:
         args = [
             find_redis_server(),
+            *([str(self.config_file)] if self.config_file else []),
             "--bind", "127.0.0.1",
             "--port", str(self.port),
             "--dir", str(self.data_dir),
@@ -82,7 +86,7 @@ class RedisServer:
         ]  # fmt: skip
         if self.appendonly:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
-        return args
+        return args + list(self.extra_args)
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         """Start the server and wait until it answers PING.
@@ -90,14 +94,21 @@ class RedisServer:
         Raises:
             RuntimeError: if it exits or does not answer within ``timeout`` seconds.
         """
+        self.launch()
+        self.wait_ready(timeout)
+        return self
+
+    def launch(self) -> RedisServer:
+        """Start the process without waiting for it (to start several at once); then
+        :meth:`wait_ready`."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
             self.port = free_port()
         self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL)
-        self._wait_ready(timeout)
         return self
 
-    def _wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float = 10.0) -> None:
+        """Wait until the launched server answers PING; raises as :meth:`start`."""
         client = redis.Redis(port=self.port, socket_timeout=0.5)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

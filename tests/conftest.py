@@ -18,6 +18,7 @@ from core.storage import Storage
 from devtools.redis_server import RedisServer
 
 ADMIN = {"Authorization": "Bearer test-admin-token"}
+pytest_plugins = ["tests.cluster_fixtures"]
 
 
 @pytest.fixture(scope="session")
