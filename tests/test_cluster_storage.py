@@ -38,8 +38,9 @@ def storage(cluster_client: RedisCluster) -> Storage:
 
 def test_a_post_is_read_with_its_counts(storage: Storage, cluster_client: RedisCluster) -> None:
     keys = storage.keys
-    cluster_client.hset(keys.post("p1"), mapping={"forum_id": "maths", "created_at": NOW,
-                                                   "expires_at": NOW + 60})  # fmt: skip
+    cluster_client.set(keys.post_forum("p1"), "maths")  # the id's tombstone: its forum
+    cluster_client.hset(keys.post("maths", "p1"), mapping={"forum_id": "maths", "created_at": NOW,
+                                                           "expires_at": NOW + 60})  # fmt: skip
     cluster_client.hset(keys.stats("maths"), mapping={"i:p1": 5, "c:p1": 2, "_wi": 5, "_wc": 2})
     post = storage.catalogue.get_post("p1")
     assert post is not None
@@ -55,11 +56,13 @@ def test_forums_are_listed_and_read_across_slots(
     keys = storage.keys
     forums = ["maths", "sports", "music", "films"]  # hash tags on more than one master
     assert len({cluster_client.keyslot(keys.stats(f)) for f in forums}) > 1
-    cluster_client.sadd(keys.forums, *forums)
+    cluster_client.zadd(keys.forums, dict.fromkeys(forums, 0))
     for i, forum in enumerate(forums):
         cluster_client.hset(keys.stats(forum), mapping={"_i": 10 * i, "_c": i})
     assert sorted(storage.catalogue.forum_ids()) == sorted(forums)
-    assert storage.catalogue.known_forums(["maths", "nope"]) == [True, False]
+    page, _ = storage.catalogue.forum_page(None, 2)
+    assert page == sorted(forums)[:2]
+    assert storage.catalogue.get_forum("nope", NOW) is None
     records = storage.catalogue.get_forums(forums, NOW)
     assert [(r.forum_id, r.impressions, r.clicks) for r in records] == [
         (f, 10 * i, i) for i, f in enumerate(forums)
@@ -108,11 +111,14 @@ def test_the_journal_is_read_requeued_and_locked(
 
 def test_the_decision_log_is_read(storage: Storage, cluster_client: RedisCluster) -> None:
     cluster_client.xadd(storage.keys.decisions, {"r": "r1", "p": "two_level_ts"}, id="1000-0")
-    cluster_client.xadd(storage.keys.outcomes, {"r": "r1", "p": "p1", "k": "i"}, id="2000-0")
+    outcomes = storage.keys.forum_outcomes("maths")
+    cluster_client.sadd(storage.keys.outcome_forums, "maths")
+    cluster_client.xadd(outcomes, {"r": "r1", "p": "p1", "k": "i"}, id="2000-0")
     assert storage.decisions.read_decisions("-", "+", 10) == [
         ("1000-0", {"r": "r1", "p": "two_level_ts"})
     ]
-    assert storage.decisions.read_outcomes("-", "+", 10) == [
+    assert outcomes in storage.decisions.outcome_streams()
+    assert storage.decisions.read_outcomes(outcomes, "-", "+", 10) == [
         ("2000-0", {"r": "r1", "p": "p1", "k": "i"})
     ]
     assert storage.decisions.outcomes_kept_since() is None  # far below the cap
