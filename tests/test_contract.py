@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import hypothesis
@@ -22,7 +23,14 @@ from schemathesis.checks import positive_data_acceptance
 from app import create_app
 from app.experiment_schemas import ExperimentIn
 from app.openapi import OPERATIONS, document
-from app.schemas import MAX_EXCLUDE, MAX_FORUMS, ErrorBody
+from app.schemas import (
+    ID_MAX,
+    ID_PATTERN,
+    MAX_CLOCK_SKEW_SECONDS,
+    MAX_EXCLUDE,
+    MAX_FORUMS,
+    ErrorBody,
+)
 from tests.conftest import register
 
 APP_TOKEN = "fuzz-app-token"
@@ -120,7 +128,7 @@ def fuzz_app(config: dict[str, Any]) -> Iterator[Flask]:
 def test_fuzz_every_operation(fuzz_app: Flask, method: str, path: str) -> None:
     operation = schemathesis.openapi.from_wsgi("/openapi.json", fuzz_app)[path][method]
     [security] = [op.security for op in OPERATIONS if (op.method, op.path) == (method, path)]
-    across = (method, path) == ("PUT", "/v1/experiments/{experiment_id}")
+    beyond = BEYOND_SCHEMA.get((method, path))
     strategy = st.one_of(operation.as_strategy(mode) for mode in GenerationMode)
 
     @hypothesis.settings(
@@ -133,14 +141,14 @@ def test_fuzz_every_operation(fuzz_app: Flask, method: str, path: str) -> None:
         started = time.monotonic()
         response = case.call_and_validate(
             headers={"Authorization": f"Bearer {token}"},
-            excluded_checks=[positive_data_acceptance] if across else [],
+            excluded_checks=[positive_data_acceptance] if beyond else [],
         )
         assert time.monotonic() - started < 5, "a request took more than 5 s"
         assert response.status_code < 500, response.text
         if response.status_code >= 400:
             ErrorBody.model_validate_json(response.content)
-        if across:
-            check_only_rules_across_fields_refuse(case.body, response)
+        if beyond:
+            beyond(case, response)
         if security:
             check_auth(case)
 
@@ -152,8 +160,9 @@ def test_fuzz_every_operation(fuzz_app: Flask, method: str, path: str) -> None:
 ACROSS_FIELDS = re.compile(r"control|variants\[\d+\]\.(?:name|weight|params\..+)")
 
 
-def check_only_rules_across_fields_refuse(body: Any, response: Any) -> None:
+def check_only_rules_across_fields_refuse(case: Any, response: Any) -> None:
     """A definition valid by its schema is refused (400) only for a rule across its fields."""
+    body = case.body
     try:
         ExperimentIn.model_validate(body, strict=False)
     except pydantic.ValidationError:
@@ -161,6 +170,36 @@ def check_only_rules_across_fields_refuse(body: Any, response: Any) -> None:
     if response.status_code == 400:
         field = response.json()["error"]["field"]
         assert field == "experiment_id" or ACROSS_FIELDS.fullmatch(field), response.text
+
+
+def check_only_the_clock_refuses(case: Any, response: Any) -> None:
+    """A post valid by its documented schema is refused (400) only for a ``created_at`` further
+    ahead of the server's clock than the skew it allows (a rule on the time of the request)."""
+    body, post_id = case.body, (case.path_parameters or {}).get("post_id")
+    if response.status_code != 400 or not isinstance(body, dict) or not POST_BODY.is_valid(body):
+        return
+    if (
+        not isinstance(post_id, str)
+        or len(post_id) > ID_MAX
+        or not re.fullmatch(ID_PATTERN, post_id)
+    ):
+        return  # a path the schema refuses
+    assert response.json()["error"]["field"] == "created_at", response.text
+    ahead = datetime.fromisoformat(body["created_at"]).timestamp() - time.time()
+    assert ahead > MAX_CLOCK_SKEW_SECONDS, response.text
+
+
+POST_BODY = jsonschema_rs.validator_for(
+    document()["components"]["schemas"]["PostIn"], validate_formats=True
+)
+
+
+# The operations whose schema-valid requests a rule beyond JSON Schema may refuse, and the
+# check that only that rule did.
+BEYOND_SCHEMA = {
+    ("PUT", "/v1/experiments/{experiment_id}"): check_only_rules_across_fields_refuse,
+    ("PUT", "/v1/posts/{post_id}"): check_only_the_clock_refuses,
+}
 
 
 def check_auth(case: Any) -> None:
