@@ -82,6 +82,16 @@ class Served:
     variant: str | None = None
 
 
+@dataclass(frozen=True)
+class SlateArm:
+    """The experiment and variant that served a slate, and its member's statistics bucket
+    (:func:`core.experiments.assignment.member_bucket`)."""
+
+    experiment: str
+    variant: str
+    bucket: int
+
+
 def text(value: bytes | str | None) -> str | None:
     if isinstance(value, bytes):
         return value.decode()
