@@ -102,7 +102,7 @@ class ExperimentCounts:
         return list(totals.values())
 
     def post_counts(
-        self, forum_id: str, experiment_id: str, post_id: str, variants: Sequence[str]
+        self, forum_id: str, experiment_id: str, variants: Sequence[str], post_id: str
     ) -> dict[str, tuple[int, int]]:
         """(impressions, clicks) of one post per variant of the experiment (one command)."""
         fields = [f"{v}|{k}:{post_id}" for v in variants for k in "ic"]
