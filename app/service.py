@@ -19,6 +19,7 @@ from app.schemas import EventBatch, PostIn, RecommendationBody
 from app.snapshot import Snapshot
 from bandits import Slate, beta_summary, forum_posterior, post_posterior
 from core import metrics, queue
+from core.experiments.statistics import srm_p_value
 from core.queue import QUEUE
 from core.storage import ForumRecord, PostConflict, RequestContext, Served, new_request_id
 from core.storage.broker import queue_length
@@ -188,16 +189,17 @@ def _forget_quietly(rt: Runtime, batch_id: str) -> None:
 
 
 def dependencies(rt: Runtime) -> metrics.Dependencies:
-    """Whether Redis (statistics, broker) answers now, the event queue's depth and the age of
-    the journal's oldest batch (/metrics).
+    """Whether Redis (statistics, broker) answers now, the event queue's depth, the age of
+    the journal's oldest batch and the running experiment's sample-ratio p-value (/metrics).
 
     Failures are logged and counted (operation ``probe``), never raised.
     """
-    up, depth, age = {}, {}, None
+    up, depth, age, srm = {}, {}, None, None
     try:
         up["statistics"] = rt.storage.ping()
         since = rt.storage.journal.oldest_since()
         age = 0.0 if since is None else max(0.0, time.time() - since)
+        srm = _srm_p_value(rt)
     except redis.RedisError as exc:
         up["statistics"] = not _redis_failed("probe", exc)
     try:
@@ -205,7 +207,18 @@ def dependencies(rt: Runtime) -> metrics.Dependencies:
         up["broker"] = True
     except redis.RedisError as exc:
         up["broker"] = not _redis_failed("probe", exc)
-    return metrics.Dependencies(redis_up=up, queue_depth=depth, oldest_pending_age=age)
+    return metrics.Dependencies(redis_up=up, queue_depth=depth, oldest_pending_age=age,
+                                srm_p_value=srm)  # fmt: skip
+
+
+def _srm_p_value(rt: Runtime) -> float | None:
+    """The running experiment's sample-ratio p-value (two commands), None outside one."""
+    state = rt.storage.experiments.serving()
+    if state.experiment is None or state.definition is None:
+        return None
+    variants = state.definition["variants"]
+    members = rt.storage.experiment_counts.members(state.experiment, [v["name"] for v in variants])
+    return float(srm_p_value(members, [float(v["weight"]) for v in variants]))
 
 
 def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], bool]:

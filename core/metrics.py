@@ -218,11 +218,13 @@ class Dependencies:
     redis_up: dict[str, bool] = field(default_factory=dict)
     queue_depth: dict[str, int] = field(default_factory=dict)
     oldest_pending_age: float | None = None
+    srm_p_value: float | None = None  # None: no experiment runs (or it could not be read)
 
 
 class DependencyCollector(Collector):
-    """``postbandit_redis_up``, ``postbandit_queue_depth`` and
-    ``postbandit_oldest_pending_batch_age_seconds``, read live on every scrape.
+    """``postbandit_redis_up``, ``postbandit_queue_depth``,
+    ``postbandit_oldest_pending_batch_age_seconds`` and ``postbandit_experiment_srm_p_value``,
+    read live on every scrape.
 
     The web tier reads them (not the worker) so they stay visible when no worker is alive.
     """
@@ -251,6 +253,14 @@ class DependencyCollector(Collector):
         )  # fmt: skip
         if deps.oldest_pending_age is not None:
             waiting.add_metric([], deps.oldest_pending_age)
+        srm = GaugeMetricFamily(
+            "postbandit_experiment_srm_p_value",
+            "Sample-ratio check of the running experiment: chi-square p-value of its members "
+            "per variant against the weights (absent outside an experiment)",
+        )  # fmt: skip
+        if deps.srm_p_value is not None:
+            srm.add_metric([], deps.srm_p_value)
         yield up
         yield depth
         yield waiting
+        yield srm

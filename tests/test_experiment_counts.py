@@ -216,3 +216,30 @@ def test_the_report_command_prints_the_table(
     assert "sample ratio: members" in printed.output and "a *" in printed.output
     unknown = runner.invoke(args=["experiment-report", "nope"])
     assert unknown.exit_code == 2 and "not known" in unknown.output
+
+
+def srm_samples(client: FlaskClient) -> list[float]:
+    lines = client.get("/metrics").text.splitlines()
+    return [float(line.split()[-1]) for line in lines
+            if line.startswith("postbandit_experiment_srm_p_value")]  # fmt: skip
+
+
+def test_the_sample_ratio_gauge_exists_only_while_an_experiment_runs(
+    client: FlaskClient, rt: Runtime, posts: list[str]
+) -> None:
+    assert srm_samples(client) == []
+    start(client, rt, "exp1")
+    assert srm_samples(client) == [1.0]  # no member yet: no evidence
+    for i in range(400):
+        slate(client, f"m{i}")
+    (p_value,) = srm_samples(client)
+    assert 0.001 < p_value < 1.0  # a fair split of 400 members
+    # Members of b lost (as a serving bug would): the gauge falls below the alert's threshold.
+    keys = rt.storage.keys
+    for field, value in rt.storage.client.hgetall(keys.experiment_counts("exp1")).items():
+        if field.startswith(b"b|") and field.endswith(b"|m"):
+            rt.storage.client.hset(keys.experiment_counts("exp1"), field, int(value) // 2)
+    (p_value,) = srm_samples(client)
+    assert p_value < 0.001
+    stop(client, rt, "exp1")
+    assert srm_samples(client) == []
