@@ -12,11 +12,13 @@ import click
 from flask import Flask
 from flask.cli import with_appcontext
 
-from app import decisions, demo
+from app import decisions, demo, experiment_results
+from app.errors import NotFound
 from app.runtime import runtime
 from core.decision_files import obd
 from core.decision_files.read import read_joined
 from core.decision_files.store import Store, StoreError
+from core.experiments.statistics import render_table
 
 # The streams are keyed by unix milliseconds: a time outside these cannot be read from them.
 EARLIEST = 0.0  # 1970-01-01T00:00:00Z
@@ -64,6 +66,21 @@ def init_app(app: Flask) -> None:
         click.echo(f"registered {count} demo posts")
 
     app.cli.add_command(export_decisions)
+    app.cli.add_command(experiment_report)
+
+
+@click.command("experiment-report")
+@with_appcontext
+@click.argument("experiment_id")
+def experiment_report(experiment_id: str) -> None:
+    """Print an experiment's results per variant, each variant against the control, and the
+    sample-ratio check (the text form of GET /v1/experiments/ID/results)."""
+    try:
+        result, status = experiment_results.experiment_result(runtime(), experiment_id)
+    except NotFound as exc:
+        raise click.BadParameter(str(exc), param_hint="EXPERIMENT_ID") from exc
+    click.echo(f"experiment {experiment_id} ({status})")
+    click.echo(render_table(result))
 
 
 @click.command("export-decisions")

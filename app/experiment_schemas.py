@@ -91,3 +91,53 @@ class ExperimentList(Strict):
     running: str | None
     default_policy: DefaultPolicy
     experiments: list[ExperimentView]
+
+
+class VariantResult(Strict):
+    """One variant's totals and metrics (null without a denominator)."""
+
+    name: str
+    weight: float
+    members: int
+    slates: int
+    impressions: int
+    clicks: int
+    ctr: float | None
+    clicks_per_slate: float | None
+
+
+class DifferenceResult(Strict):
+    """One metric of one variant minus the control's: the 95 % interval (one read at a
+    planned horizon), and the confidence sequence and p-value valid at every read."""
+
+    variant: str
+    metric: Literal["ctr", "clicks_per_slate"]
+    estimate: float | None
+    std_error: float | None
+    interval: tuple[float | None, float | None]
+    sequence: tuple[float | None, float | None]
+    p_value: float
+    tau: float | None
+
+
+class SampleRatioResult(Strict):
+    members: list[int]
+    expected_shares: list[float]
+    p_value: float
+    mismatch: bool
+
+
+class ExperimentResults(Strict):
+    """``GET /v1/experiments/{experiment_id}/results``: what each variant counted and how
+    it compares with the control (``core.experiments.statistics.analyse``), and the test."""
+
+    experiment_id: str
+    status: Literal["running", "stopped"]
+    control: str
+    variants: list[VariantResult]
+    differences: list[DifferenceResult]
+    sample_ratio: SampleRatioResult
+    mde: float
+    alpha: float
+    method: str
+    test: dict[str, str]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import redis
 from flask import Blueprint, Response, jsonify, request
 
-from app import experiments
+from app import experiment_results, experiments
 from app.experiment_schemas import ExperimentIn, StopIn
 from app.runtime import runtime
 from app.views import _json_body, _path_id, _redis_down, _require_token
@@ -35,6 +35,12 @@ def list_experiments() -> Response:
 def get_experiment(experiment_id: str) -> Response:
     experiment_id = _path_id(experiment_id, "experiment_id")
     return jsonify(experiments.get_experiment(runtime(), experiment_id))
+
+
+@bp.get("/v1/experiments/<experiment_id>/results")
+def get_results(experiment_id: str) -> Response:
+    experiment_id = _path_id(experiment_id, "experiment_id")
+    return jsonify(experiment_results.experiment_results(runtime(), experiment_id))
 
 
 @bp.post("/v1/experiments/<experiment_id>/stop")

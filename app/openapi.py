@@ -16,7 +16,13 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-from app.experiment_schemas import ExperimentIn, ExperimentList, ExperimentView, StopIn
+from app.experiment_schemas import (
+    ExperimentIn,
+    ExperimentList,
+    ExperimentResults,
+    ExperimentView,
+    StopIn,
+)
 from app.schemas import (
     ID_CHARS,
     ID_MAX,
@@ -100,6 +106,11 @@ OPERATIONS: tuple[Operation, ...] = (
               {200: ExperimentList}, (503,), tags=("experiments",)),
     Operation("GET", "/v1/experiments/{experiment_id}", "One experiment",
               {200: ExperimentView}, (400, 404, 503), tags=("experiments",)),
+    Operation("GET", "/v1/experiments/{experiment_id}/results",
+              "An experiment's counts per variant, each variant against the control "
+              "(delta-method interval, always-valid mSPRT p-value, confidence sequence) and "
+              "the sample-ratio check", {200: ExperimentResults}, (400, 404, 503),
+              tags=("experiments",)),
     Operation("POST", "/v1/experiments/{experiment_id}/stop",
               "Stop the running experiment, promoting one of its variants or not",
               {200: ExperimentView}, (400, 401, 403, 404, 409, 413, 503), body=StopIn,

@@ -183,8 +183,16 @@ class Posterior(Strict):
     interval95: list[float] = Field(min_length=2, max_length=2)
 
 
+class VariantTotals(Strict):
+    """What one variant's slates of the running experiment counted."""
+
+    impressions: int
+    clicks: int
+
+
 class PostView(Strict):
-    """A post's counts and posterior (``GET``/``PUT /v1/posts/{post_id}``)."""
+    """A post's counts and posterior (``GET``/``PUT /v1/posts/{post_id}``); while an
+    experiment runs, ``variants``: the part of the counts from each variant's slates."""
 
     post_id: str
     forum_id: str
@@ -195,6 +203,7 @@ class PostView(Strict):
     expires_at: float
     live: bool
     withdrawn: bool
+    variants: dict[str, VariantTotals] | None = None
 
 
 class PolicyCounts(Strict):
@@ -208,7 +217,9 @@ class PolicyCounts(Strict):
 
 class ForumView(Strict):
     """A forum's totals over every impression, its live posts, the counts the policy takes
-    and ``prior_mean``, the forum's posterior mean on which a new post's prior is centred."""
+    and ``prior_mean``, the forum's posterior mean on which a new post's prior is centred;
+    while an experiment runs, ``variants``: the part of the totals from each variant's
+    slates."""
 
     forum_id: str
     impressions: int
@@ -217,6 +228,7 @@ class ForumView(Strict):
     live_posts: int
     policy_counts: PolicyCounts
     prior_mean: float
+    variants: dict[str, VariantTotals] | None = None
 
 
 class ForumsQuery(Strict):

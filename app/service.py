@@ -19,6 +19,7 @@ from app.schemas import EventBatch, PostIn, RecommendationBody
 from app.snapshot import Snapshot
 from bandits import Slate, beta_summary, forum_posterior, post_posterior
 from core import metrics, queue
+from core.experiments.statistics import srm_p_value
 from core.queue import QUEUE
 from core.storage import ForumRecord, PostConflict, RequestContext, Served, new_request_id
 from core.storage.broker import queue_length
@@ -92,7 +93,7 @@ def _choose(
     allowed = None if query.forums is None else snap.forum_indices(query.forums)
     excluded = snap.excluded([*query.exclude, *hidden], now)
     slate = arm.policy.select(
-        snap.candidates, query.n, rt.rng, allowed_forums=allowed, exclude=excluded,
+        snap.candidates_of(arm.variant), query.n, rt.rng, allowed_forums=allowed, exclude=excluded,
         per_forum_cap=rt.settings.per_forum_cap or None,
     )  # fmt: skip
     items = [
@@ -188,16 +189,17 @@ def _forget_quietly(rt: Runtime, batch_id: str) -> None:
 
 
 def dependencies(rt: Runtime) -> metrics.Dependencies:
-    """Whether Redis (statistics, broker) answers now, the event queue's depth and the age of
-    the journal's oldest batch (/metrics).
+    """Whether Redis (statistics, broker) answers now, the event queue's depth, the age of
+    the journal's oldest batch and the running experiment's sample-ratio p-value (/metrics).
 
     Failures are logged and counted (operation ``probe``), never raised.
     """
-    up, depth, age = {}, {}, None
+    up, depth, age, srm = {}, {}, None, None
     try:
         up["statistics"] = rt.storage.ping()
         since = rt.storage.journal.oldest_since()
         age = 0.0 if since is None else max(0.0, time.time() - since)
+        srm = _srm_p_value(rt)
     except redis.RedisError as exc:
         up["statistics"] = not _redis_failed("probe", exc)
     try:
@@ -205,7 +207,18 @@ def dependencies(rt: Runtime) -> metrics.Dependencies:
         up["broker"] = True
     except redis.RedisError as exc:
         up["broker"] = not _redis_failed("probe", exc)
-    return metrics.Dependencies(redis_up=up, queue_depth=depth, oldest_pending_age=age)
+    return metrics.Dependencies(redis_up=up, queue_depth=depth, oldest_pending_age=age,
+                                srm_p_value=srm)  # fmt: skip
+
+
+def _srm_p_value(rt: Runtime) -> float | None:
+    """The running experiment's sample-ratio p-value (two commands), None outside one."""
+    state = rt.storage.experiments.serving()
+    if state.experiment is None or state.definition is None:
+        return None
+    variants = state.definition["variants"]
+    members = rt.storage.experiment_counts.members(state.experiment, [v["name"] for v in variants])
+    return float(srm_p_value(members, [float(v["weight"]) for v in variants]))
 
 
 def put_post(rt: Runtime, post_id: str, body: PostIn) -> tuple[dict[str, Any], bool]:
@@ -257,7 +270,7 @@ def get_post(rt: Runtime, post_id: str) -> dict[str, Any]:
         totals[0], totals[1], rt.settings.prior_strength,
     )  # fmt: skip
     mean, low, high = beta_summary(alpha, beta, 0.95)
-    return {
+    view = {
         "post_id": record.post_id, "forum_id": record.forum_id,
         "impressions": record.impressions, "clicks": record.clicks,
         "posterior": {"alpha": float(alpha[0]), "beta": float(beta[0]), "mean": float(mean[0]),
@@ -266,6 +279,24 @@ def get_post(rt: Runtime, post_id: str) -> dict[str, Any]:
         "live": not record.deleted and record.expires_at > time.time(),
         "withdrawn": record.deleted,
     }  # fmt: skip
+    experiment = _running(rt)
+    if experiment is not None:
+        counts = rt.storage.experiment_counts.post_counts(record.forum_id, *experiment, post_id)
+        view["variants"] = _by_variant(counts)
+    return view
+
+
+def _running(rt: Runtime) -> tuple[str, list[str]] | None:
+    """The running experiment's id and variant names, or None."""
+    state = rt.storage.experiments.serving()
+    if state.experiment is None or state.definition is None:
+        return None
+    return state.experiment, [v["name"] for v in state.definition["variants"]]
+
+
+def _by_variant(counts: dict[str, tuple[int, int]]) -> dict[str, dict[str, int]]:
+    """The ``variants`` breakdown of a post or forum: each variant's slates' counts."""
+    return {v: {"impressions": i, "clicks": c} for v, (i, c) in counts.items()}
 
 
 def _global_counts(rt: Runtime) -> tuple[float, float]:
@@ -316,7 +347,7 @@ def _forum_views(rt: Runtime, forums: list[ForumRecord]) -> list[dict[str, Any]]
     clicks = np.array([f.policy_counts[1] for f in forums])
     alpha, beta = forum_posterior(imps, clicks, *_global_counts(rt))
     means = alpha / (alpha + beta)
-    return [
+    views: list[dict[str, Any]] = [
         {
             "forum_id": forum.forum_id,
             "impressions": forum.impressions,
@@ -332,3 +363,9 @@ def _forum_views(rt: Runtime, forums: list[ForumRecord]) -> list[dict[str, Any]]
         }
         for forum, mean in zip(forums, means, strict=True)
     ]
+    experiment = _running(rt)
+    if experiment is not None:
+        for forum, view in zip(forums, views, strict=True):
+            counts = rt.storage.experiment_counts.forum_counts(forum.forum_id, *experiment)
+            view["variants"] = _by_variant(counts)
+    return views

@@ -22,16 +22,19 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 import redis
 
 from app.plans import Plan, Plans
+from app.variant_arrays import VariantArrays, variant_read
 from bandits import Candidates
 from core import metrics
 from core.storage import ForumRead, PostStates, Storage
+from core.storage.records import VariantCounts
+from core.storage.snapshot_reads import VariantRead
 
 if TYPE_CHECKING:
     from app.snapshot_file import SnapshotFile
@@ -63,6 +66,15 @@ class Snapshot:
     next_expiry: float
     candidates: Candidates
     plan: Plan | None = None  # None: read from the snapshot file, the configured policy serves
+    # While an experiment runs: each variant's candidates, learnt from its own slates only.
+    variant_candidates: Mapping[str, Candidates] = field(default_factory=dict)
+
+    def candidates_of(self, variant: str | None) -> Candidates:
+        """The candidates as ``variant`` of the running experiment sees them (app.variant_arrays);
+        the totals outside an experiment."""
+        if variant is None:
+            return self.candidates
+        return self.variant_candidates.get(variant, self.candidates)
 
     @property
     def size(self) -> int:
@@ -101,10 +113,13 @@ class Catalogue:
     """Every post this process has read, as growable arrays; owned by the refresh thread.
 
     Rows are only appended (a withdrawn post's row stays, with expiry NaN), so a snapshot
-    keeps valid row numbers while the catalogue moves on.
+    keeps valid row numbers while the catalogue moves on. With ``experiment``, the catalogue
+    also keeps its variants' counts (:class:`app.variant_arrays.VariantArrays`).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, experiment: VariantRead | None = None) -> None:
+        self.experiment = experiment
+        self.variants = None if experiment is None else VariantArrays(experiment)
         self.forum_ids: list[str] = []
         self.forum_index: dict[str, int] = {}
         self.forum_counts: list[tuple[int, int]] = []
@@ -141,12 +156,18 @@ class Catalogue:
             if self.forum_counts[forum] != read.policy_counts:
                 self.forum_counts[forum] = read.policy_counts
                 self.changed = True
+            if self.variants is not None:
+                self.changed |= self.variants.set_forum(forum, read.variants)
             self.cursors[read.forum_id] = read.cursor
             if read.posts is not None and read.posts.post_ids:
-                self.changed |= self._apply_posts(forum, read.posts, created_at)
+                self.changed |= self._apply_posts(forum, read.posts, created_at, read.variants)
 
-    def _apply_posts(self, forum: int, posts: PostStates, created_at: Mapping[str, float]) -> bool:
-        """Update or add the posts' rows; whether anything differs from before."""
+    def _apply_posts(
+        self, forum: int, posts: PostStates, created_at: Mapping[str, float],
+        variants: Mapping[str, VariantCounts],
+    ) -> bool:  # fmt: skip
+        """Update or add the posts' rows (and their variants' counts); whether anything
+        differs from before."""
         index = self.post_index
         rows = np.fromiter((index.get(p, -1) for p in posts.post_ids), np.intp, len(posts.post_ids))
         expires = np.array(posts.expires_at)  # NaN once withdrawn: never > now, never a candidate
@@ -154,6 +175,7 @@ class Catalogue:
         if new.size:
             rows[new] = self._append([posts.post_ids[i] for i in new], forum, created_at)
         known = rows[rows >= 0]
+        varied = self.variants is not None and self.variants.set_posts(known, rows >= 0, variants)
         expires = expires[rows >= 0]
         counts = np.column_stack([posts.impressions, posts.clicks]).astype(np.float64)[rows >= 0]
         same = np.array_equal(self._expires[known], expires, equal_nan=True) and np.array_equal(
@@ -161,7 +183,7 @@ class Catalogue:
         )
         self._expires[known] = expires
         self._counts[known] = counts
-        return bool(new.size) or not same
+        return bool(new.size) or not same or varied
 
     def _append(
         self, post_ids: list[str], forum: int, created_at: Mapping[str, float]
@@ -174,6 +196,8 @@ class Catalogue:
             self._expires = np.resize(self._expires, capacity)
             self._created = np.resize(self._created, capacity)
             self._counts = np.resize(self._counts, (capacity, 2))
+            if self.variants is not None:
+                self.variants.grow(capacity)
         self._forum[start:end] = forum
         self._created[start:end] = [created_at.get(p, 0.0) for p in post_ids]
         self.post_index.update(zip(post_ids, range(start, end), strict=True))
@@ -197,13 +221,14 @@ class Catalogue:
             post_created_at=self._created[rows],
         )
         live_expiry = expires[rows]
+        views = {} if self.variants is None else self.variants.candidates(candidates, rows)
         self.changed = False
         return Snapshot(
             built_at=built_at, forum_ids=self.forum_ids, forum_index=self.forum_index,
             post_ids=self.post_ids, post_index=self.post_index, rows=rows,
             candidate_of_row=candidate_of_row, expires_at=live_expiry,
             next_expiry=float(live_expiry.min()) if rows.size else math.inf,
-            candidates=candidates, plan=plan,
+            candidates=candidates, plan=plan, variant_candidates=views,
         )  # fmt: skip
 
 
@@ -235,15 +260,22 @@ class Refresher:
             redis.RedisError: Redis failed; the process keeps its state for the next try.
         """
         started, now = time.monotonic(), time.time()
+        state = None if self.plans is None else self.storage.experiments.serving()
+        experiment = variant_read(state)
         catalogue = self._catalogue
-        if catalogue is None or self._pid != os.getpid() or self._full_due(started):
-            catalogue = Catalogue()
-            self._take(catalogue, self.storage.snapshots.read_changes({}, now))
+        if (
+            catalogue is None or self._pid != os.getpid() or self._full_due(started)
+            or catalogue.experiment != experiment
+        ):  # fmt: skip
+            # A new experiment's variants are read in full, and a stopped one's dropped.
+            catalogue = Catalogue(experiment)
+            self._take(catalogue, self.storage.snapshots.read_changes({}, now, experiment))
             self._catalogue, self._full_at, self._pid = catalogue, started, os.getpid()
             self._previous = None
         else:
-            self._take(catalogue, self.storage.snapshots.read_changes(catalogue.cursors, now))
-        plan = None if self.plans is None else self.plans(self.storage.experiments.serving())
+            reads = self.storage.snapshots.read_changes(catalogue.cursors, now, experiment)
+            self._take(catalogue, reads)
+        plan = None if self.plans is None or state is None else self.plans(state)
         self._read_at = started
         previous = self._previous
         if previous is not None and not catalogue.changed and time.time() < previous.next_expiry:

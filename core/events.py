@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from core.storage import Served, Storage, request_time
+from core.storage import Served, SlateArm, Storage, request_time
+from core.storage.serving import slate_arm
 
 # The event types of the API, and the one-letter kind each is stored as.
 EVENT_TYPES = ("impression", "click")
@@ -31,13 +32,20 @@ EXPIRED = "expired"
 RESULTS = (COUNTED, DUPLICATE, UNKNOWN_REQUEST, NOT_SERVED, EXPIRED)
 
 
+# The variant of slates served outside an experiment (the metrics' label; no variant may be
+# called so).
+NO_VARIANT = "none"
+
+
 @dataclass(frozen=True)
 class Outcome:
-    """What one batch did: counts by result, and counted events by the policy that served them."""
+    """What one batch did: counts by result, counted events by the policy that served them,
+    and counted impressions and clicks by (variant or ``none``, event type)."""
 
     results: Counter[str]
     by_policy: Counter[str]
     implied_impressions: Counter[str]
+    by_variant: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 # De-dup markers outlive the last moment their event may be applied by this much, for the
@@ -114,8 +122,20 @@ def apply_batch(
         else:
             assert record is not None
             todo.append((request_id, post_id, record.forums[post_id]))
-    applied = storage.counting.apply_events(kind, todo, limits.keep + MARKER_MARGIN_SECONDS)
+    arms = _arms(served, todo)
+    ttl = limits.keep + MARKER_MARGIN_SECONDS
+    applied = storage.counting.apply_events(kind, todo, ttl, arms)
     return _outcome(storage, kind, todo, applied, served, results, now, reclick_window)
+
+
+def _arms(served: dict[str, Served], todo: list[tuple[str, str, str]]) -> dict[str, SlateArm]:
+    """The experiment arm of each request of ``todo`` whose slate an experiment served."""
+    arms = {}
+    for request_id in dict.fromkeys(r for r, _, _ in todo):
+        arm = slate_arm(served[request_id])
+        if arm is not None:
+            arms[request_id] = arm
+    return arms
 
 
 def _outcome(
@@ -130,15 +150,20 @@ def _outcome(
 ) -> Outcome:
     by_policy: Counter[str] = Counter()
     implied: Counter[str] = Counter()
+    by_variant: Counter[tuple[str, str]] = Counter()
+    event_type = "impression" if kind == "i" else "click"
     for (request_id, _, _), status in zip(todo, applied, strict=True):
         results[COUNTED if status else DUPLICATE] += 1
+        variant = served[request_id].variant or NO_VARIANT
         if status:
             by_policy[served[request_id].policy] += 1
+            by_variant[variant, event_type] += 1
         if status == 2:
             implied[served[request_id].policy] += 1
+            by_variant[variant, "impression"] += 1
     if kind == "c":
         # Idempotent, so done for duplicates too: a retry after a crash between the two
         # steps still records the click for re-recommendation filtering.
         clicks = [(served[rid].user_id, post_id) for rid, post_id, _ in todo]
         storage.serving.remember_clicks(clicks, now, reclick_window)
-    return Outcome(results, by_policy, implied)
+    return Outcome(results, by_policy, implied, by_variant)

@@ -31,7 +31,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from core.events import EVENT_TYPES
+from core.events import EVENT_TYPES, NO_VARIANT
 
 WEB = CollectorRegistry(auto_describe=True)
 WORKER = CollectorRegistry(auto_describe=True)
@@ -71,7 +71,6 @@ EXPERIMENT_SLATES = Counter(
     "Slates served, by the experiment variant that chose them (none: outside an experiment)",
     ["variant"], registry=WEB,
 )  # fmt: skip
-NO_VARIANT = "none"
 EVENTS_RECEIVED = Counter(
     "postbandit_events_received_total", "Events accepted (202) and queued for the workers",
     ["type"], registry=WEB,
@@ -112,6 +111,12 @@ EVENT_LAG = Histogram(
 IMPRESSIONS = Counter(
     "postbandit_impressions_total", "Impressions counted, by the policy that served the slate",
     ["policy"], registry=WORKER,
+)  # fmt: skip
+EXPERIMENT_EVENTS = Counter(
+    "postbandit_experiment_events_total",
+    "Impressions and clicks counted, by the experiment variant whose slate they belong to "
+    "(none: outside an experiment)",
+    ["variant", "type"], registry=WORKER,
 )  # fmt: skip
 CLICKS = Counter(
     "postbandit_clicks_total", "Clicks counted, by the policy that served the slate",
@@ -179,6 +184,8 @@ def init_worker_labels(policy: str, results: Iterable[str], tasks: Iterable[str]
             EVENTS_APPLIED.labels(event_type, result)
     IMPRESSIONS.labels(policy)
     CLICKS.labels(policy)
+    for event_type in EVENT_TYPES:
+        EXPERIMENT_EVENTS.labels(NO_VARIANT, event_type)
     for task in tasks:
         TASK_SECONDS.labels(task)
         REDIS_ERRORS.labels(task)
@@ -211,11 +218,13 @@ class Dependencies:
     redis_up: dict[str, bool] = field(default_factory=dict)
     queue_depth: dict[str, int] = field(default_factory=dict)
     oldest_pending_age: float | None = None
+    srm_p_value: float | None = None  # None: no experiment runs (or it could not be read)
 
 
 class DependencyCollector(Collector):
-    """``postbandit_redis_up``, ``postbandit_queue_depth`` and
-    ``postbandit_oldest_pending_batch_age_seconds``, read live on every scrape.
+    """``postbandit_redis_up``, ``postbandit_queue_depth``,
+    ``postbandit_oldest_pending_batch_age_seconds`` and ``postbandit_experiment_srm_p_value``,
+    read live on every scrape.
 
     The web tier reads them (not the worker) so they stay visible when no worker is alive.
     """
@@ -244,6 +253,14 @@ class DependencyCollector(Collector):
         )  # fmt: skip
         if deps.oldest_pending_age is not None:
             waiting.add_metric([], deps.oldest_pending_age)
+        srm = GaugeMetricFamily(
+            "postbandit_experiment_srm_p_value",
+            "Sample-ratio check of the running experiment: chi-square p-value of its members "
+            "per variant against the weights (absent outside an experiment)",
+        )  # fmt: skip
+        if deps.srm_p_value is not None:
+            srm.add_metric([], deps.srm_p_value)
         yield up
         yield depth
         yield waiting
+        yield srm

@@ -128,16 +128,30 @@ PRODUCT = (
         ("sum by (policy) (rate(postbandit_clicks_total[1h]))"
          " / sum by (policy) (rate(postbandit_impressions_total[1h]))", "{{policy}}"),
     ), "Clicks / impressions counted, by the policy that served the slate."),
-    Panel("Slates per second by experiment variant", "reqps", (
-        (f"sum by (variant) (rate(postbandit_experiment_slates_total[{RATE}]))",
-         "{{variant}}"),
-    ), "Slates served, by the variant of the running experiment that chose them; none: outside"
-       " an experiment (the promoted or configured policy)."),
     Panel("Impressions and clicks per second by policy", "ops", (
         (f"sum by (policy) (rate(postbandit_impressions_total[{RATE}]))",
          "impressions {{policy}}"),
         (f"sum by (policy) (rate(postbandit_clicks_total[{RATE}]))", "clicks {{policy}}"),
     )),
+)  # fmt: skip
+
+EXPERIMENT = (
+    Panel("CTR by experiment variant (last hour)", "percentunit", (
+        ('sum by (variant) (rate(postbandit_experiment_events_total{type="click"}[1h]))'
+         ' / sum by (variant) (rate(postbandit_experiment_events_total{type="impression"}[1h]))',
+         "{{variant}}"),
+    ), "Clicks / impressions counted, by the variant whose slate they belong to; none: slates"
+       " outside an experiment. The experiment's result with its intervals:"
+       " GET /v1/experiments/{id}/results."),
+    Panel("Slates per second by experiment variant", "reqps", (
+        (f"sum by (variant) (rate(postbandit_experiment_slates_total[{RATE}]))",
+         "{{variant}}"),
+    ), "Slates served, by the variant of the running experiment that chose them; none: outside"
+       " an experiment (the promoted or configured policy)."),
+    Panel("Sample-ratio check of the running experiment", "none", (
+        ("min(postbandit_experiment_srm_p_value)", "p-value"),
+    ), "Chi-square p-value of the members per variant against the weights; below 0.001 for"
+       " 30 min: PostbanditExperimentSampleRatioMismatch. No data outside an experiment."),
 )  # fmt: skip
 
 ROWS = (
@@ -146,6 +160,7 @@ ROWS = (
     ("Learning loop: events in, posteriors updated", LEARNING),
     ("Workers and dependencies", WORKERS),
     ("Product: CTR by policy", PRODUCT),
+    ("Experiment", EXPERIMENT),
 )
 
 

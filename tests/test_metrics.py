@@ -44,7 +44,9 @@ def defined() -> dict[str, tuple[str, tuple[str, ...]]]:
             family = metric.describe()[0]
             name = family.name + ("_total" if family.type == "counter" else "")
             found[name] = (family.type, tuple(metric._labelnames))
-    deps = metrics.Dependencies({"statistics": True}, {"q": 1}, oldest_pending_age=2.0)
+    deps = metrics.Dependencies(
+        {"statistics": True}, {"q": 1}, oldest_pending_age=2.0, srm_p_value=0.5
+    )
     for family in metrics.DependencyCollector(lambda: deps).collect():
         found[family.name] = (family.type, tuple(sorted(family.samples[0].labels)))
     return found

@@ -322,6 +322,17 @@ def test_every_dashboard_and_alert_expression_returns_data(
         response = requests.put(f"{base}/v1/posts/post-{i}", json={"forum_id": f"forum-{i % 2}"},
                                 headers=ADMIN, timeout=5)  # fmt: skip
         assert response.status_code == 201, response.text
+    # An experiment runs: its panels and the sample-ratio alert's signal have data.
+    experiment = {
+        "variants": [
+            {"name": "a", "policy": "two_level_ts", "weight": 1},
+            {"name": "b", "policy": "greedy", "weight": 1},
+        ],
+        "control": "a",
+    }
+    response = requests.put(f"{base}/v1/experiments/exp", json=experiment, headers=ADMIN,
+                            timeout=5)  # fmt: skip
+    assert response.status_code == 201, response.text
     wait_for_fresh_snapshots(base, after=time.time())  # the traffic's slates hold posts
     stop, errors = threading.Event(), []
     thread = threading.Thread(target=traffic, args=(base, stop, errors), daemon=True)

@@ -15,9 +15,10 @@ from redis.crc import key_slot
 
 from app.runtime import Runtime
 from core.events import apply_batch
-from core.storage import Keys, Served, new_request_id
+from core.storage import Keys, Served, SlateArm, new_request_id
 from core.storage.catalogue import claim_post_id_call, put_post_call, withdraw_post_call
 from core.storage.counting import apply_events_call, prune_expired_call
+from core.storage.experiment_counts import count_slate_call
 from core.storage.experiments import start_experiment_call, stop_experiment_call
 from core.storage.scripts import LUA_DIR, SCRIPTS, ScriptCall, source
 from core.storage.serving import serve_slate_call
@@ -32,8 +33,11 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
     rid, other = new_request_id(user), new_request_id(user)
     events = [(rid, post, forum), (other, post, forum), (rid, "q", forum)]
     served = Served(rid, user, "two_level_ts", {post: forum, "q": "g"})
+    # Slates of two experiments in one batch (one stopped, the next started).
+    arms = {rid: SlateArm(post, user, 3), other: SlateArm(user + "x", post, 63)}
     return {
-        "apply_events": apply_events_call(keys, "c", forum, events, 60, 10**8, 20, 2000),
+        "apply_events": apply_events_call(keys, "c", forum, events, 60, 10**8, 20, 2000, arms),
+        "count_slate": count_slate_call(keys, SlateArm(post, user, 5), user, 60, 1),
         "prune_expired": prune_expired_call(keys, forum, time.time(), 1000),
         "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60),
         "claim_post_id": claim_post_id_call(keys, post, forum, 3600),
@@ -51,6 +55,9 @@ def test_every_script_call_stays_in_one_hash_slot(prefix: str, name: str) -> Non
     assert set(built) == set(SCRIPTS)
     # The outcome of a counted event is written in the counting step: its stream is in the slot.
     assert Keys(prefix).forum_outcomes(name) in built["apply_events"].keys
+    # So are the variants' counts and results of both experiments.
+    assert Keys(prefix).variant_stats(name, name + "x") in built["apply_events"].keys
+    assert Keys(prefix).forum_results(name, name) in built["apply_events"].keys
     for script, call in built.items():
         slots = {key_slot(key.encode()) for key in call.keys}
         assert len(slots) == 1, (script, call.keys)

@@ -89,6 +89,8 @@ def _count(event_type: str, outcome: Outcome, lag: float) -> None:
         counted.labels(policy).inc(count)
     for policy, count in outcome.implied_impressions.items():
         metrics.IMPRESSIONS.labels(policy).inc(count)
+    for (variant, counted_type), count in outcome.by_variant.items():
+        metrics.EXPERIMENT_EVENTS.labels(variant, counted_type).inc(count)
 
 
 def retry_later(task: Task, exc: Exception) -> Exception:

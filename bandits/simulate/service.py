@@ -52,6 +52,7 @@ class ServiceRecommender:
         self._token = admin_token
         self._visit = 0
         self._request_id = ""
+        self.variant: str | None = None  # the experiment variant that served the last slate
         self.requests = 0
 
     def add_posts(
@@ -84,6 +85,7 @@ class ServiceRecommender:
             query += "&exclude=" + ",".join(self._post_id(p) for p in recent.tolist())
         body = self._call("GET", f"/v1/recommendations?{query}", ok=(200,))
         self._request_id = body["request_id"]
+        self.variant = body.get("variant")
         return np.array([self._post_number(i["post_id"]) for i in body["items"]], dtype=np.intp)
 
     def record(self, shown: IntArray, clicked: BoolArray) -> None:

@@ -13,6 +13,7 @@ module              owns
 ``journal``         the journal of accepted event batches
 ``decision_log``    the decision and outcome streams
 ``experiments``     experiment definitions, the running one, the promoted policy, history
+``experiment_counts`` what each experiment counted per variant and member bucket
 ``drain_cursors``   the decision log drain's cursors and lock
 ``broker``          reads of Celery's Redis broker (queue length and head)
 ``records``         the records returned, and :class:`PostConflict`
@@ -32,6 +33,7 @@ from core.storage.records import (
     PostStates,
     RequestContext,
     Served,
+    SlateArm,
     StreamEntry,
 )
 from core.storage.request_ids import new_request_id, request_time
@@ -46,6 +48,7 @@ __all__ = [
     "PostStates",
     "RequestContext",
     "Served",
+    "SlateArm",
     "Storage",
     "StreamEntry",
     "new_request_id",

@@ -26,7 +26,7 @@ snapshots and pruning iterate, and its stats hash stays as history.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import redis
 from redis.typing import EncodableT
@@ -34,26 +34,44 @@ from redis.typing import EncodableT
 from core.storage.catalogue import forum_ids
 from core.storage.decision_log import DecisionLog
 from core.storage.keys import Keys
+from core.storage.records import SlateArm
 from core.storage.scripts import ScriptCall, Scripts, run
 
 Event = tuple[str, str, str]  # (request id, post id, forum id)
 
+# An experiment's counts outlive their last write by this much (and by the markers' ttl):
+# the last events of its slates arrive up to the attribution window plus the grace after its
+# stop, and its results stay readable for a month after that.
+EXPERIMENT_RETENTION_SECONDS = 30 * 86400
+
 
 def apply_events_call(
     keys: Keys, kind: str, forum_id: str, events: Sequence[Event], ttl: int, keep_us: int,
-    window: int, outcome_cap: int = 0,
+    window: int, outcome_cap: int = 0, arms: Mapping[str, SlateArm] | None = None,
 ) -> ScriptCall:  # fmt: skip
     """KEYS/ARGV of ``lua/apply_events.lua`` for the events of one forum (``forum_id``);
-    ``outcome_cap`` is the cap of its outcome stream (0: no decision log)."""
+    ``outcome_cap`` is the cap of its outcome stream (0: no decision log); ``arms`` the
+    experiment arm of each request id whose slate an experiment served."""
+    arms = arms or {}
     markers: dict[str, int] = {}
     pairs: list[EncodableT] = []
     for request_id, post_id, _ in events:
         pairs += [markers.setdefault(request_id, len(markers) + 1), post_id]
+    experiments = list(dict.fromkeys(arms[r].experiment for r in markers if r in arms))
+    per_marker: list[EncodableT] = []
+    for request_id in markers:
+        arm = arms.get(request_id)
+        index = 0 if arm is None else experiments.index(arm.experiment) + 1
+        per_marker += [request_id, index, arm.variant if arm else "", arm.bucket if arm else 0]
     event_keys = [keys.stats(forum_id), keys.changes(forum_id), keys.forum_outcomes(forum_id)]
+    for experiment in experiments:
+        event_keys += [keys.variant_stats(forum_id, experiment),
+                       keys.forum_results(forum_id, experiment)]  # fmt: skip
     return ScriptCall(
         event_keys + [keys.seen(forum_id, r) for r in markers],
-        [kind, ttl, keep_us, window, outcome_cap, *markers, *pairs],
-    )
+        [kind, ttl, keep_us, window, outcome_cap, len(experiments),
+         ttl + EXPERIMENT_RETENTION_SECONDS, *per_marker, *pairs],
+    )  # fmt: skip
 
 
 def prune_expired_call(keys: Keys, forum_id: str, before: float, limit: int) -> ScriptCall:
@@ -77,32 +95,52 @@ class Counting:
         self.forum_window = forum_window
         self.keep_us = keep_us
 
-    def apply_events(self, kind: str, events: Sequence[Event], ttl: int) -> list[int]:
+    def apply_events(
+        self, kind: str, events: Sequence[Event], ttl: int,
+        arms: Mapping[str, SlateArm] | None = None,
+    ) -> list[int]:  # fmt: skip
         """Apply (request id, post id, forum id) events of ``kind`` ('i' or 'c'): one atomic
         step per forum, all in one round trip; seen-markers expire after ``ttl`` seconds.
+        ``arms`` holds the experiment arm of the requests whose slate an experiment served:
+        their events count under their variant too, in the same step, and their forum joins
+        the experiment's forums (core.storage.experiment_counts).
 
         Returns per event 0 (already counted), 1 (counted) or 2 (a click that also counted
-        its missing impression). With the decision log on, each event that counts, and only it,
-        is appended to its forum's outcome stream in the same atomic step.
+        its missing impression). With the decision log on, each event that counts, and only
+        it, is appended to its forum's outcome stream in the same atomic step.
         """
+        arms = arms or {}
         by_forum: dict[str, list[int]] = {}
         for i, (_, _, forum_id) in enumerate(events):
             by_forum.setdefault(forum_id, []).append(i)
-        logged = self.log.outcome_cap > 0
         pipe = self.client.pipeline(transaction=False)
+        steps = []
         for forum_id, indices in by_forum.items():
-            if logged:  # before the step, so that a forum's outcomes are always found
-                self.log.queue_forum(pipe, forum_id)
-            call = apply_events_call(self.keys, kind, forum_id, [events[i] for i in indices],
-                                     ttl, self.keep_us, self.forum_window,
-                                     self.log.outcome_cap)  # fmt: skip
+            forum_events = [events[i] for i in indices]
+            # Before the step, so that a forum's outcomes and results are always found.
+            self._queue_forum(pipe, forum_id, forum_events, arms, ttl)
+            call = apply_events_call(self.keys, kind, forum_id, forum_events, ttl, self.keep_us,
+                                     self.forum_window, self.log.outcome_cap, arms)  # fmt: skip
             run(self.scripts.apply_events, call, pipe)
+            steps.append(len(pipe) - 1)
+        replies = pipe.execute()
         results = [0] * len(events)
-        replies = pipe.execute()[1::2] if logged else pipe.execute()
-        for indices, applied in zip(by_forum.values(), replies, strict=True):
-            for i, status in zip(indices, applied, strict=True):
+        for indices, step in zip(by_forum.values(), steps, strict=True):
+            for i, status in zip(indices, replies[step], strict=True):
                 results[i] = int(status)
         return results
+
+    def _queue_forum(
+        self, pipe: redis.client.Pipeline, forum_id: str, events: Sequence[Event],
+        arms: Mapping[str, SlateArm], ttl: int,
+    ) -> None:  # fmt: skip
+        if self.log.outcome_cap > 0:
+            self.log.queue_forum(pipe, forum_id)
+        experiments = {arms[r].experiment for r, _, _ in events if r in arms}
+        for experiment in sorted(experiments):
+            key = self.keys.experiment_forums(experiment)
+            pipe.sadd(key, forum_id)
+            pipe.expire(key, ttl + EXPERIMENT_RETENTION_SECONDS)
 
     def prune_expired(self, before: float, limit: int = 1000) -> int:
         """Forget posts that expired or were withdrawn before ``before`` (at most ``limit`` of

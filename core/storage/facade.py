@@ -8,6 +8,7 @@ from core.storage.catalogue import Catalogue
 from core.storage.counting import Counting
 from core.storage.decision_log import DecisionLog
 from core.storage.drain_cursors import DrainCursors
+from core.storage.experiment_counts import ExperimentCounts
 from core.storage.experiments import Experiments
 from core.storage.journal import Journal
 from core.storage.keys import Keys
@@ -19,7 +20,8 @@ from core.storage.snapshot_reads import CHANGES_KEEP_SECONDS, SnapshotReads
 class Storage:
     """The parts by what they own: ``catalogue``, ``counting``, ``serving`` (attribution),
     ``snapshots`` (reads for the snapshot), ``journal``, ``decisions`` (the decision log),
-    ``experiments``, ``drains`` (where the decision log drain stands).
+    ``experiments``, ``experiment_counts`` (what each experiment counted), ``drains`` (where
+    the decision log drain stands).
 
     ``decision_log_maxlen`` is how many decisions the decision log keeps (0: no log);
     ``forum_window`` is W of the windowed forum totals (0: none, the policy takes every
@@ -44,7 +46,8 @@ class Storage:
         self.decisions = DecisionLog(client, keys, decision_log_maxlen)
         self.catalogue = Catalogue(client, keys, scripts, forum_window, keep_us)
         self.counting = Counting(client, keys, scripts, self.decisions, forum_window, keep_us)
-        self.serving = Serving(client, keys, scripts, self.decisions)
+        self.experiment_counts = ExperimentCounts(client, keys, scripts)
+        self.serving = Serving(client, keys, scripts, self.decisions, self.experiment_counts)
         self.journal = Journal(client, keys)
         self.experiments = Experiments(client, keys, scripts)
         self.drains = DrainCursors(client, keys)

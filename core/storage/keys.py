@@ -54,13 +54,22 @@ key                             type      content
 ==============================  ========  ==================================================
 
 Experiments (core.storage.experiments) keep every key under the one tag ``{experiments}``:
-starting and stopping are single scripts in one slot. The counting step that makes each
-variant learn from its own slates reads the variant from the served slate (``x``, ``v``) and is
-meant to add, in the forum's slot so that one script still applies an event:
+starting and stopping are single scripts in one slot. What an experiment counts
+(core.storage.experiment_counts) lives where it is counted: the events' counts in the forum's
+slot, written by the counting step itself (``lua/apply_events.lua``), and the slates and
+members in the experiment's own slot ``{xres:X}``, written when a slate is served:
 
 ==============================  ========  ==================================================
-``P:{f:F}:vstats:X:V``          hash      as ``P:{f:F}:stats``, for the slates of variant V of
-                                          experiment X only (planned)
+``P:{f:F}:vstats:X``            hash      forum F's counts of experiment X's slates:
+                                          ``V|i:<post>``, ``V|c:<post>``, ``V|_i``, ``V|_c``,
+                                          ``V|_wi``, ``V|_wc`` for each variant V, and the
+                                          same under ``*|`` summed over the variants (TTL)
+``P:{f:F}:xres:X``              hash      ``V|B|i``, ``V|B|c``: impressions and clicks of
+                                          variant V's members in statistics bucket B (TTL)
+``P:{xres:X}:members``          set       members served a slate of experiment X (TTL)
+``P:{xres:X}:counts``           hash      ``V|B|s`` slates and ``V|B|m`` distinct members of
+                                          variant V in statistics bucket B (TTL)
+``P:{xres:X}:forums``           set       forums holding counts of experiment X (TTL)
 ==============================  ========  ==================================================
 
 Why the served slate is keyed by member: serving checks the slate against the member's
@@ -89,6 +98,10 @@ SERVED_USER = "u"
 SERVED_POLICY = "p"
 SERVED_EXPERIMENT = "x"
 SERVED_VARIANT = "v"
+
+# The pseudo-variant of an experiment's counts summed over its variants (``*|_i``...): no
+# variant name can hold ``*`` or ``|``.
+ALL_VARIANTS = "*"
 POST_FIELD = "#"
 
 
@@ -196,6 +209,21 @@ class Keys:
     @property
     def experiment_ids(self) -> str:
         return f"{self.prefix}:{{experiments}}:ids"
+
+    def variant_stats(self, forum_id: str, experiment_id: str) -> str:
+        return f"{self.prefix}:{{f:{forum_id}}}:vstats:{experiment_id}"
+
+    def forum_results(self, forum_id: str, experiment_id: str) -> str:
+        return f"{self.prefix}:{{f:{forum_id}}}:xres:{experiment_id}"
+
+    def experiment_members(self, experiment_id: str) -> str:
+        return f"{self.prefix}:{{xres:{experiment_id}}}:members"
+
+    def experiment_counts(self, experiment_id: str) -> str:
+        return f"{self.prefix}:{{xres:{experiment_id}}}:counts"
+
+    def experiment_forums(self, experiment_id: str) -> str:
+        return f"{self.prefix}:{{xres:{experiment_id}}}:forums"
 
     @property
     def drain_cursors(self) -> str:

@@ -51,15 +51,28 @@ class PostStates:
 
 
 @dataclass(frozen=True)
+class VariantCounts:
+    """What one variant of the running experiment counted in one forum (``*``: all of them):
+    the forum's (impressions, clicks) as the policy takes them, and each read post's counts
+    (in the order of :attr:`ForumRead.posts`)."""
+
+    policy_counts: tuple[int, int]
+    impressions: list[int]
+    clicks: list[int]
+
+
+@dataclass(frozen=True)
 class ForumRead:
     """One forum as read for a snapshot: its (impressions, clicks) as the policy takes them,
     and its posts that changed after the previous cursor (every live post on a full read;
-    None when nothing changed)."""
+    None when nothing changed); with an experiment read, each variant's and ``*``'s counts
+    of the forum and of those posts."""
 
     forum_id: str
     cursor: float
     policy_counts: tuple[int, int]
     posts: PostStates | None
+    variants: dict[str, VariantCounts] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,16 @@ class Served:
     forums: dict[str, str]  # post id -> forum id
     experiment: str | None = None  # the experiment and variant that served it, if any
     variant: str | None = None
+
+
+@dataclass(frozen=True)
+class SlateArm:
+    """The experiment and variant that served a slate, and its member's statistics bucket
+    (:func:`core.experiments.assignment.member_bucket`)."""
+
+    experiment: str
+    variant: str
+    bucket: int
 
 
 def text(value: bytes | str | None) -> str | None:

@@ -20,6 +20,7 @@ LUA_DIR = Path(__file__).parent / "lua"
 SCRIPTS = (
     "apply_events",
     "claim_post_id",
+    "count_slate",
     "prune_expired",
     "put_post",
     "serve_slate",
@@ -60,6 +61,7 @@ class Scripts:
         self.withdraw_post = client.register_script(source("withdraw_post"))
         self.start_experiment = client.register_script(source("start_experiment"))
         self.stop_experiment = client.register_script(source("stop_experiment"))
+        self.count_slate = client.register_script(source("count_slate"))
 
 
 def run(script: Script, call: ScriptCall, pipe: redis.client.Pipeline) -> None:

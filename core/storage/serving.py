@@ -17,7 +17,10 @@ from typing import Any
 import redis
 from redis.typing import EncodableT
 
+from core.experiments.assignment import member_bucket
+from core.storage.counting import EXPERIMENT_RETENTION_SECONDS
 from core.storage.decision_log import DecisionLog
+from core.storage.experiment_counts import ExperimentCounts
 from core.storage.keys import (
     POST_FIELD,
     SERVED_EXPERIMENT,
@@ -26,7 +29,7 @@ from core.storage.keys import (
     SERVED_VARIANT,
     Keys,
 )
-from core.storage.records import RequestContext, Served, text
+from core.storage.records import RequestContext, Served, SlateArm, text
 from core.storage.request_ids import member_tag, request_tag
 from core.storage.scripts import ScriptCall, Scripts, run
 
@@ -53,12 +56,25 @@ def serve_slate_call(
     return ScriptCall(slate_keys, [ttl, since, *fields])
 
 
+def slate_arm(served: Served) -> SlateArm | None:
+    """The experiment arm of a slate, with its member's statistics bucket; None outside an
+    experiment."""
+    if served.experiment is None or served.variant is None:
+        return None
+    bucket = member_bucket(served.experiment, served.user_id)
+    return SlateArm(served.experiment, served.variant, bucket)
+
+
 class Serving:
-    def __init__(self, client: redis.Redis, keys: Keys, scripts: Scripts, log: DecisionLog) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, scripts: Scripts, log: DecisionLog,
+        counts: ExperimentCounts,
+    ) -> None:  # fmt: skip
         self.client = client
         self.keys = keys
         self.scripts = scripts
         self.log = log
+        self.counts = counts
 
     def serve(
         self,
@@ -85,10 +101,13 @@ class Serving:
         """
         clicked_since = None if hide_since is None else hide_since[0]
         call = serve_slate_call(self.keys, served, ttl, clicked_since)
+        arm = slate_arm(served)
         pipe = self.client.pipeline(transaction=False)
         if hide_since is not None:
             pipe.zrangebyscore(self.keys.withdrawn, hide_since[1], "+inf")
         run(self.scripts.serve_slate, call, pipe)
+        if arm is not None:
+            self.counts.queue_slate(pipe, arm, served.user_id, ttl + EXPERIMENT_RETENTION_SECONDS)
         logged = decision is not None and self.log.queue_decision(pipe, decision)
         replies = pipe.execute()
         withdrawn = [str(text(p)) for p in replies.pop(0)] if hide_since is not None else []
@@ -96,17 +115,22 @@ class Serving:
         if written and not set(withdrawn) & served.forums.keys():
             return None
         assert hide_since is not None  # an unchecked slate is always written and kept
-        found = self._unserve(served, hide_since[0], replies[1] if logged else None)
+        entry = replies[-1] if logged else None
+        found = self._unserve(served, hide_since[0], entry, ttl)
         return RequestContext([str(text(p)) for p in clicked[0]] if clicked else found, withdrawn)
 
-    def _unserve(self, served: Served, clicked_since: float, entry_id: Any) -> list[str]:
-        """Remove a slate that will not be served, and its decision-log entry if any; the
-        member's posts clicked since ``clicked_since``."""
+    def _unserve(self, served: Served, clicked_since: float, entry_id: Any, ttl: int) -> list[str]:
+        """Remove a slate that will not be served, its decision-log entry if any and its count
+        in its experiment; the member's posts clicked since ``clicked_since``."""
         pipe = self.client.pipeline(transaction=False)
         pipe.zrangebyscore(self.keys.clicked(served.user_id), clicked_since, "+inf")
         pipe.delete(self.keys.served(served.request_id))
         if entry_id is not None:
             self.log.queue_removal(pipe, entry_id)
+        arm = slate_arm(served)
+        if arm is not None:
+            retention = ttl + EXPERIMENT_RETENTION_SECONDS
+            self.counts.queue_slate(pipe, arm, served.user_id, retention, slates=-1)
         return [str(text(p)) for p in pipe.execute()[0]]
 
     def lookup(self, request_ids: Iterable[str]) -> dict[str, Served]:

@@ -1,5 +1,6 @@
 """What the web processes' snapshots read: each forum's posts that changed since a cursor, or
-all its live posts, with their counts and the forum's counts as the policy takes them.
+all its live posts, with their counts and the forum's counts as the policy takes them; while
+an experiment runs, the same counts per variant of its slates (``P:{f:F}:vstats:X``).
 
 Every change of a post's counts or liveness is noted in its forum's change log
 (``P:{f:F}:changes``) by the step that makes it, so a refresh reads only what changed.
@@ -9,13 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
 from core.storage.catalogue import forum_ids
-from core.storage.keys import Keys, policy_fields
-from core.storage.records import ForumRead, PostStates, totals
+from core.storage.keys import ALL_VARIANTS, Keys, policy_fields
+from core.storage.records import ForumRead, PostStates, VariantCounts, totals
 
 # How long the change log remembers a change; a snapshot that has not read it for half of
 # this reloads in full.
@@ -25,7 +27,20 @@ CHANGES_KEEP_SECONDS = 600
 # reload of the snapshot covers larger steps.
 CHANGES_OVERLAP_US = 250_000
 
-Changed = dict[str, tuple[float, list[tuple[bytes, float]], list[Any]]]
+Changed = dict[str, tuple[float, list[tuple[bytes, float]], list[Any], list[Any]]]
+
+
+@dataclass(frozen=True)
+class VariantRead:
+    """The running experiment whose variants' counts a snapshot reads: its id and variants
+    (``*``, all of them together, is read too)."""
+
+    experiment: str
+    variants: tuple[str, ...]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (*self.variants, ALL_VARIANTS)
 
 
 class SnapshotReads:
@@ -40,8 +55,11 @@ class SnapshotReads:
         self.policy_fields = policy_fields(forum_window)
         self.changes_keep_us = keep_us
 
-    def read_changes(self, cursors: Mapping[str, float], now: float) -> list[ForumRead]:
-        """Every forum's posts that changed after its cursor, with their current state.
+    def read_changes(
+        self, cursors: Mapping[str, float], now: float, experiment: VariantRead | None = None
+    ) -> list[ForumRead]:
+        """Every forum's posts that changed after its cursor, with their current state (and,
+        with ``experiment``, its variants' counts of them).
 
         A forum missing from ``cursors`` is read in full (its live posts). Two round trips,
         plus two when new forums appear. The returned cursors lag the server's clock at the
@@ -56,33 +74,61 @@ class SnapshotReads:
             pipe.zrangebyscore(self.keys.changes(forum_id), f"({cursors[forum_id]:.0f}", "+inf",
                                withscores=True)  # fmt: skip
             pipe.hmget(self.keys.stats(forum_id), *self.policy_fields)
+            self._queue_variant_forum(pipe, forum_id, experiment)
         (seconds, micros), *replies = pipe.execute()
         read_at = seconds * 1_000_000 + micros - self.changes_overlap_us
-        changed = {
-            forum_id: (max(cursors[forum_id], read_at), log, counts)
-            for forum_id, log, counts in zip(known, replies[0::2], replies[1::2], strict=True)
-        }
-        reads = self._changed_posts(changed)
-        return reads + self.read_forums([f for f in every if f not in cursors], now)
+        changed: Changed = {}
+        for i, forum_id in enumerate(known):
+            log, counts, variant_counts = replies[3 * i : 3 * i + 3]
+            changed[forum_id] = (max(cursors[forum_id], read_at), log, counts, variant_counts)
+        reads = self._changed_posts(changed, experiment)
+        return reads + self.read_forums([f for f in every if f not in cursors], now, experiment)
 
-    def _changed_posts(self, changed: Changed) -> list[ForumRead]:
+    def _queue_variant_forum(
+        self, pipe: redis.client.Pipeline, forum_id: str, experiment: VariantRead | None
+    ) -> None:
+        """Queue the read of the variants' forum counts (an empty list without experiment)."""
+        if experiment is None:
+            pipe.echo("")
+            return
+        fields = [f"{n}|{f}" for n in experiment.names for f in self.policy_fields]
+        pipe.hmget(self.keys.variant_stats(forum_id, experiment.experiment), fields)
+
+    def _changed_posts(self, changed: Changed, experiment: VariantRead | None) -> list[ForumRead]:
         pipe = self.client.pipeline(transaction=False)
-        for forum_id, (_, log, _) in changed.items():
+        for forum_id, (_, log, _, _) in changed.items():
             if log:
                 posts: list[Any] = [post for post, _ in log]
                 pipe.zmscore(self.keys.live(forum_id), posts)
                 pipe.hmget(self.keys.stats(forum_id), _count_fields(posts))
+                self._queue_variant_posts(pipe, forum_id, posts, experiment)
         replies = iter(pipe.execute())
         reads = []
-        for forum_id, (cursor, log, counts) in changed.items():
-            states = None
+        for forum_id, (cursor, log, counts, variant_counts) in changed.items():
+            states, post_counts = None, None
             if log:
                 states = _post_states([p for p, _ in log], next(replies), next(replies))
-            reads.append(ForumRead(forum_id, cursor, totals(counts), states))
+                post_counts = next(replies)
+            variants = _variants(experiment, variant_counts, post_counts)
+            reads.append(ForumRead(forum_id, cursor, totals(counts), states, variants))
         return reads
 
-    def read_forums(self, forum_ids: Sequence[str], now: float) -> list[ForumRead]:
-        """The given forums in full: every live post's expiry and counts (two round trips)."""
+    def _queue_variant_posts(
+        self, pipe: redis.client.Pipeline, forum_id: str, posts: Sequence[bytes],
+        experiment: VariantRead | None,
+    ) -> None:  # fmt: skip
+        """Queue the read of the variants' counts of ``posts`` (an empty list without one)."""
+        if experiment is None:
+            pipe.echo("")
+            return
+        fields = [n.encode() + b"|" + f for n in experiment.names for f in _count_fields(posts)]
+        pipe.hmget(self.keys.variant_stats(forum_id, experiment.experiment), fields)
+
+    def read_forums(
+        self, forum_ids: Sequence[str], now: float, experiment: VariantRead | None = None
+    ) -> list[ForumRead]:
+        """The given forums in full: every live post's expiry and counts, and with
+        ``experiment`` its variants' (two round trips)."""
         if not forum_ids:
             return []
         pipe = self.client.pipeline(transaction=False)
@@ -90,20 +136,26 @@ class SnapshotReads:
         for forum_id in forum_ids:
             pipe.zrangebyscore(self.keys.live(forum_id), f"({now}", "+inf", withscores=True)
             pipe.hmget(self.keys.stats(forum_id), *self.policy_fields)
+            self._queue_variant_forum(pipe, forum_id, experiment)
         (seconds, micros), *replies = pipe.execute()
         cursor = seconds * 1_000_000 + micros - self.changes_overlap_us
-        lives, forum_counts = replies[0::2], replies[1::2]
+        lives, forum_counts, variant_forums = replies[0::3], replies[1::3], replies[2::3]
         pipe = self.client.pipeline(transaction=False)
         for forum_id, live in zip(forum_ids, lives, strict=True):
             if live:
-                pipe.hmget(self.keys.stats(forum_id), _count_fields([post for post, _ in live]))
+                posts = [post for post, _ in live]
+                pipe.hmget(self.keys.stats(forum_id), _count_fields(posts))
+                self._queue_variant_posts(pipe, forum_id, posts, experiment)
         counts = iter(pipe.execute())
         reads = []
-        for forum_id, live, forum in zip(forum_ids, lives, forum_counts, strict=True):
+        for forum_id, live, forum, variant_forum in zip(
+            forum_ids, lives, forum_counts, variant_forums, strict=True
+        ):
             states = _post_states(
                 [p for p, _ in live], [e for _, e in live], next(counts) if live else []
             )
-            reads.append(ForumRead(forum_id, cursor, totals(forum), states))
+            variants = _variants(experiment, variant_forum, next(counts) if live else [])
+            reads.append(ForumRead(forum_id, cursor, totals(forum), states, variants))
         return reads
 
     def created_at(self, posts: Sequence[tuple[str, str]]) -> list[float]:
@@ -123,6 +175,22 @@ def _count_fields(posts: Sequence[bytes]) -> list[bytes]:
     for post in posts:
         fields += [b"i:" + post, b"c:" + post]
     return fields
+
+
+def _variants(
+    experiment: VariantRead | None, forum: list[Any], posts: list[Any] | None
+) -> dict[str, VariantCounts]:
+    """Each variant's counts from the replies of the two reads queued above."""
+    if experiment is None:
+        return {}
+    found, per_name = {}, len(posts or []) // len(experiment.names)
+    for i, name in enumerate(experiment.names):
+        mine = (posts or [])[i * per_name : (i + 1) * per_name]
+        found[name] = VariantCounts(
+            totals(forum[2 * i : 2 * i + 2]),
+            [int(v or 0) for v in mine[0::2]], [int(v or 0) for v in mine[1::2]],
+        )  # fmt: skip
+    return found
 
 
 def _post_states(
