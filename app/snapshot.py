@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,6 +31,7 @@ from app.plans import Plan, Plans
 from app.variant_arrays import VariantArrays, variant_read
 from bandits import Candidates
 from core import metrics
+from core.process import PerProcess
 from core.storage import ForumRead, PostStates, Storage
 from core.storage.records import VariantCounts
 from core.storage.snapshot_reads import VariantRead
@@ -232,6 +232,16 @@ class Catalogue:
         )  # fmt: skip
 
 
+@dataclass
+class _Loaded:
+    """What one process's refresher has read; a forked child starts again from nothing."""
+
+    catalogue: Catalogue | None = None
+    previous: Snapshot | None = None
+    full_at: float = 0.0
+    read_at: float = 0.0
+
+
 class Refresher:
     """Loads snapshots for one process: the changes since the last read, or everything every
     ``FULL_RELOAD_SECONDS`` (and when the last read is too old for the change log).
@@ -248,10 +258,7 @@ class Refresher:
         self.storage = storage
         self.plans = plans
         self.full_every = full_every
-        self._catalogue: Catalogue | None = None
-        self._previous: Snapshot | None = None
-        self._full_at = self._read_at = 0.0
-        self._pid = 0
+        self._loaded = PerProcess(_Loaded)
 
     def __call__(self) -> Snapshot:
         """A snapshot as of now.
@@ -262,27 +269,27 @@ class Refresher:
         started, now = time.monotonic(), time.time()
         state = None if self.plans is None else self.storage.experiments.serving()
         experiment = variant_read(state)
-        catalogue = self._catalogue
+        loaded = self._loaded.get()
+        catalogue = loaded.catalogue
         if (
-            catalogue is None or self._pid != os.getpid() or self._full_due(started)
+            catalogue is None or self._full_due(loaded, started)
             or catalogue.experiment != experiment
         ):  # fmt: skip
             # A new experiment's variants are read in full, and a stopped one's dropped.
             catalogue = Catalogue(experiment)
             self._take(catalogue, self.storage.snapshots.read_changes({}, now, experiment))
-            self._catalogue, self._full_at, self._pid = catalogue, started, os.getpid()
-            self._previous = None
+            loaded.catalogue, loaded.full_at, loaded.previous = catalogue, started, None
         else:
             reads = self.storage.snapshots.read_changes(catalogue.cursors, now, experiment)
             self._take(catalogue, reads)
         plan = None if self.plans is None or state is None else self.plans(state)
-        self._read_at = started
-        previous = self._previous
+        loaded.read_at = started
+        previous = loaded.previous
         if previous is not None and not catalogue.changed and time.time() < previous.next_expiry:
-            self._previous = dataclasses.replace(previous, built_at=now, plan=plan)
+            loaded.previous = dataclasses.replace(previous, built_at=now, plan=plan)
         else:
-            self._previous = catalogue.snapshot(now, time.time(), plan)
-        return self._previous
+            loaded.previous = catalogue.snapshot(now, time.time(), plan)
+        return loaded.previous
 
     def _take(self, catalogue: Catalogue, reads: list[ForumRead]) -> None:
         new = catalogue.new_posts(reads)
@@ -290,10 +297,10 @@ class Refresher:
         created_at = {post_id: at for (post_id, _), at in zip(new, times, strict=True)}
         catalogue.apply(reads, created_at)
 
-    def _full_due(self, now: float) -> bool:
+    def _full_due(self, loaded: _Loaded, now: float) -> bool:
         return (
-            now - self._full_at >= self.full_every
-            or now - self._read_at >= self.storage.snapshots.changes_keep_us / 2e6
+            now - loaded.full_at >= self.full_every
+            or now - loaded.read_at >= self.storage.snapshots.changes_keep_us / 2e6
         )
 
 
@@ -313,10 +320,9 @@ class SnapshotCache:
         self._file = file
         self._snapshot: Snapshot | None = None
         self._file_tried = False
-        self._lock = threading.Lock()
         self._refreshing = threading.Lock()
-        self._owner_pid = 0
         self._stop = threading.Event()
+        self._thread = PerProcess(self._start_thread)
 
     def start(self) -> bool:
         """Load this process's first snapshot and start its refresh thread; whether a snapshot
@@ -377,16 +383,15 @@ class SnapshotCache:
         self._stop.set()
 
     def _ensure_thread(self) -> None:
-        if self._owner_pid == os.getpid():
-            return
-        with self._lock:
-            if self._owner_pid == os.getpid():
-                return
-            self._owner_pid = os.getpid()
-            self._snapshot, self._file_tried = None, False
-            self._stop = threading.Event()
-            thread = threading.Thread(target=self._run, name="snapshot-refresh", daemon=True)
-            thread.start()
+        self._thread.get()
+
+    def _start_thread(self) -> threading.Thread:
+        """This process's refresh thread; a forked child starts its own, with no snapshot."""
+        self._snapshot, self._file_tried = None, False
+        self._stop = threading.Event()
+        thread = threading.Thread(target=self._run, name="snapshot-refresh", daemon=True)
+        thread.start()
+        return thread
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):

@@ -64,8 +64,7 @@ def _require_token(expected: str) -> None:
 def _redis_down(exc: redis.RedisError) -> Response:
     """503 with Retry-After. An error handler must return its answer: one it raises is not
     handled again, and would leave as a 500."""
-    log.warning("redis error at %s: %s", request.path, exc)
-    metrics.REDIS_ERRORS.labels(operation=request.endpoint or "unknown").inc()
+    metrics.redis_failed(log, request.endpoint or "unknown", exc)
     return Unavailable("storage is unreachable; retry later").response()
 
 
