@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-import redis
 
 from app.plans import Plan, Plans
 from bandits import Candidates
 from core import metrics
 from core.storage import ForumRead, PostStates, Storage
+from core.storage.errors import REDIS_ERRORS
 
 if TYPE_CHECKING:
     from app.snapshot_file import SnapshotFile
@@ -313,7 +313,7 @@ class SnapshotCache:
         try:
             with self._refreshing:
                 snapshot = self._load()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             metrics.redis_failed(log, "snapshot", exc)
             return False
         metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)

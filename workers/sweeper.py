@@ -30,8 +30,11 @@ from core.queue import QUEUE, EventBatch, publish, restore_interval
 from core.settings import Settings
 from core.storage import Storage
 from core.storage.broker import oldest_waiting_task
+from core.storage.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
+# What a failed sweep raises: Redis or the broker; the next round tries again.
+_SWEEP_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OperationalError)
 
 BATCHES_PER_SWEEP = 500
 PRUNE_EVERY_SECONDS = 60.0
@@ -132,5 +135,5 @@ def _run(celery: Celery, settings: Settings, stop: threading.Event) -> None:
             if now - pruned_at >= PRUNE_EVERY_SECONDS:
                 prune(storage, settings, now)
                 pruned_at = now
-        except (redis.RedisError, OperationalError) as exc:
+        except _SWEEP_ERRORS as exc:
             log.warning("journal sweep failed: %s", exc)

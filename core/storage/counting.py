@@ -34,7 +34,7 @@ from redis.typing import EncodableT
 from core.storage.catalogue import forum_ids
 from core.storage.decision_log import DecisionLog
 from core.storage.keys import Keys
-from core.storage.scripts import ScriptCall, Scripts, run
+from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 Event = tuple[str, str, str]  # (request id, post id, forum id)
 
@@ -89,16 +89,17 @@ class Counting:
         for i, (_, _, forum_id) in enumerate(events):
             by_forum.setdefault(forum_id, []).append(i)
         logged = self.log.outcome_cap > 0
-        pipe = self.client.pipeline(transaction=False)
-        for forum_id, indices in by_forum.items():
-            if logged:  # before the step, so that a forum's outcomes are always found
+        pipe = batch(self.client)
+        if logged:  # before the steps, so that a forum's outcomes are always found
+            for forum_id in by_forum:
                 self.log.queue_forum(pipe, forum_id)
+        for forum_id, indices in by_forum.items():
             call = apply_events_call(self.keys, kind, forum_id, [events[i] for i in indices],
                                      ttl, self.keep_us, self.forum_window,
                                      self.log.outcome_cap)  # fmt: skip
             run(self.scripts.apply_events, call, pipe)
         results = [0] * len(events)
-        replies = pipe.execute()[1::2] if logged else pipe.execute()
+        replies = pipe.execute()[len(by_forum) if logged else 0 :]
         for indices, applied in zip(by_forum.values(), replies, strict=True):
             for i, status in zip(indices, applied, strict=True):
                 results[i] = int(status)
@@ -113,7 +114,7 @@ class Counting:
         Without this, every post ever registered would stay in those keys for good.
         """
         forums = forum_ids(self.client, self.keys)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for forum_id in forums:
             run(self.scripts.prune_expired, prune_expired_call(self.keys, forum_id, before, limit),
                 pipe)  # fmt: skip
@@ -128,7 +129,7 @@ class Counting:
         if not forums:
             return
         self.client.zrem(self.keys.forums, *forums)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for forum_id in forums:
             pipe.exists(self.keys.live(forum_id), self.keys.gone(forum_id))
         back = {f: 0 for f, posts in zip(forums, pipe.execute(), strict=True) if posts}

@@ -16,6 +16,7 @@ import redis
 from core.storage.catalogue import forum_ids
 from core.storage.keys import Keys, policy_fields
 from core.storage.records import ForumRead, PostStates, totals
+from core.storage.scripts import batch
 
 # How long the change log remembers a change; a snapshot that has not read it for half of
 # this reloads in full.
@@ -50,7 +51,7 @@ class SnapshotReads:
         """
         every = forum_ids(self.client, self.keys)
         known = [f for f in every if f in cursors]
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         pipe.time()
         for forum_id in known:
             pipe.zrangebyscore(self.keys.changes(forum_id), f"({cursors[forum_id]:.0f}", "+inf",
@@ -66,7 +67,7 @@ class SnapshotReads:
         return reads + self.read_forums([f for f in every if f not in cursors], now)
 
     def _changed_posts(self, changed: Changed) -> list[ForumRead]:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for forum_id, (_, log, _) in changed.items():
             if log:
                 posts: list[Any] = [post for post, _ in log]
@@ -85,7 +86,7 @@ class SnapshotReads:
         """The given forums in full: every live post's expiry and counts (two round trips)."""
         if not forum_ids:
             return []
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         pipe.time()  # first: changes after it come again from the next read_changes
         for forum_id in forum_ids:
             pipe.zrangebyscore(self.keys.live(forum_id), f"({now}", "+inf", withscores=True)
@@ -93,7 +94,7 @@ class SnapshotReads:
         (seconds, micros), *replies = pipe.execute()
         cursor = seconds * 1_000_000 + micros - self.changes_overlap_us
         lives, forum_counts = replies[0::2], replies[1::2]
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for forum_id, live in zip(forum_ids, lives, strict=True):
             if live:
                 pipe.hmget(self.keys.stats(forum_id), _count_fields([post for post, _ in live]))
@@ -111,7 +112,7 @@ class SnapshotReads:
         trip, one command a post: the snapshot asks only for posts it has no row for yet)."""
         if not posts:
             return []
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for post_id, forum_id in posts:
             pipe.hget(self.keys.post(forum_id, post_id), "created_at")
         return [float(value or 0) for value in pipe.execute()]
