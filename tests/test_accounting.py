@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -36,9 +35,13 @@ FORUMS, POSTS_PER_FORUM = 5, 8
 CLIENTS = 4
 
 
-@pytest.fixture
-def stack(private_redis: RedisServer, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(private_redis, tmp_path)
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+def stack(
+    private_redis: RedisServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """The stack on one Redis, or with its statistics on the session's Redis Cluster."""
+    cluster_url = request.getfixturevalue("cluster").url if request.param == "cluster" else ""
+    stack = Stack(private_redis, tmp_path, cluster_url=cluster_url)
     try:
         yield stack.start(web_workers=3, workers=0)
     finally:
@@ -72,9 +75,7 @@ def send_concurrently(base: str, stream: Stream) -> None:
     assert statuses == [202] * len(stream.batches)
 
 
-def test_every_stored_count_is_exactly_the_expected_one(
-    stack: Stack, private_redis: RedisServer
-) -> None:
+def test_every_stored_count_is_exactly_the_expected_one(stack: Stack) -> None:
     for f, p in itertools.product(range(FORUMS), range(POSTS_PER_FORUM)):
         response = requests.put(f"{stack.base}/v1/posts/f{f}-p{p}", json={"forum_id": f"f{f}"},
                                 headers=ADMIN, timeout=5)  # fmt: skip
@@ -89,7 +90,7 @@ def test_every_stored_count_is_exactly_the_expected_one(
     stream = build_stream(slates, seed=3, batch_size=25, window=WINDOW)
     send_concurrently(stack.base, stream)
 
-    stats = redis.Redis.from_url(private_redis.url)
+    stats = stack.statistics()
     expected = expected_counts(stream)
     wait_for(lambda: stored_counts(stats, stream) == expected, 60, "the expected counts")
     windowed = stored_forum_window(stats, stream)
