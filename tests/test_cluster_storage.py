@@ -17,6 +17,7 @@ from core.storage import PostConflict, Served, Storage, new_request_id
 from core.storage.errors import REDIS_ERRORS
 from core.storage.experiments import canonical
 from core.storage.journal import NotReplicated
+from devtools.redis_cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 NOW = time.time()
@@ -153,10 +154,25 @@ def test_the_journal_waits_for_a_replica(storage: Storage, cluster_client: Redis
     assert len({cluster_client.keyslot(k) for k in keys}) == 1
 
 
-def test_the_journal_refuses_a_batch_too_few_replicas_took(storage: Storage) -> None:
-    storage.journal.replicas, storage.journal.wait_ms = 2, 50  # each master has one replica
-    with pytest.raises(NotReplicated, match="1 of 2 replicas"):
-        storage.journal.add("b1", "[]", NOW)
+def test_the_journal_refuses_a_batch_its_connected_replica_did_not_take(
+    storage: Storage, cluster: LocalCluster
+) -> None:
+    replica = cluster.replica_of(cluster.master_of(storage.keys.pending))
+    storage.journal.wait_ms = 100
+    replica.pause()  # connected, but acknowledges nothing
+    try:
+        with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+            storage.journal.add("b1", "[]", NOW)
+    finally:
+        replica.resume()
+    storage.journal.add("b2", "[]", NOW)
+    assert storage.journal.since("b2") == NOW
+
+
+def test_a_master_short_of_replicas_needs_those_it_has(storage: Storage) -> None:
+    storage.journal.replicas = 2  # each master has one: its acknowledgement is enough
+    storage.journal.add("b1", "[]", NOW)
+    assert storage.journal.since("b1") == NOW
 
 
 def test_drain_cursors_advance_under_their_lock(storage: Storage) -> None:

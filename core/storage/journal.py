@@ -5,7 +5,8 @@ Its keys share one hash tag, so a batch enters and leaves in one transaction (MU
 slot, on one Redis as on a cluster. With ``replicas`` > 0 the write of an accepted batch is
 followed, on the same connection, by ``WAIT replicas wait_ms``: it returns only once that many
 replicas have the batch, so a master that fails over after the batch was accepted cannot take
-it along (a replica promoted in its place has it).
+it along (a replica promoted in its place has it). A master with fewer replicas connected than
+that needs every connected one (see :meth:`Journal._connected_replicas`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class Journal:
 
     def add(self, batch_id: str, payload: str, now: float) -> None:
         """Record an accepted batch (``payload``: its task arguments as JSON) until applied;
-        with ``replicas``, return only once that many replicas have it.
+        with ``replicas``, return only once that many replicas have it, or every replica the
+        master has connected if fewer (a check only when WAIT came back short).
 
         Raises:
             NotReplicated: too few replicas acknowledged within ``wait_ms``.
@@ -54,7 +56,7 @@ class Journal:
             ("HSET", self.keys.pending, batch_id, payload),
             ("ZADD", self.keys.pending_since, repr(now), batch_id),
         ])  # fmt: skip
-        if acknowledged < self.replicas:
+        if acknowledged < self.replicas and acknowledged < self._connected_replicas():
             raise NotReplicated(
                 f"{acknowledged} of {self.replicas} replicas acknowledged the journal write "
                 f"within {self.wait_ms} ms"
@@ -77,6 +79,14 @@ class Journal:
         finally:
             pool.release(conn)
         return int(replies[-1])
+
+    def _connected_replicas(self) -> int:
+        """How many replicas the journal's master has now. A master left without one (its
+        replica was promoted when the old master died, and none has joined since) takes
+        batches on its own: refusing them would stop every event until a replica joins, and
+        a second failure of that slot loses it for good either way (nothing is left to
+        promote); its append-only file then keeps them, as on one Redis."""
+        return int(self._node().info("replication").get("connected_slaves", 0))
 
     def _node(self) -> redis.Redis:
         if isinstance(self.client, RedisCluster):
