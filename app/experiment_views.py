@@ -4,16 +4,17 @@ answer to a Redis failure are the API's (app.views)."""
 
 from __future__ import annotations
 
-import redis
 from flask import Blueprint, Response, jsonify, request
 
 from app import experiment_results, experiments
 from app.experiment_schemas import ExperimentIn, StopIn
 from app.runtime import runtime
 from app.views import _json_body, _path_id, _redis_down, _require_token
+from core.storage.errors import REDIS_ERRORS
 
 bp = Blueprint("experiments", __name__)
-bp.register_error_handler(redis.RedisError, _redis_down)
+for _error in REDIS_ERRORS:
+    bp.register_error_handler(_error, _redis_down)
 
 
 @bp.put("/v1/experiments/<experiment_id>")

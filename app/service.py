@@ -8,7 +8,6 @@ import uuid
 from typing import Any
 
 import numpy as np
-import redis
 from kombu.exceptions import OperationalError
 
 from app import decisions
@@ -24,8 +23,11 @@ from core.queue import QUEUE
 from core.storage import ForumRecord, PostConflict, RequestContext, Served, new_request_id
 from core.storage.broker import queue_length
 from core.storage.catalogue import decode_cursor, encode_cursor
+from core.storage.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
+# What a failed publish raises: the broker is a Redis, and kombu wraps some of its faults.
+_QUEUE_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OperationalError)
 
 # The withdrawals that a snapshot may not know yet: since its read began, with a margin for
 # clock differences between web processes.
@@ -75,7 +77,7 @@ def _serve(
             break
         try:
             found = _remember(rt, arm, (query.user_id, request_id, now), (slate, items), check)
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             return items, _redis_failed("remember_served", exc)
         if found is None:
             break
@@ -140,7 +142,7 @@ def _log_slate(body: dict[str, Any], query: RecommendationBody, seconds: float) 
     )  # fmt: skip
 
 
-def _redis_failed(operation: str, exc: redis.RedisError) -> bool:
+def _redis_failed(operation: str, exc: Exception) -> bool:
     metrics.redis_failed(log, operation, exc)
     return True
 
@@ -165,12 +167,12 @@ def submit_events(rt: Runtime, event_type: str, batch: EventBatch) -> int:
     batch_id = uuid.uuid4().hex
     try:
         rt.storage.journal.add(batch_id, message.to_json(), now)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         metrics.redis_failed(log, "journal", exc)
         raise Unavailable("the event journal is unreachable; retry later", retry_after=2) from exc
     try:
         queue.publish(rt.celery, batch_id, message)
-    except (OperationalError, redis.RedisError) as exc:
+    except _QUEUE_ERRORS as exc:
         metrics.redis_failed(log, "enqueue", exc)
         _forget_quietly(rt, batch_id)
         raise Unavailable("the event queue is unreachable; retry later", retry_after=2) from exc
@@ -184,7 +186,7 @@ def _forget_quietly(rt: Runtime, batch_id: str) -> None:
     sweep publishes it later, which is harmless: the caller retries it anyway)."""
     try:
         rt.storage.journal.forget(batch_id)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         log.warning("could not drop an unaccepted batch from the journal: %s", exc)
 
 
@@ -200,12 +202,12 @@ def dependencies(rt: Runtime) -> metrics.Dependencies:
         since = rt.storage.journal.oldest_since()
         age = 0.0 if since is None else max(0.0, time.time() - since)
         srm = _srm_p_value(rt)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         up["statistics"] = not _redis_failed("probe", exc)
     try:
         depth[QUEUE] = queue_length(rt.broker, QUEUE)
         up["broker"] = True
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         up["broker"] = not _redis_failed("probe", exc)
     return metrics.Dependencies(redis_up=up, queue_depth=depth, oldest_pending_age=age,
                                 srm_p_value=srm)  # fmt: skip

@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import redis
 
 from app.plans import Plan, Plans
 from app.variant_arrays import VariantArrays, variant_read
@@ -33,6 +32,7 @@ from bandits import Candidates
 from core import metrics
 from core.process import PerProcess
 from core.storage import ForumRead, PostStates, Storage
+from core.storage.errors import REDIS_ERRORS
 from core.storage.records import VariantCounts
 from core.storage.snapshot_reads import VariantRead
 
@@ -351,7 +351,7 @@ class SnapshotCache:
         try:
             with self._refreshing:
                 snapshot = self._load()
-        except redis.RedisError as exc:
+        except REDIS_ERRORS as exc:
             metrics.redis_failed(log, "snapshot", exc)
             return False
         metrics.SNAPSHOT_SECONDS.observe(time.perf_counter() - started)

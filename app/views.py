@@ -7,7 +7,6 @@ import logging
 import re
 from typing import Any, TypeVar
 
-import redis
 from flask import Blueprint, Response, jsonify, request
 from kombu.exceptions import OperationalError
 from werkzeug.exceptions import RequestEntityTooLarge
@@ -26,8 +25,11 @@ from app.schemas import (
     Strict,
 )
 from core import metrics
+from core.storage.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
+# What a failed readiness probe raises: Redis, the broker, or the network.
+_PROBE_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OperationalError, OSError)
 bp = Blueprint("api", __name__)
 Body = TypeVar("Body", bound=Strict)
 
@@ -60,12 +62,15 @@ def _require_token(expected: str) -> None:
         raise Forbidden("the bearer token is not valid for this operation")
 
 
-@bp.errorhandler(redis.RedisError)
-def _redis_down(exc: redis.RedisError) -> Response:
+def _redis_down(exc: Exception) -> Response:
     """503 with Retry-After. An error handler must return its answer: one it raises is not
     handled again, and would leave as a 500."""
     metrics.redis_failed(log, request.endpoint or "unknown", exc)
     return Unavailable("storage is unreachable; retry later").response()
+
+
+for _error in REDIS_ERRORS:
+    bp.register_error_handler(_error, _redis_down)
 
 
 @bp.before_app_request
@@ -168,7 +173,7 @@ def readyz() -> tuple[Response, int]:
 def _check(probe: Any) -> bool:
     try:
         return bool(probe())
-    except (redis.RedisError, OperationalError, OSError) as exc:
+    except _PROBE_ERRORS as exc:
         log.warning("readiness check failed: %s", exc)
         return False
 

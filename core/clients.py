@@ -64,11 +64,20 @@ def statistics(settings: Settings, role: Role) -> Storage:
     """The storage of statistics, catalogue, attribution and journal on ``REDIS_URL``."""
     if settings.redis_cluster:
         # Storage is typed for redis.Redis; RedisCluster answers the same commands, keyed by
-        # the hash tags of core.storage.keys (tests/test_cluster_storage.py shows which work).
+        # the hash tags of core.storage.keys, and core.storage.scripts.batch runs its batches.
         client = cast(redis.Redis, cluster_client(settings.redis_url, settings, role))
     else:
         client = redis_client(settings.redis_url, settings, role)
-    return Storage(client, settings.key_prefix, settings.decision_log_maxlen, settings.forum_window)
+    return Storage(
+        client, settings.key_prefix, settings.decision_log_maxlen, settings.forum_window,
+        journal_replicas=settings.journal_replicas, journal_wait_ms=journal_wait_ms(settings, role),
+    )  # fmt: skip
+
+
+def journal_wait_ms(settings: Settings, role: Role) -> int:
+    """How long a journal write waits for its replicas: half the Redis timeout of ``role``, so
+    that the reply of WAIT still arrives within that timeout."""
+    return max(1, int(redis_timeout(settings, role) * 500))
 
 
 def broker(settings: Settings, role: Role) -> redis.Redis:

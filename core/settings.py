@@ -114,6 +114,14 @@ class Settings(BaseSettings):
         json_schema_extra={"allowed": "`true` or `false` (also 1/0, yes/no, on/off)",
                            "shown": "`false`"},
     )  # fmt: skip
+    # No default of its own: Settings._derived_defaults gives one, from BANDIT_REDIS_CLUSTER.
+    journal_replicas: WholeNumber = Field(  # type: ignore[assignment]
+        None, alias="BANDIT_JOURNAL_REPLICAS", ge=0, le=5,
+        description="replicas that must acknowledge an accepted event batch (Redis `WAIT`) "
+        "before the API answers 202; none within half of `BANDIT_REDIS_TIMEOUT`: 503 "
+        "([docs/reliability.md](docs/reliability.md#redis-cluster))",
+        json_schema_extra={"shown": "`0`; `1` with `BANDIT_REDIS_CLUSTER`"},
+    )  # fmt: skip
     broker_url: str = Field(
         "", alias="CELERY_BROKER_URL", pattern=_BROKER_URL,
         description="Celery broker: a plain Redis, or a Sentinel-managed one "
@@ -292,13 +300,18 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _derived_defaults(cls, data: Any) -> Any:
-        # The broker is the statistics Redis unless told otherwise, and development gets the
+        # The broker is the statistics Redis unless told otherwise, a cluster's journal waits
+        # for one replica unless told otherwise, and development gets the
         # published admin token so that the README's examples work.
         if not isinstance(data, dict):
             return data
         data = dict(data)
         if not data.get("CELERY_BROKER_URL") and not _truthy(data.get("BANDIT_REDIS_CLUSTER")):
             data["CELERY_BROKER_URL"] = data.get("REDIS_URL", cls.model_fields["redis_url"].default)
+        if data.get("BANDIT_JOURNAL_REPLICAS") in (None, ""):  # a cluster's masters have replicas
+            data["BANDIT_JOURNAL_REPLICAS"] = (
+                "1" if _truthy(data.get("BANDIT_REDIS_CLUSTER")) else "0"
+            )
         if not data.get("BANDIT_ADMIN_TOKEN") and data.get("BANDIT_ENV") != "production":
             data["BANDIT_ADMIN_TOKEN"] = DEV_ADMIN_TOKEN
         return data
@@ -435,7 +448,10 @@ def _by_alias(model: type[BaseSettings], values: Mapping[str, Any]) -> dict[str,
         assert field.alias is not None
         value = next((v for v in (values.get(field.alias), values.get(name)) if v is not None),
                      field.default)  # fmt: skip
-        found[field.alias] = value if isinstance(value, str) else str(value)
+        # A default of None is derived from other fields (Settings._derived_defaults).
+        found[field.alias] = (
+            "" if value is None else value if isinstance(value, str) else str(value)
+        )
     return found
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.crc import key_slot
 
 from devtools.redis_server import RedisServer
 
@@ -194,6 +195,31 @@ class LocalCluster:
         """A client of each node that is a master now (per its own ``INFO replication``)."""
         clients = [self._client(node) for node in self.nodes if node.process is not None]
         return [c for c in clients if info_field(c, "replication", "role") == "master"]
+
+    def master_of(self, key: str) -> RedisServer:
+        """The node that serves ``key``'s hash slot now, per a live node's slot map."""
+        slot = key_slot(key.encode())
+        live = next(n for n in self.nodes if n.process is not None and n.process.poll() is None)
+        slots = self._client(live).execute_command("CLUSTER SLOTS")
+        # Each entry: first slot, last slot, then the master's [host, port, id], the replicas'.
+        port = next(int(entry[2][1]) for entry in slots if entry[0] <= slot <= entry[1])
+        return next(node for node in self.nodes if node.port == port)
+
+    def replica_of(self, master: RedisServer) -> RedisServer:
+        """A node that replicates ``master`` now."""
+        return next(
+            node for node in self.nodes if node is not master and node.process is not None
+            and info_field(self._client(node), "replication", "master_port") == str(master.port)
+        )  # fmt: skip
+
+    def wait_promoted(self, node: RedisServer, timeout: float = 30.0) -> None:
+        """Wait until ``node`` reports itself a master (a failover promoted it).
+
+        Raises:
+            TimeoutError: not within ``timeout`` seconds.
+        """
+        wait_until(lambda: info_field(self._client(node), "replication", "role") == "master",
+                   timeout, f"node {node.port} to be promoted")  # fmt: skip
 
     def flushall(self) -> None:
         """Empty every master (and so, by replication, every replica)."""

@@ -1,6 +1,10 @@
 """Development runner behind ``bin/run``: Redis (embedded unless REDIS_URL is set), demo data,
 gunicorn and a Celery worker, stopped together on Ctrl-C or when any of them exits.
 
+With ``--cluster``, statistics live on a local Redis Cluster (3 masters, 3 replicas, under
+``VAR/cluster``, formed anew at each start) and the broker on a Redis of its own
+(``VAR/broker``), as a cluster deployment runs them.
+
 The web and worker command lines are the Procfile's, with their programs from this virtualenv.
 One instance at a time uses a state directory (``--var-dir``, default ``./var``: the embedded
 Redis's data and the web workers' metrics): a second one is refused before it touches anything.
@@ -12,6 +16,7 @@ import argparse
 import fcntl
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,6 +125,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--var-dir", type=Path, default=VAR,
         help="this instance's state: embedded Redis data, web metrics (default: ./var)",
     )  # fmt: skip
+    parser.add_argument(
+        "--cluster", action="store_true",
+        help="statistics on a local Redis Cluster, the broker on a Redis of its own (under "
+        "--var-dir; REDIS_URL is then ignored)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -132,31 +143,52 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     var = args.var_dir.resolve()
     with exclusive(var, args.port):
-        return run(var, args.port, demo=not args.no_demo)
+        return run(var, args.port, demo=not args.no_demo, cluster=args.cluster)
 
 
-def run(var: Path, port: int, demo: bool) -> int:
-    """Redis (embedded under ``var`` unless REDIS_URL is set), demo data, web and worker."""
-    redis_server = None
-    redis_url = os.environ.get("REDIS_URL")
-    try:
-        if not redis_url:
-            redis_server = RedisServer(data_dir=var / "redis", appendonly=True).start()
-            redis_url = redis_server.url
-            print(f"embedded redis-server at {redis_url} (data in {var / 'redis'})",
-                  file=sys.stderr)  # fmt: skip
-        env = service_env(redis_url, port)
+def run(var: Path, port: int, demo: bool, cluster: bool = False) -> int:
+    """Redis (embedded under ``var`` unless REDIS_URL is set; a cluster and a broker with
+    ``cluster``), demo data, web and worker."""
+    with _stores(var, cluster) as urls:
+        env = {**service_env(urls.get("REDIS_URL", os.environ.get("REDIS_URL", "")), port),
+               **urls}  # fmt: skip
         # gunicorn's workers share one multiprocess metrics directory; the worker has its own.
         web_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(var / "metrics")}
-        if demo and redis_server is not None:
+        if demo and urls:
             load_demo(env)
         procs = {name: subprocess.Popen(cmd, env=web_env if name == "web" else env, cwd=ROOT)
                  for name, cmd in commands().items()}  # fmt: skip
         print(f"postbandit on http://127.0.0.1:{port}  (Ctrl-C stops)", file=sys.stderr)
         return supervise(procs)
+    raise AssertionError("unreachable")  # _stores does not swallow exceptions
+
+
+@contextmanager
+def _stores(var: Path, cluster: bool) -> Iterator[dict[str, str]]:
+    """Start what ``run`` embeds; the variables naming it (none: REDIS_URL is set)."""
+    if cluster:
+        shutil.rmtree(var / "cluster", ignore_errors=True)  # its nodes.conf names old ports
+        with LocalCluster(var / "cluster") as stats, _embedded(var / "broker") as broker:
+            print(f"redis cluster at {stats.url} (3 masters, 3 replicas, data in {var / 'cluster'})"
+                  f"; broker redis-server at {broker.url}", file=sys.stderr)  # fmt: skip
+            yield {"REDIS_URL": stats.url, "BANDIT_REDIS_CLUSTER": "true",
+                   "CELERY_BROKER_URL": broker.url}  # fmt: skip
+    elif os.environ.get("REDIS_URL"):
+        yield {}
+    else:
+        with _embedded(var / "redis") as server:
+            print(f"embedded redis-server at {server.url} (data in {var / 'redis'})",
+                  file=sys.stderr)  # fmt: skip
+            yield {"REDIS_URL": server.url}
+
+
+@contextmanager
+def _embedded(data_dir: Path) -> Iterator[RedisServer]:
+    server = RedisServer(data_dir=data_dir, appendonly=True).start()
+    try:
+        yield server
     finally:
-        if redis_server is not None:
-            redis_server.stop()
+        server.stop()
 
 
 if __name__ == "__main__":

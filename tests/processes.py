@@ -11,12 +11,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import psutil
 import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from redis.cluster import RedisCluster
 
 from core.queue import QUEUE
 from core.storage import Keys
@@ -216,24 +217,33 @@ def _healthy(base: str) -> bool:
 @dataclass
 class Stack:
     """gunicorn and Celery workers on a Redis of the test's own (statistics in db 0, broker in
-    db 1), so that the test may stop, hang, kill and restart any part of it."""
+    db 1), so that the test may stop, hang, kill and restart any part of it; with a
+    ``cluster_url``, statistics on that Redis Cluster instead (the broker stays on the Redis)."""
 
     redis: RedisServer
     tmp: Path
+    cluster_url: str = ""
     env: dict[str, str] = field(default_factory=dict)
     base: str = ""
     web: Proc | None = None
     workers: list[Proc] = field(default_factory=list)
 
     def start(self, web_workers: int = 2, workers: int = 1, **env: str) -> Stack:
-        redis_url = self.redis.url
-        broker_url = redis_url.rsplit("/", 1)[0] + "/1"
-        self.env = service_env(redis_url, broker_url, self.tmp, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
-                               BANDIT_SEED="11", **env)  # fmt: skip
+        broker_url = self.redis.url.rsplit("/", 1)[0] + "/1"
+        if self.cluster_url:
+            env = {"BANDIT_REDIS_CLUSTER": "true", **env}
+        self.env = service_env(self.cluster_url or self.redis.url, broker_url, self.tmp,
+                               BANDIT_ADMIN_TOKEN=ADMIN_TOKEN, BANDIT_SEED="11", **env)  # fmt: skip
         self.web, self.base = start_web(self.env, self.tmp, workers=web_workers)
         for _ in range(workers):
             self.add_worker()
         return self
+
+    def statistics(self) -> redis.Redis:
+        """A client of the statistics (a cluster client on a cluster); close it after use."""
+        if self.cluster_url:
+            return cast(redis.Redis, RedisCluster.from_url(self.cluster_url))
+        return redis.Redis.from_url(self.redis.url)
 
     def add_worker(self, **env: str) -> Proc:
         name = f"worker{len(self.workers)}"

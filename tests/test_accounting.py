@@ -12,10 +12,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from core.storage import Keys
 from devtools.redis_server import RedisServer, free_port
 from tests.processes import ADMIN, Stack, wait_for, wait_for_fresh_snapshots
 from tests.streams import (
@@ -35,9 +35,13 @@ FORUMS, POSTS_PER_FORUM = 5, 8
 CLIENTS = 4
 
 
-@pytest.fixture
-def stack(private_redis: RedisServer, tmp_path: Path) -> Iterator[Stack]:
-    stack = Stack(private_redis, tmp_path)
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+def stack(
+    private_redis: RedisServer, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Stack]:
+    """The stack on one Redis, or with its statistics on the session's Redis Cluster."""
+    cluster_url = request.getfixturevalue("cluster").url if request.param == "cluster" else ""
+    stack = Stack(private_redis, tmp_path, cluster_url=cluster_url)
     try:
         yield stack.start(web_workers=3, workers=0)
     finally:
@@ -71,9 +75,7 @@ def send_concurrently(base: str, stream: Stream) -> None:
     assert statuses == [202] * len(stream.batches)
 
 
-def test_every_stored_count_is_exactly_the_expected_one(
-    stack: Stack, private_redis: RedisServer
-) -> None:
+def test_every_stored_count_is_exactly_the_expected_one(stack: Stack) -> None:
     for f, p in itertools.product(range(FORUMS), range(POSTS_PER_FORUM)):
         response = requests.put(f"{stack.base}/v1/posts/f{f}-p{p}", json={"forum_id": f"f{f}"},
                                 headers=ADMIN, timeout=5)  # fmt: skip
@@ -88,7 +90,7 @@ def test_every_stored_count_is_exactly_the_expected_one(
     stream = build_stream(slates, seed=3, batch_size=25, window=WINDOW)
     send_concurrently(stack.base, stream)
 
-    stats = redis.Redis.from_url(private_redis.url)
+    stats = stack.statistics()
     expected = expected_counts(stream)
     wait_for(lambda: stored_counts(stats, stream) == expected, 60, "the expected counts")
     windowed = stored_forum_window(stats, stream)
@@ -108,4 +110,4 @@ def test_every_stored_count_is_exactly_the_expected_one(
         assert (view["impressions"], view["clicks"]) == (impressions, clicks)
     forums = requests.get(f"{stack.base}/v1/forums", timeout=5).json()["forums"]
     assert {f["forum_id"]: (f["impressions"], f["clicks"]) for f in forums} == expected["forums"]
-    assert stats.hlen("pb:pending") == 0  # the journal is empty once all is applied
+    assert stats.hlen(Keys("pb").pending) == 0  # the journal is empty once all is applied

@@ -66,6 +66,24 @@ def test_cluster_and_sentinel_modes_start(values: dict[str, str]) -> None:
     assert settings.redis_cluster is ("BANDIT_REDIS_CLUSTER" in values)
 
 
+@pytest.mark.parametrize(
+    ("values", "replicas"),
+    [
+        ({}, 0),
+        ({"BANDIT_REDIS_CLUSTER": "true", "CELERY_BROKER_URL": "redis://10.0.0.2:6379/0"}, 1),
+        ({"BANDIT_REDIS_CLUSTER": "true", "CELERY_BROKER_URL": "redis://10.0.0.2:6379/0",
+          "BANDIT_JOURNAL_REPLICAS": "0"}, 0),
+        ({"BANDIT_JOURNAL_REPLICAS": "2"}, 2),
+    ],
+)  # fmt: skip
+def test_the_journal_waits_for_a_replica_on_a_cluster_unless_told(
+    values: dict[str, str], replicas: int
+) -> None:
+    settings = Settings.from_mapping(values)
+    assert settings.journal_replicas == replicas
+    assert clients.journal_wait_ms(settings, "web") == 125  # half the web's Redis timeout
+
+
 def test_sentinel_addresses_are_every_part_of_the_url() -> None:
     assert sentinel_addresses(SENTINELS) == [("127.0.0.1", 26379), ("127.0.0.1", 26380)]
 

@@ -1,20 +1,8 @@
-"""The storage layer on a real Redis Cluster (3 masters): the operations that already work
-there, through the real :class:`~core.storage.Storage` on a ``RedisCluster`` client.
+"""Every storage operation on a real Redis Cluster (3 masters, a replica each), through the
+real :class:`~core.storage.Storage` on a ``RedisCluster`` client, as the services make it.
 
-What they need in Redis is written through the key builders of ``core.storage.keys`` (the
-operations that would write it do not run on a cluster yet). Left out, until the storage layer
-is changed for the cluster (follow-up of the issue "Scale out: statistics, attribution and the
-journal on a real Redis Cluster"), with what redis-py 8.1 raises on the cluster:
-
-- every step that runs a Lua script on a pipeline: ``catalogue.put_post``, ``delete_post`` of a
-  known post, ``serving.serve`` (with and without ``hide_since``), ``counting.apply_events``,
-  ``counting.prune_expired`` once a forum exists: RedisClusterException "Calling pipelined
-  function evalsha is blocked when running redis in cluster mode";
-- ``snapshots.read_forums`` and ``read_changes`` (TIME on a pipeline): RedisClusterException
-  "Calling pipelined function time is blocked";
-- ``journal.add`` and ``journal.forget`` (MULTI over ``P:pending`` and ``P:pending:since``,
-  two slots): CrossSlotTransactionError "All keys involved in a cluster transaction must map to
-  the same slot".
+The forums, members and request ids are chosen so that their hash tags fall on more than one
+master: a batch that spans slots (counting, look-ups, snapshot reads) is checked across nodes.
 """
 
 from __future__ import annotations
@@ -23,102 +11,198 @@ import time
 
 import pytest
 from redis.cluster import RedisCluster
+from redis.exceptions import CrossSlotTransactionError
 
-from core.storage import Served, Storage, new_request_id
-from core.storage.keys import POST_FIELD, SERVED_POLICY, SERVED_USER
+from core.storage import PostConflict, Served, Storage, new_request_id
+from core.storage.errors import REDIS_ERRORS
+from core.storage.experiments import canonical
+from core.storage.journal import NotReplicated
+from devtools.redis_cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
 NOW = time.time()
+FORUMS = ["maths", "sports", "music", "films"]  # hash tags on more than one master
 
 
 @pytest.fixture
 def storage(cluster_client: RedisCluster) -> Storage:
-    return Storage(cluster_client, "pb", decision_log_maxlen=10, forum_window=20)  # type: ignore[arg-type]
+    return Storage(cluster_client, "pb", decision_log_maxlen=10, forum_window=20,  # type: ignore[arg-type]
+                   journal_replicas=1, journal_wait_ms=2000)  # fmt: skip
 
 
-def test_a_post_is_read_with_its_counts(storage: Storage, cluster_client: RedisCluster) -> None:
-    keys = storage.keys
-    cluster_client.set(keys.post_forum("p1"), "maths")  # the id's tombstone: its forum
-    cluster_client.hset(keys.post("maths", "p1"), mapping={"forum_id": "maths", "created_at": NOW,
-                                                           "expires_at": NOW + 60})  # fmt: skip
-    cluster_client.hset(keys.stats("maths"), mapping={"i:p1": 5, "c:p1": 2, "_wi": 5, "_wc": 2})
-    post = storage.catalogue.get_post("p1")
-    assert post is not None
-    assert (post.forum_id, post.impressions, post.clicks) == ("maths", 5, 2)
-    assert post.forum_policy_counts == (5, 2)
-    assert storage.catalogue.get_post("unknown") is None
+def masters_of(client: RedisCluster, keys: list[str]) -> set[str]:
+    return {client.get_node_from_key(key).name for key in keys}
+
+
+def register_all(storage: Storage) -> None:
+    for forum in FORUMS:
+        for post in ("a", "b"):
+            assert storage.catalogue.put_post(f"{forum}-{post}", forum, NOW, NOW + 3600, 60)
+
+
+def test_the_forums_span_masters(storage: Storage, cluster_client: RedisCluster) -> None:
+    assert len(masters_of(cluster_client, [storage.keys.stats(f) for f in FORUMS])) > 1
+
+
+def test_posts_are_registered_read_and_withdrawn(storage: Storage) -> None:
+    register_all(storage)
+    assert not storage.catalogue.put_post("maths-a", "maths", NOW, NOW + 7200, 60)  # an update
+    with pytest.raises(PostConflict, match="belongs to forum maths"):
+        storage.catalogue.put_post("maths-a", "sports", NOW, NOW + 60, 60)
+    post = storage.catalogue.get_post("maths-a")
+    assert post is not None and (post.forum_id, post.expires_at) == ("maths", NOW + 7200)
+    assert storage.catalogue.delete_post("maths-a", NOW) is True
     assert storage.catalogue.delete_post("unknown", NOW) is False
+    with pytest.raises(PostConflict, match="withdrawn"):
+        storage.catalogue.put_post("maths-a", "maths", NOW, NOW + 60, 60)
+    gone = storage.catalogue.get_post("maths-a")
+    assert gone is not None and gone.deleted
+    assert storage.catalogue.get_post("unknown") is None
 
 
-def test_forums_are_listed_and_read_across_slots(
-    storage: Storage, cluster_client: RedisCluster
-) -> None:
-    keys = storage.keys
-    forums = ["maths", "sports", "music", "films"]  # hash tags on more than one master
-    assert len({cluster_client.keyslot(keys.stats(f)) for f in forums}) > 1
-    cluster_client.zadd(keys.forums, dict.fromkeys(forums, 0))
-    for i, forum in enumerate(forums):
-        cluster_client.hset(keys.stats(forum), mapping={"_i": 10 * i, "_c": i})
-    assert sorted(storage.catalogue.forum_ids()) == sorted(forums)
-    page, _ = storage.catalogue.forum_page(None, 2)
-    assert page == sorted(forums)[:2]
+def test_forums_are_listed_paged_and_counted(storage: Storage) -> None:
+    register_all(storage)
+    assert storage.catalogue.forum_ids() == sorted(FORUMS)
+    page, last = storage.catalogue.forum_page(None, 2)
+    assert (page, last) == (sorted(FORUMS)[:2], sorted(FORUMS)[1])
+    assert storage.catalogue.forum_page(last.encode() if last else None, 5)[0] == sorted(FORUMS)[2:]
     assert storage.catalogue.get_forum("nope", NOW) is None
-    records = storage.catalogue.get_forums(forums, NOW)
-    assert [(r.forum_id, r.impressions, r.clicks) for r in records] == [
-        (f, 10 * i, i) for i, f in enumerate(forums)
-    ]
+    records = storage.catalogue.get_forums(FORUMS, NOW)
+    assert [(r.forum_id, r.live_posts) for r in records] == [(f, 2) for f in FORUMS]
 
 
-def test_served_slates_of_many_members_are_looked_up(
+def serve(storage: Storage, user: str, posts: dict[str, str]) -> str:
+    served = Served(new_request_id(user), user, "two_level_ts", posts)
+    assert storage.serving.serve(served, 600, {"r": served.request_id}) is None
+    return served.request_id
+
+
+def test_slates_are_served_looked_up_and_checked(
     storage: Storage, cluster_client: RedisCluster
 ) -> None:
-    ids = {new_request_id(f"member{i}"): f"member{i}" for i in range(8)}
-    assert len({cluster_client.keyslot(storage.keys.served(r)) for r in ids}) > 1
-    for request_id, member in ids.items():
-        slate = {SERVED_USER: member, SERVED_POLICY: "two_level_ts", f"{POST_FIELD}p1": "maths"}
-        cluster_client.hset(storage.keys.served(request_id), mapping=slate)
-    found = storage.serving.lookup([*ids, "not-issued"])
-    assert found == {r: Served(r, m, "two_level_ts", {"p1": "maths"}) for r, m in ids.items()}
+    register_all(storage)
+    slates = {f"member{i}": serve(storage, f"member{i}", {"maths-a": "maths"}) for i in range(8)}
+    assert len(masters_of(cluster_client, [storage.keys.served(r) for r in slates.values()])) > 1
+    found = storage.serving.lookup([*slates.values(), "not-issued"])
+    assert {r: s.user_id for r, s in found.items()} == {r: u for u, r in slates.items()}
+    assert cluster_client.xlen(storage.keys.decisions) == 8
+    storage.serving.remember_clicks([("member0", "sports-a")], NOW, 600)
+    storage.catalogue.delete_post("films-a", NOW)
+    hidden = Served(new_request_id("member0"), "member0", "two_level_ts",
+                    {"sports-a": "sports", "films-a": "films"})  # fmt: skip
+    context = storage.serving.serve(hidden, 600, {"r": hidden.request_id}, (NOW - 60, NOW - 60))
+    assert context is not None
+    assert (context.clicked, context.withdrawn) == (["sports-a"], ["films-a"])
+    assert storage.serving.lookup([hidden.request_id]) == {}
+    assert cluster_client.xlen(storage.keys.decisions) == 8  # its decision was removed again
 
 
-def test_clicks_are_remembered_per_member(storage: Storage, cluster_client: RedisCluster) -> None:
-    storage.serving.remember_clicks([("alice", "p1"), ("bob", "p2")], NOW, 600)
-    assert cluster_client.zscore(storage.keys.clicked("alice"), "p1") == NOW
-    assert cluster_client.zscore(storage.keys.clicked("bob"), "p2") == NOW
-    assert 0 < cluster_client.ttl(storage.keys.clicked("alice")) <= 600
-
-
-def test_nothing_to_prune_without_forums(storage: Storage) -> None:
-    assert storage.counting.prune_expired(NOW + 10**6) == 0
-
-
-def test_the_journal_is_read_requeued_and_locked(
+def test_events_count_once_across_masters_and_are_logged(
     storage: Storage, cluster_client: RedisCluster
 ) -> None:
-    keys = storage.keys
-    for i, batch in enumerate(["b1", "b2"]):
-        cluster_client.hset(keys.pending, batch, f'["i", [], {i}]')
-        cluster_client.zadd(keys.pending_since, {batch: NOW + i})
+    register_all(storage)
+    rid = serve(storage, "alice", {f"{f}-a": f for f in FORUMS})
+    events = [(rid, f"{f}-a", f) for f in FORUMS]
+    assert storage.counting.apply_events("i", events + events[:1], 600) == [1, 1, 1, 1, 0]
+    assert storage.counting.apply_events("c", events[:2], 600) == [1, 1]
+    assert storage.counting.apply_events("c", events[:2], 600) == [0, 0]
+    for forum in FORUMS:
+        post = storage.catalogue.get_post(f"{forum}-a")
+        assert post is not None
+        assert (post.impressions, post.clicks) == (1, int(forum in ("maths", "sports")))
+    streams = storage.decisions.outcome_streams()
+    assert {storage.keys.forum_outcomes(f) for f in FORUMS} <= set(streams)
+    logged = [storage.decisions.read_outcomes(s, "-", "+", 10) for s in streams]
+    assert sum(len(entries) for entries in logged) == 6
+    assert storage.decisions.outcomes_kept_since() is None  # far below the cap
+
+
+def test_snapshots_read_forums_and_changes(storage: Storage) -> None:
+    register_all(storage)
+    reads = {r.forum_id: r for r in storage.snapshots.read_forums(FORUMS, NOW)}
+    assert all(r.posts is not None and len(r.posts.post_ids) == 2 for r in reads.values())
+    cursors = {f: r.cursor for f, r in reads.items()}
+    rid = serve(storage, "bob", {"music-b": "music"})
+    storage.counting.apply_events("c", [(rid, "music-b", "music")], 600)
+    changed = {r.forum_id: r for r in storage.snapshots.read_changes(cursors, NOW)}
+    music = changed["music"].posts
+    assert music is not None and "music-b" in music.post_ids
+    assert music.clicks[music.post_ids.index("music-b")] == 1
+    assert storage.snapshots.created_at([("music-b", "music"), ("nope", "maths")]) == [NOW, 0]
+
+
+def test_pruning_forgets_expired_posts_on_every_master(storage: Storage) -> None:
+    register_all(storage)
+    assert storage.counting.prune_expired(NOW + 10**6) == 2 * len(FORUMS)
+    assert storage.catalogue.forum_ids() == []
+
+
+def test_the_journal_waits_for_a_replica(storage: Storage, cluster_client: RedisCluster) -> None:
+    storage.journal.add("b1", '["i", [], 0]', NOW)
+    storage.journal.add("b2", '["i", [], 1]', NOW + 1)
     assert storage.journal.oldest_since() == NOW
     assert storage.journal.overdue(NOW + 1, 10) == [("b1", '["i", [], 0]')]
     storage.journal.requeued("b1", NOW + 5)
     assert storage.journal.since("b1") == NOW + 5
-    assert storage.journal.overdue(NOW + 2, 10) == [("b2", '["i", [], 1]')]
+    storage.journal.forget("b1")
+    assert storage.journal.since("b1") is None
+    assert storage.journal.overdue(NOW + 10, 10) == [("b2", '["i", [], 1]')]
     lock = storage.journal.sweep_lock(5)
     assert lock.acquire() and not storage.journal.sweep_lock(5).acquire()
     lock.release()
+    keys = [storage.keys.pending, storage.keys.pending_since, storage.keys.pending_lock]
+    assert len({cluster_client.keyslot(k) for k in keys}) == 1
 
 
-def test_the_decision_log_is_read(storage: Storage, cluster_client: RedisCluster) -> None:
-    cluster_client.xadd(storage.keys.decisions, {"r": "r1", "p": "two_level_ts"}, id="1000-0")
-    outcomes = storage.keys.forum_outcomes("maths")
-    cluster_client.sadd(storage.keys.outcome_forums, "maths")
-    cluster_client.xadd(outcomes, {"r": "r1", "p": "p1", "k": "i"}, id="2000-0")
-    assert storage.decisions.read_decisions("-", "+", 10) == [
-        ("1000-0", {"r": "r1", "p": "two_level_ts"})
-    ]
-    assert outcomes in storage.decisions.outcome_streams()
-    assert storage.decisions.read_outcomes(outcomes, "-", "+", 10) == [
-        ("2000-0", {"r": "r1", "p": "p1", "k": "i"})
-    ]
-    assert storage.decisions.outcomes_kept_since() is None  # far below the cap
+def test_the_journal_refuses_a_batch_its_connected_replica_did_not_take(
+    storage: Storage, cluster: LocalCluster
+) -> None:
+    replica = cluster.replica_of(cluster.master_of(storage.keys.pending))
+    storage.journal.wait_ms = 100
+    replica.pause()  # connected, but acknowledges nothing
+    try:
+        with pytest.raises(NotReplicated, match="0 of 1 replicas"):
+            storage.journal.add("b1", "[]", NOW)
+    finally:
+        replica.resume()
+    storage.journal.add("b2", "[]", NOW)
+    assert storage.journal.since("b2") == NOW
+
+
+def test_a_master_short_of_replicas_needs_those_it_has(storage: Storage) -> None:
+    storage.journal.replicas = 2  # each master has one: its acknowledgement is enough
+    storage.journal.add("b1", "[]", NOW)
+    assert storage.journal.since("b1") == NOW
+
+
+def test_drain_cursors_advance_under_their_lock(storage: Storage) -> None:
+    lock = storage.drains.lock(5)
+    assert lock.acquire()
+    assert storage.drains.get("decisions") is None
+    storage.drains.advance("decisions", None, 1000, lock)
+    assert storage.drains.get("decisions") == 1000
+    assert abs(storage.drains.server_ms() / 1000 - time.time()) < 60
+    lock.release()
+
+
+def test_experiments_start_stop_and_serve(storage: Storage) -> None:
+    definition = canonical({"variants": {"a": {"policy": "greedy"}}})
+    assert storage.experiments.start("x1", definition, NOW) == ("created", "")
+    assert storage.experiments.start("x2", definition, NOW) == ("busy", "x1")
+    assert storage.experiments.serving().experiment == "x1"
+    promoted = {"experiment": "x1", "variant": "a", "policy": "greedy", "params": {}}
+    assert storage.experiments.stop("x1", NOW + 1, "a", promoted) == "stopped"
+    serving = storage.experiments.serving()
+    assert (serving.experiment, serving.promoted) == (None, promoted)
+    record = storage.experiments.get("x1")
+    assert record is not None and (record.status, record.promoted) == ("stopped", "a")
+    assert [r.experiment_id for r in storage.experiments.history()] == ["x1"]
+
+
+def test_a_cluster_fault_is_a_redis_error(cluster_client: RedisCluster) -> None:
+    pipe = cluster_client.pipeline(transaction=True)
+    pipe.set("one", 1)
+    pipe.set("other", 2)  # another slot
+    with pytest.raises(REDIS_ERRORS) as caught:
+        pipe.execute()
+    assert isinstance(caught.value, CrossSlotTransactionError)

@@ -17,10 +17,17 @@ ADMIN = {"Authorization": f"Bearer {TOKEN}"}
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def stack(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[str]:
-    env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=TOKEN,
-                      BANDIT_ENV="production")  # fmt: skip
+@pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
+def stack(
+    redis_url: str, broker_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[str]:
+    """The services on one Redis, or with statistics on the session's Redis Cluster (the
+    broker is then the session's Redis)."""
+    extra = {"BANDIT_ADMIN_TOKEN": TOKEN, "BANDIT_ENV": "production"}
+    if request.param == "cluster":
+        redis_url = request.getfixturevalue("cluster").url
+        extra["BANDIT_REDIS_CLUSTER"] = "true"
+    env = service_env(redis_url, broker_url, tmp_path, **extra)
     with web_and_worker(env, tmp_path) as running:
         yield running.base
 

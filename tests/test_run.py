@@ -27,9 +27,9 @@ def run_env() -> dict[str, str]:
     return {**env, "BANDIT_WORKER_METRICS_PORT": "0", "PYTHONUNBUFFERED": "1"}
 
 
-def start_run(var: Path, port: int, log: Path) -> Proc:
+def start_run(var: Path, port: int, log: Path, *more: str) -> Proc:
     args = [sys.executable, "-m", "devtools.run", "--var-dir", str(var), "--port", str(port)]
-    return Proc(log.stem, [*args, "--no-demo"], run_env(), log).start()
+    return Proc(log.stem, [*args, "--no-demo", *more], run_env(), log).start()
 
 
 def served(base: str) -> float:
@@ -109,3 +109,27 @@ def test_the_lock_goes_with_the_instance(first: tuple[Proc, str], tmp_path: Path
         assert again.alive(), again.output()
     finally:
         again.stop()
+
+
+@pytest.mark.cluster
+def test_bin_run_cluster_serves_on_a_local_cluster_and_a_separate_broker(tmp_path: Path) -> None:
+    port = free_port()
+    proc = start_run(tmp_path / "var", port, tmp_path / "cluster.log", "--cluster")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: healthy(base) or not proc.alive(), 90, "bin/run --cluster to answer")
+        assert proc.alive(), proc.output()
+        assert "redis cluster at redis://127.0.0.1:" in proc.output()
+        assert "; broker redis-server at redis://127.0.0.1:" in proc.output()
+        admin = {"Authorization": "Bearer dev-admin-token"}
+        put = requests.put(f"{base}/v1/posts/p1", json={"forum_id": "f1"}, headers=admin, timeout=5)
+        assert put.status_code == 201, put.text
+        wait_for(lambda: slate_items(base) == ["p1"], 30, "the registered post in a slate")
+        assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+    finally:
+        proc.stop()
+
+
+def slate_items(base: str) -> list[str]:
+    body = requests.get(f"{base}/v1/recommendations?user_id=u", timeout=5).json()
+    return [item["post_id"] for item in body["items"]]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import threading
 
-import redis
 from celery import Celery, signals
 
 from core.decision_files.drain import drain, sources
@@ -16,8 +15,11 @@ from core.decision_files.store import Store, StoreError
 from core.settings import Settings
 from core.storage import Storage
 from core.storage.drain_cursors import LockLost
+from core.storage.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
+# What a failed drain raises: Redis, the store, or a lost lock; the next round tries again.
+_DRAIN_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OSError, LockLost)
 
 
 def interval(file_seconds: int) -> float:
@@ -59,7 +61,7 @@ def _run(celery: Celery, settings: Settings, store: Store, stop: threading.Event
         try:
             now_ms = storage.drains.server_ms()
             drain(storage.drains, sources(storage.decisions), store, slice_ms, now_ms)
-        except (redis.RedisError, OSError, LockLost) as exc:
+        except _DRAIN_ERRORS as exc:
             log.warning("decision log drain failed, retrying next round: %r", exc)
         except Exception:  # a store's own errors (object storage clients): never end the thread
             log.exception("decision log drain failed, retrying next round")

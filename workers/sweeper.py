@@ -2,13 +2,13 @@
 
 The Redis broker can lose a message: kombu pops it (BRPOP) before it records it as
 unacknowledged, and a worker killed in between takes it along. Every batch answered 202 is also
-in the journal (``P:pending``, see core.storage) until a worker applied it, so each worker runs
-this sweep in a thread: a batch handed to the broker longer ago than the visibility timeout is
-published again under the same id (applying it twice is a no-op), unless it may still be
-waiting in the queue: only batches handed over before the message at the head of the queue are
-taken, so a backlog is never duplicated. A batch accepted longer ago than the attribution
-window plus the grace (``Settings.event_keep_seconds``) is dropped instead: every slate its
-events name was served before it was accepted, so none of them can count any more.
+in the journal (``P:{pending}:batches``, see core.storage) until a worker applied it, so each
+worker runs this sweep in a thread: a batch handed to the broker longer ago than the visibility
+timeout is published again under the same id (applying it twice is a no-op), unless it may
+still be waiting in the queue: only batches handed over before the message at the head of the
+queue are taken, so a backlog is never duplicated. A batch accepted longer ago than the
+attribution window plus the grace (``Settings.event_keep_seconds``) is dropped instead: every
+slate its events name was served before it was accepted, so none of them can count any more.
 
 The same thread forgets, every minute, the posts whose attribution window closed after they
 expired (:func:`prune`), so the per-forum keys hold recent posts only.
@@ -30,8 +30,11 @@ from core.queue import QUEUE, EventBatch, publish, restore_interval
 from core.settings import Settings
 from core.storage import Storage
 from core.storage.broker import oldest_waiting_task
+from core.storage.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
+# What a failed sweep raises: Redis or the broker; the next round tries again.
+_SWEEP_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, OperationalError)
 
 BATCHES_PER_SWEEP = 500
 PRUNE_EVERY_SECONDS = 60.0
@@ -132,5 +135,5 @@ def _run(celery: Celery, settings: Settings, stop: threading.Event) -> None:
             if now - pruned_at >= PRUNE_EVERY_SECONDS:
                 prune(storage, settings, now)
                 pruned_at = now
-        except (redis.RedisError, OperationalError) as exc:
+        except _SWEEP_ERRORS as exc:
             log.warning("journal sweep failed: %s", exc)

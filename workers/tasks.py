@@ -6,7 +6,6 @@ import logging
 import time
 from typing import Any
 
-import redis
 from celery import Task, shared_task
 from celery.exceptions import Reject, Retry
 
@@ -15,6 +14,7 @@ from core.events import Outcome, apply_batch
 from core.queue import APPLY_EVENTS
 from core.settings import Settings
 from core.storage import Storage
+from core.storage.errors import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def apply_events(
             grace=settings.event_grace_seconds,
         )
         storage.journal.forget(self.request.id)
-    except redis.RedisError as exc:
+    except REDIS_ERRORS as exc:
         metrics.redis_failed(log, "apply_events", exc)
         raise retry_later(self, exc) from exc
     lag = max(0.0, time.time() - received_at)

@@ -26,7 +26,7 @@ import redis
 
 from core.storage.keys import TOTAL_FIELDS, Keys, policy_fields
 from core.storage.records import ForumRecord, PostConflict, PostRecord, text, totals
-from core.storage.scripts import ScriptCall, Scripts, run
+from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 # Fresh withdrawals that the serve path checks slates against (P:withdrawn) are kept this long.
 WITHDRAWN_KEEP_SECONDS = 3600
@@ -141,7 +141,7 @@ class Catalogue:
         if not int(reply[0]):
             raise PostConflict(f"post {post_id} was withdrawn and cannot be registered again")
         put = Put(bool(int(reply[1])), float(reply[2]), float(reply[3]))
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         seconds = tombstone_seconds(put.expires_at, now, retention)
         run(self.scripts.claim_post_id, claim_post_id_call(self.keys, post_id, forum_id, seconds),
             pipe)  # fmt: skip
@@ -175,7 +175,7 @@ class Catalogue:
         if forum_id is None:
             return False
         seconds = tombstone_seconds(now, now, retention)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         pipe.zadd(self.keys.withdrawn, {post_id: now})
         pipe.zremrangebyscore(self.keys.withdrawn, "-inf", now - WITHDRAWN_KEEP_SECONDS)
         call = withdraw_post_call(self.keys, post_id, forum_id, now, seconds, self.keep_us)
@@ -192,7 +192,7 @@ class Catalogue:
         forum_id = text(self.client.get(self.keys.post_forum(post_id)))
         if forum_id is None:
             return None
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         pipe.hgetall(self.keys.post(forum_id, post_id))
         pipe.hmget(self.keys.stats(forum_id), f"i:{post_id}", f"c:{post_id}", *self.policy_fields)
         raw, counts = pipe.execute()
@@ -222,7 +222,7 @@ class Catalogue:
 
     def get_forum(self, forum_id: str, now: float) -> ForumRecord | None:
         """One forum (one round trip); None when it is neither active nor has history."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         pipe.zscore(self.keys.forums, forum_id)
         pipe.exists(self.keys.stats(forum_id))
         self._queue_forum(pipe, forum_id, now)
@@ -234,7 +234,7 @@ class Catalogue:
     def get_forums(self, forum_ids: Sequence[str], now: float) -> list[ForumRecord]:
         """Totals, live post counts and the policy's counts of the given forums, in one round
         trip (two commands a forum)."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for forum_id in forum_ids:
             self._queue_forum(pipe, forum_id, now)
         replies = pipe.execute()

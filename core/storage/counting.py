@@ -35,7 +35,7 @@ from core.storage.catalogue import forum_ids
 from core.storage.decision_log import DecisionLog
 from core.storage.keys import Keys
 from core.storage.records import SlateArm
-from core.storage.scripts import ScriptCall, Scripts, run
+from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 Event = tuple[str, str, str]  # (request id, post id, forum id)
 
@@ -113,7 +113,7 @@ class Counting:
         by_forum: dict[str, list[int]] = {}
         for i, (_, _, forum_id) in enumerate(events):
             by_forum.setdefault(forum_id, []).append(i)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         steps = []
         for forum_id, indices in by_forum.items():
             forum_events = [events[i] for i in indices]
@@ -151,7 +151,7 @@ class Counting:
         Without this, every post ever registered would stay in those keys for good.
         """
         forums = forum_ids(self.client, self.keys)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for forum_id in forums:
             run(self.scripts.prune_expired, prune_expired_call(self.keys, forum_id, before, limit),
                 pipe)  # fmt: skip
@@ -166,7 +166,7 @@ class Counting:
         if not forums:
             return
         self.client.zrem(self.keys.forums, *forums)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for forum_id in forums:
             pipe.exists(self.keys.live(forum_id), self.keys.gone(forum_id))
         back = {f: 0 for f, posts in zip(forums, pipe.execute(), strict=True) if posts}

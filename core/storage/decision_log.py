@@ -23,6 +23,7 @@ from redis.typing import EncodableT
 
 from core.storage.keys import Keys
 from core.storage.records import StreamEntry, text
+from core.storage.scripts import batch
 
 # The outcome stream keeps this many entries per decision kept: room for an impression and a
 # click of every post of a ten-post slate.
@@ -78,7 +79,7 @@ class DecisionLog:
         the streams at their cap (older ones may have been trimmed away); None while no stream
         was trimmed."""
         streams = self.outcome_streams()
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for stream in streams:
             pipe.xlen(stream)
             pipe.xrange(stream, "-", "+", count=1)

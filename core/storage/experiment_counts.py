@@ -27,7 +27,7 @@ import redis
 from core.experiments.assignment import STAT_BUCKETS
 from core.storage.keys import Keys
 from core.storage.records import SlateArm, text
-from core.storage.scripts import ScriptCall, Scripts
+from core.storage.scripts import ScriptCall, Scripts, batch
 
 IntArray = npt.NDArray[np.int64]
 
@@ -78,7 +78,7 @@ class ExperimentCounts:
         """The experiment's counts per variant and member bucket: the slate and member counts
         and the sums of its forums' results counters (two round trips)."""
         forums = self.forums(experiment_id)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         pipe.hgetall(self.keys.experiment_counts(experiment_id))
         for forum_id in forums:
             pipe.hgetall(self.keys.forum_results(forum_id, experiment_id))

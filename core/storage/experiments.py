@@ -18,7 +18,7 @@ import redis
 
 from core.storage.keys import Keys
 from core.storage.records import text
-from core.storage.scripts import ScriptCall, Scripts
+from core.storage.scripts import ScriptCall, Scripts, batch
 
 HISTORY_KEEP = 100
 
@@ -128,7 +128,7 @@ class Experiments:
         """The experiments kept, most recently started first."""
         found: list[Any] = self.client.zrevrange(self.keys.experiment_history, 0, limit - 1)
         ids = [str(text(i)) for i in found]
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for experiment_id in ids:
             pipe.hgetall(self.keys.experiment(experiment_id))
         records = (_record(i, raw) for i, raw in zip(ids, pipe.execute(), strict=True))

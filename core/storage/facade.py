@@ -26,7 +26,9 @@ class Storage:
     ``decision_log_maxlen`` is how many decisions the decision log keeps (0: no log);
     ``forum_window`` is W of the windowed forum totals (0: none, the policy takes every
     impression); ``changes_keep_seconds`` is how long each forum's change log keeps a change
-    (a snapshot that has not read it for half of this reloads in full).
+    (a snapshot that has not read it for half of this reloads in full);
+    ``journal_replicas`` replicas must acknowledge each batch the journal accepts within
+    ``journal_wait_ms`` (0: none, see :mod:`core.storage.journal`).
     """
 
     def __init__(
@@ -36,6 +38,8 @@ class Storage:
         decision_log_maxlen: int = 0,
         forum_window: int = 0,
         changes_keep_seconds: float = CHANGES_KEEP_SECONDS,
+        journal_replicas: int = 0,
+        journal_wait_ms: int = 100,
     ) -> None:
         self.client = client
         self.keys = keys = Keys(prefix)
@@ -48,7 +52,7 @@ class Storage:
         self.counting = Counting(client, keys, scripts, self.decisions, forum_window, keep_us)
         self.experiment_counts = ExperimentCounts(client, keys, scripts)
         self.serving = Serving(client, keys, scripts, self.decisions, self.experiment_counts)
-        self.journal = Journal(client, keys)
+        self.journal = Journal(client, keys, journal_replicas, journal_wait_ms)
         self.experiments = Experiments(client, keys, scripts)
         self.drains = DrainCursors(client, keys)
 

@@ -34,10 +34,10 @@ key                             type      content
 ``P:outcomes:forums``           set       forums whose outcome stream may hold entries
 ``P:outcomes``                  stream    the outcome stream of releases before the forums'
                                           own: read by the export, no longer written
-``P:pending``                   hash      accepted event batch id -> JSON task arguments,
+``P:{pending}:batches``         hash      accepted event batch id -> JSON task arguments,
                                           until a worker applied it (the journal)
-``P:pending:since``             zset      batch id -> when it was last handed to the broker
-``P:pending:lock``              string    held by the worker sweeping the journal (TTL)
+``P:{pending}:since``           zset      batch id -> when it was last handed to the broker
+``P:{pending}:lock``            string    held by the worker sweeping the journal (TTL)
 ``P:{experiments}:serving``     hash      ``experiment`` running ('' none), its
                                           ``definition`` (JSON), ``promoted`` (JSON: experiment,
                                           variant, policy, params; absent: the configured
@@ -52,6 +52,10 @@ key                             type      content
                                           slice drained to the decision files (unix ms)
 ``P:{drain}:lock``              string    held by the worker draining the decision log (TTL)
 ==============================  ========  ==================================================
+
+The journal's keys share the tag ``{pending}``, so that a batch enters and leaves both in one
+transaction in one slot. Releases before it kept them as ``P:pending`` and ``P:pending:since``
+(untagged, two slots): an upgrade lets the old journal drain first (docs/reliability.md).
 
 Experiments (core.storage.experiments) keep every key under the one tag ``{experiments}``:
 starting and stopping are single scripts in one slot. What an experiment counts
@@ -185,15 +189,15 @@ class Keys:
 
     @property
     def pending(self) -> str:
-        return f"{self.prefix}:pending"
+        return f"{self.prefix}:{{pending}}:batches"
 
     @property
     def pending_since(self) -> str:
-        return f"{self.prefix}:pending:since"
+        return f"{self.prefix}:{{pending}}:since"
 
     @property
     def pending_lock(self) -> str:
-        return f"{self.prefix}:pending:lock"
+        return f"{self.prefix}:{{pending}}:lock"
 
     @property
     def experiment_serving(self) -> str:

@@ -31,7 +31,7 @@ from core.storage.keys import (
 )
 from core.storage.records import RequestContext, Served, SlateArm, text
 from core.storage.request_ids import member_tag, request_tag
-from core.storage.scripts import ScriptCall, Scripts, run
+from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 Decision = Mapping[EncodableT, EncodableT]
 
@@ -102,7 +102,7 @@ class Serving:
         clicked_since = None if hide_since is None else hide_since[0]
         call = serve_slate_call(self.keys, served, ttl, clicked_since)
         arm = slate_arm(served)
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         if hide_since is not None:
             pipe.zrangebyscore(self.keys.withdrawn, hide_since[1], "+inf")
         run(self.scripts.serve_slate, call, pipe)
@@ -122,7 +122,7 @@ class Serving:
     def _unserve(self, served: Served, clicked_since: float, entry_id: Any, ttl: int) -> list[str]:
         """Remove a slate that will not be served, its decision-log entry if any and its count
         in its experiment; the member's posts clicked since ``clicked_since``."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         pipe.zrangebyscore(self.keys.clicked(served.user_id), clicked_since, "+inf")
         pipe.delete(self.keys.served(served.request_id))
         if entry_id is not None:
@@ -137,7 +137,7 @@ class Serving:
         """The served slates among ``request_ids`` that are still remembered (ids the server
         did not issue are never found)."""
         unique = [r for r in dict.fromkeys(request_ids) if request_tag(r) is not None]
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for request_id in unique:
             pipe.hgetall(self.keys.served(request_id))
         found = {}
@@ -148,7 +148,7 @@ class Serving:
 
     def remember_clicks(self, clicks: Sequence[tuple[str, str]], now: float, window: int) -> None:
         """Record (user id, post id) clicks so the posts are not recommended again in ``window``."""
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for user_id, post_id in clicks:
             key = self.keys.clicked(user_id)
             pipe.zadd(key, {post_id: now})

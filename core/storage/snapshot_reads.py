@@ -18,6 +18,7 @@ import redis
 from core.storage.catalogue import forum_ids
 from core.storage.keys import ALL_VARIANTS, Keys, policy_fields
 from core.storage.records import ForumRead, PostStates, VariantCounts, totals
+from core.storage.scripts import batch
 
 # How long the change log remembers a change; a snapshot that has not read it for half of
 # this reloads in full.
@@ -68,7 +69,7 @@ class SnapshotReads:
         """
         every = forum_ids(self.client, self.keys)
         known = [f for f in every if f in cursors]
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         pipe.time()
         for forum_id in known:
             pipe.zrangebyscore(self.keys.changes(forum_id), f"({cursors[forum_id]:.0f}", "+inf",
@@ -95,7 +96,7 @@ class SnapshotReads:
         pipe.hmget(self.keys.variant_stats(forum_id, experiment.experiment), fields)
 
     def _changed_posts(self, changed: Changed, experiment: VariantRead | None) -> list[ForumRead]:
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for forum_id, (_, log, _, _) in changed.items():
             if log:
                 posts: list[Any] = [post for post, _ in log]
@@ -131,7 +132,7 @@ class SnapshotReads:
         ``experiment`` its variants' (two round trips)."""
         if not forum_ids:
             return []
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         pipe.time()  # first: changes after it come again from the next read_changes
         for forum_id in forum_ids:
             pipe.zrangebyscore(self.keys.live(forum_id), f"({now}", "+inf", withscores=True)
@@ -140,7 +141,7 @@ class SnapshotReads:
         (seconds, micros), *replies = pipe.execute()
         cursor = seconds * 1_000_000 + micros - self.changes_overlap_us
         lives, forum_counts, variant_forums = replies[0::3], replies[1::3], replies[2::3]
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for forum_id, live in zip(forum_ids, lives, strict=True):
             if live:
                 posts = [post for post, _ in live]
@@ -163,7 +164,7 @@ class SnapshotReads:
         trip, one command a post: the snapshot asks only for posts it has no row for yet)."""
         if not posts:
             return []
-        pipe = self.client.pipeline(transaction=False)
+        pipe = batch(self.client)
         for post_id, forum_id in posts:
             pipe.hget(self.keys.post(forum_id, post_id), "created_at")
         return [float(value or 0) for value in pipe.execute()]

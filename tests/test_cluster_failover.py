@@ -1,0 +1,161 @@
+"""A master of the statistics cluster dies under traffic: the service keeps answering, recovers
+by itself once a replica is promoted, and loses no event it answered 202 for.
+
+gunicorn (2 workers) and a Celery worker run on a Redis Cluster of this test alone (3 masters,
+a replica each), the broker on a separate Redis. A client thread fetches slates and posts their
+impressions, posting a batch again while it is answered 503 (as a caller should). The master of
+the journal's slot, the busiest one (every event post writes it), is killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from core.storage import Keys
+from devtools.redis_cluster import LocalCluster
+from devtools.redis_server import RedisServer
+from tests.processes import ADMIN, Stack, wait_drained, wait_for, wait_for_fresh_snapshots
+
+pytestmark = [pytest.mark.cluster, pytest.mark.e2e]
+KEYS = Keys("pb")
+FORUMS, POSTS = 3, 4
+# The documented bound of one answer during a failover (docs/reliability.md, "Redis Cluster").
+LONGEST_ANSWER = 5.0
+
+
+@dataclass
+class Answer:
+    kind: str  # "slate" or "events"
+    status: int
+    started: float  # time.monotonic()
+    seconds: float
+
+
+@dataclass
+class Traffic:
+    """One client: fetch a slate, post its impressions until answered 202, and again."""
+
+    base: str
+    answers: list[Answer] = field(default_factory=list)
+    accepted: Counter[str] = field(default_factory=Counter)  # post id -> impressions (202)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        session = requests.Session()
+        member = 0
+        while not self.stop.is_set():
+            member += 1
+            slate = self._call(session, "slate", "get", "/v1/recommendations",
+                               params={"user_id": f"m{member}", "n": 3})  # fmt: skip
+            if slate is None or slate["degraded"] or not slate["items"]:
+                continue  # a slate not remembered: its events could not count
+            posts = [item["post_id"] for item in slate["items"]]
+            body = {"events": [{"request_id": slate["request_id"], "post_id": p} for p in posts]}
+            while self._call(session, "events", "post", "/v1/impressions", json=body) is None:
+                pass  # 503: the caller posts the batch again
+            self.accepted.update(posts)
+
+    def _call(self, session: requests.Session, kind: str, method: str, path: str,
+              **options: Any) -> Any:  # fmt: skip
+        """The JSON answer when it succeeded (200/202), else None; every answer is recorded."""
+        started = time.monotonic()
+        response = session.request(method, self.base + path, timeout=30, **options)
+        self.answers.append(Answer(kind, response.status_code, started,
+                                   time.monotonic() - started))  # fmt: skip
+        return response.json() if response.status_code in (200, 202) else None
+
+    def successes_after(self, moment: float) -> int:
+        return sum(a.status == 202 and a.started > moment for a in self.answers)
+
+
+@pytest.fixture
+def own_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    with LocalCluster(tmp_path / "cluster") as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def stack(own_cluster: LocalCluster, private_redis: RedisServer, tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(private_redis, tmp_path, cluster_url=own_cluster.url)
+    try:
+        yield stack.start(web_workers=2, workers=1, BANDIT_VISIBILITY_TIMEOUT="5")
+    finally:
+        stack.stop()
+
+
+def register_posts(base: str) -> None:
+    for forum in range(FORUMS):
+        for post in range(POSTS):
+            url, body = f"{base}/v1/posts/f{forum}-p{post}", {"forum_id": f"f{forum}"}
+            response = requests.put(url, json=body, headers=ADMIN, timeout=5)
+            assert response.status_code == 201, response.text
+    wait_for_fresh_snapshots(base, after=time.time())
+
+
+def stored_impressions(stack: Stack) -> Counter[str]:
+    stats = stack.statistics()
+    try:
+        found: Counter[str] = Counter()
+        for forum in range(FORUMS):
+            raw = stats.hgetall(KEYS.stats(f"f{forum}"))
+            found.update({k.decode()[2:]: int(v) for k, v in raw.items()
+                          if k.startswith(b"i:")})  # fmt: skip
+        return found
+    finally:
+        stats.close()
+
+
+def test_a_master_failover_under_traffic_loses_no_accepted_event(
+    stack: Stack, own_cluster: LocalCluster, private_redis: RedisServer
+) -> None:
+    register_posts(stack.base)
+    traffic = Traffic(stack.base)
+    client = threading.Thread(target=traffic.run, daemon=True)
+    client.start()
+    try:
+        wait_for(lambda: traffic.successes_after(0) >= 20, 30, "traffic before the failover")
+        master = own_cluster.master_of(KEYS.pending)
+        replica = own_cluster.replica_of(master)
+        killed = time.monotonic()
+        master.kill()
+        own_cluster.wait_promoted(replica, timeout=30)
+        promoted = time.monotonic()
+        wait_for(lambda: traffic.successes_after(promoted) >= 20, 30, "traffic after it")
+    finally:
+        traffic.stop.set()
+        client.join(timeout=30)
+    assert not client.is_alive()
+
+    report(traffic, killed, promoted)
+    assert {a.status for a in traffic.answers if a.kind == "slate"} <= {200}
+    assert {a.status for a in traffic.answers if a.kind == "events"} <= {202, 503}
+    assert max(a.seconds for a in traffic.answers) < LONGEST_ANSWER
+    stack.cluster_url = replica.url  # the node named at start may be the one killed
+    broker = redis.Redis(port=private_redis.port, db=1)
+    stats = stack.statistics()
+    wait_drained(stack.base, stats, broker, timeout=60)
+    assert stored_impressions(stack) == traffic.accepted
+
+
+def report(traffic: Traffic, killed: float, promoted: float) -> None:
+    """Print what the failover cost (shown with ``pytest -s`` or ``-rP``)."""
+    events = [a for a in traffic.answers if a.kind == "events"]
+    recovered = min(a.started + a.seconds for a in events if a.status == 202 and a.started > killed)
+    phases = {"before": (0, killed), "during": (killed, recovered), "after": (recovered, 1e12)}
+    for name, (low, high) in phases.items():
+        statuses = Counter(a.status for a in traffic.answers if low <= a.started < high)
+        print(f"failover {name}: {dict(statuses)}")
+    longest = max(a.seconds for a in traffic.answers if a.started >= killed)
+    print(f"failover: promoted after {promoted - killed:.2f}s, first 202 after "
+          f"{recovered - killed:.2f}s, longest answer {longest:.2f}s, "
+          f"events accepted {sum(traffic.accepted.values())}")  # fmt: skip
