@@ -88,9 +88,10 @@ class SnapshotReads:
     def _queue_variant_forum(
         self, pipe: redis.client.Pipeline, forum_id: str, experiment: VariantRead | None
     ) -> None:
-        """Queue the read of the variants' forum counts (an empty list without experiment)."""
+        """Queue the read of the variants' forum counts (without an experiment a placeholder in
+        the forum's slot, whose reply is ignored: cluster pipelines refuse keyless commands)."""
         if experiment is None:
-            pipe.echo("")
+            pipe.exists(self.keys.stats(forum_id))
             return
         fields = [f"{n}|{f}" for n in experiment.names for f in self.policy_fields]
         pipe.hmget(self.keys.variant_stats(forum_id, experiment.experiment), fields)
@@ -118,9 +119,10 @@ class SnapshotReads:
         self, pipe: redis.client.Pipeline, forum_id: str, posts: Sequence[bytes],
         experiment: VariantRead | None,
     ) -> None:  # fmt: skip
-        """Queue the read of the variants' counts of ``posts`` (an empty list without one)."""
+        """Queue the read of the variants' counts of ``posts`` (without an experiment the same
+        placeholder as :meth:`_queue_variant_forum`)."""
         if experiment is None:
-            pipe.echo("")
+            pipe.exists(self.keys.stats(forum_id))
             return
         fields = [n.encode() + b"|" + f for n in experiment.names for f in _count_fields(posts)]
         pipe.hmget(self.keys.variant_stats(forum_id, experiment.experiment), fields)
