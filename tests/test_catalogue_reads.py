@@ -101,4 +101,4 @@ def test_post_and_forum_reads_do_not_grow_with_the_number_of_forums(
         finally:
             app.extensions["postbandit"].snapshots.stop()
     assert used[1] == used[500]
-    assert max(used[1]) <= 4
+    assert max(used[1]) <= 5  # the forum, its counts, its live posts, the experiment state
