@@ -34,6 +34,7 @@ VAR = ROOT / "var"
 BIN = Path(sys.executable).parent
 PROCFILE = ROOT / "Procfile"
 LOCK = "run.lock"
+SERVICE_ENV = "service.env"
 
 
 def service_env(redis_url: str, port: int) -> dict[str, str]:
@@ -154,6 +155,8 @@ def run(var: Path, port: int, demo: bool, cluster: bool = False) -> int:
                **urls}  # fmt: skip
         # gunicorn's workers share one multiprocess metrics directory; the worker has its own.
         web_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(var / "metrics")}
+        # What this instance's stores are, for the `flask --app app` commands (README).
+        (var / SERVICE_ENV).write_text("".join(f"{k}={v}\n" for k, v in urls.items()))
         if demo and urls:
             load_demo(env)
         procs = {name: subprocess.Popen(cmd, env=web_env if name == "web" else env, cwd=ROOT)

@@ -126,8 +126,27 @@ def test_bin_run_cluster_serves_on_a_local_cluster_and_a_separate_broker(tmp_pat
         assert put.status_code == 201, put.text
         wait_for(lambda: slate_items(base) == ["p1"], 30, "the registered post in a slate")
         assert requests.get(f"{base}/readyz", timeout=5).status_code == 200
+        stores = (tmp_path / "var" / "service.env").read_text().splitlines()
+        assert {line.split("=", 1)[0] for line in stores} == {
+            "REDIS_URL", "BANDIT_REDIS_CLUSTER", "CELERY_BROKER_URL"}  # fmt: skip
     finally:
         proc.stop()
+
+
+def test_the_flask_commands_find_the_stores_bin_run_started(
+    first: tuple[Proc, str], tmp_path: Path
+) -> None:
+    """The README's `env $(cat var/service.env) flask --app app ...` reaches bin/run's Redis."""
+    [line] = (tmp_path / "var" / "service.env").read_text().splitlines()
+    name, url = line.split("=", 1)
+    assert name == "REDIS_URL" and url.startswith("redis://127.0.0.1:")
+    result = subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "app", "export-decisions", "-o", "-"],
+        env={**os.environ, name: url}, capture_output=True, text=True, timeout=60, cwd=ROOT,
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "exported" in result.stderr
 
 
 def slate_items(base: str) -> list[str]:
