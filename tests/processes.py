@@ -21,6 +21,7 @@ from redis.cluster import RedisCluster
 
 from core.queue import QUEUE
 from core.storage import Keys
+from core.storage.journal import Journal
 from devtools.bench.probes import SNAPSHOT_METRIC
 from devtools.redis_server import RedisServer, free_port
 from devtools.run import commands
@@ -60,8 +61,7 @@ def drained(stats: redis.Redis, broker: redis.Redis, prefix: str = "pb") -> bool
     broker has no message queued, nor delivered and unacknowledged (so none can come back after
     the visibility timeout). The broker is read in one transaction, as a redelivery moves a
     message from its unacknowledged set to the queue in one."""
-    keys = Keys(prefix)
-    if stats.hlen(keys.pending) or stats.zcard(keys.pending_since):
+    if not Journal(stats, Keys(prefix)).is_empty():
         return False
     queued, unacked = broker.pipeline(transaction=True).llen(QUEUE).hlen("unacked").execute()
     return queued == unacked == 0

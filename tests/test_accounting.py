@@ -16,6 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from core.storage import Keys
+from core.storage.journal import Journal
 from devtools.redis_server import RedisServer, free_port
 from tests.processes import ADMIN, Stack, wait_for, wait_for_fresh_snapshots
 from tests.streams import (
@@ -110,4 +111,4 @@ def test_every_stored_count_is_exactly_the_expected_one(stack: Stack) -> None:
         assert (view["impressions"], view["clicks"]) == (impressions, clicks)
     forums = requests.get(f"{stack.base}/v1/forums", timeout=5).json()["forums"]
     assert {f["forum_id"]: (f["impressions"], f["clicks"]) for f in forums} == expected["forums"]
-    assert stats.hlen(Keys("pb").pending) == 0  # the journal is empty once all is applied
+    assert Journal(stats, Keys("pb")).is_empty()  # the journal is empty once all is applied

@@ -124,7 +124,7 @@ def test_a_master_failover_under_traffic_loses_no_accepted_event(
     client.start()
     try:
         wait_for(lambda: traffic.successes_after(0) >= 20, 30, "traffic before the failover")
-        master = own_cluster.master_of(KEYS.pending)
+        master = own_cluster.master_of(KEYS.pending(0))
         replica = own_cluster.replica_of(master)
         killed = time.monotonic()
         master.kill()

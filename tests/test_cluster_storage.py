@@ -17,6 +17,7 @@ from core.storage import PostConflict, Served, Storage, new_request_id
 from core.storage.errors import REDIS_ERRORS
 from core.storage.experiments import canonical
 from core.storage.journal import NotReplicated
+from core.storage.keys import journal_shard
 from devtools.redis_cluster import LocalCluster
 
 pytestmark = pytest.mark.cluster
@@ -85,7 +86,9 @@ def test_slates_are_served_looked_up_and_checked(
     assert len(masters_of(cluster_client, [storage.keys.served(r) for r in slates.values()])) > 1
     found = storage.serving.lookup([*slates.values(), "not-issued"])
     assert {r: s.user_id for r, s in found.items()} == {r: u for u, r in slates.items()}
-    assert cluster_client.xlen(storage.keys.decisions) == 8
+    assert storage.decisions.kept() == 8
+    shards = [k for k in storage.keys.decision_streams if cluster_client.exists(k)]
+    assert len(masters_of(cluster_client, shards)) > 1  # the decisions spread over masters
     storage.serving.remember_clicks([("member0", "sports-a")], NOW, 600)
     storage.catalogue.delete_post("films-a", NOW)
     hidden = Served(new_request_id("member0"), "member0", "two_level_ts",
@@ -94,7 +97,7 @@ def test_slates_are_served_looked_up_and_checked(
     assert context is not None
     assert (context.clicked, context.withdrawn) == (["sports-a"], ["films-a"])
     assert storage.serving.lookup([hidden.request_id]) == {}
-    assert cluster_client.xlen(storage.keys.decisions) == 8  # its decision was removed again
+    assert storage.decisions.kept() == 8  # its decision was removed again
 
 
 def test_events_count_once_across_masters_and_are_logged(
@@ -150,14 +153,17 @@ def test_the_journal_waits_for_a_replica(storage: Storage, cluster_client: Redis
     lock = storage.journal.sweep_lock(5)
     assert lock.acquire() and not storage.journal.sweep_lock(5).acquire()
     lock.release()
-    keys = [storage.keys.pending, storage.keys.pending_since, storage.keys.pending_lock]
+    shard = journal_shard("b2")
+    keys = [storage.keys.pending(shard), storage.keys.pending_since(shard)]
     assert len({cluster_client.keyslot(k) for k in keys}) == 1
+    shards = [batches for batches, _ in storage.keys.journal_shards]
+    assert len(masters_of(cluster_client, shards)) == 3  # the journal spreads over the masters
 
 
 def test_the_journal_refuses_a_batch_its_connected_replica_did_not_take(
     storage: Storage, cluster: LocalCluster
 ) -> None:
-    replica = cluster.replica_of(cluster.master_of(storage.keys.pending))
+    replica = cluster.replica_of(cluster.master_of(storage.keys.pending(journal_shard("b1"))))
     storage.journal.wait_ms = 100
     replica.pause()  # connected, but acknowledges nothing
     try:

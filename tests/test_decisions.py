@@ -19,6 +19,8 @@ from app.runtime import Runtime
 from bandits import Slate
 from core.events import apply_batch
 from core.storage import Served, Storage, new_request_id
+from core.storage.decision_log import stream_id
+from core.storage.keys import DECISION_SHARDS, decision_shard
 from tests.conftest import register
 
 FORUMS = {"maths": 4, "physics": 3, "jobs": 2}
@@ -156,8 +158,10 @@ def test_streams_are_capped_and_keep_every_outcome_of_the_kept_decisions(
             events = [(served.request_id, post, "f") for post in posts]
             assert storage.counting.apply_events(kind, events, 60) == [1] * 10  # each counted
         request_ids.append(served.request_id)
-    # XADD MAXLEN ~ trims whole stream nodes (100 entries each), never below the cap.
-    assert 50 <= rclient.xlen(storage.keys.decisions) <= 150
+    # One member's decisions share its shard, capped at its share of the 50 (4): XADD MAXLEN ~
+    # trims whole stream nodes (100 entries each), never below the cap.
+    assert storage.decisions.shard_cap == 4
+    assert 4 <= storage.decisions.kept() <= 104
     kept = Counter(entry["r"] for _, entry in outcomes(storage, 100_000))
     assert kept[request_ids[0]] == 0  # the outcome stream is capped too
     assert [kept[r] for r in request_ids[-50:]] == [20] * 50  # but not below the kept decisions
@@ -246,6 +250,47 @@ def test_decision_log_off(config: dict[str, Any], rclient: redis.Redis) -> None:
         assert len(body["items"]) == 1
         rt: Runtime = flask_app.extensions["postbandit"]
         events(rt, "impression", [(body["request_id"], "p1")])
-        assert not rclient.exists(rt.storage.keys.decisions, rt.storage.keys.outcomes)
+        assert not rclient.exists(*rt.storage.keys.decision_streams, rt.storage.keys.outcomes)
     finally:
         flask_app.extensions["postbandit"].snapshots.stop()
+
+
+def test_decisions_spread_over_the_shards_under_one_total_cap(rclient: redis.Redis) -> None:
+    storage = Storage(rclient, "pb", decision_log_maxlen=100 * DECISION_SHARDS)
+    assert storage.decisions.shard_cap == 100
+    pipe = rclient.pipeline(transaction=False)
+    for i in range(5000):
+        storage.decisions.queue_decision(pipe, f"member{i}", {"request_id": str(i)})
+    pipe.execute()
+    lengths = [rclient.xlen(s) for s in storage.keys.decision_streams]
+    assert lengths[-1] == 0 and all(lengths[:-1])  # every shard written, the old stream not
+    # Each shard is trimmed by whole stream nodes (100 entries), never below its cap.
+    assert 100 * DECISION_SHARDS <= sum(lengths) <= 200 * DECISION_SHARDS < 5000
+
+
+def test_the_readers_merge_the_shards_and_the_old_stream_in_id_order(
+    rclient: redis.Redis,
+) -> None:
+    """The export and the drain read every shard and the stream of releases before them, in
+    id order, across pages, even where ids of different shards are equal."""
+    storage = Storage(rclient, "pb", decision_log_maxlen=1000)
+    keys, entries = storage.keys, []
+    rclient.xadd(keys.legacy_decisions, {"request_id": "old"}, id="1000-0")
+    for i in range(60):
+        member = f"m{i % 7}"
+        entry_id = f"{2000 + i // 3}-{i % 2}"  # collisions across members' shards
+        stream = keys.decisions(decision_shard(member))
+        try:
+            rclient.xadd(stream, {"request_id": f"r{i}", "user_id": member}, id=entry_id)
+        except redis.ResponseError:  # this shard already holds that id
+            continue
+        entries.append((stream_id(entry_id), f"r{i}"))
+    read, start, seen = storage.decisions.read_decisions, "-", []
+    while page := read(start, "+", 4):
+        seen += [(stream_id(i), e["request_id"]) for i, e in page]
+        start = f"({page[-1][0]}"
+    assert seen[0] == ((1000, 0), "old")
+    assert sorted(seen[1:]) == sorted(entries) and [i for i, _ in seen] == sorted(
+        i for i, _ in seen
+    )
+    assert len({decision_shard(f"m{m}") for m in range(7)}) > 1

@@ -15,6 +15,7 @@ from core.queue import QUEUE, make_celery
 from core.settings import Settings
 from core.storage import Storage
 from core.storage.broker import oldest_waiting_task
+from core.storage.keys import JOURNAL_SHARDS, journal_shard
 from workers.sweeper import sweep
 
 VISIBILITY = 10
@@ -120,3 +121,63 @@ def test_forgetting_a_batch_removes_it_everywhere(storage: Storage) -> None:
     assert storage.journal.overdue(math.inf, 100) == []
     assert storage.journal.overdue(time.time(), 10) == []
     assert storage.journal.since("a" * 32) is None
+
+
+def test_batches_spread_over_the_shards_and_are_swept_oldest_first(storage: Storage) -> None:
+    now = time.time()
+    ids = [f"{i:032x}" for i in range(64)]
+    for age, batch_id in enumerate(ids):
+        journal(storage, batch_id, since=now - 1000 + age, received_at=now)
+    shards = [s for s, since in enumerate(storage.keys.journal_shards)
+              if storage.client.zcard(since[1])]  # fmt: skip
+    assert len(shards) > JOURNAL_SHARDS // 2 and JOURNAL_SHARDS not in shards
+    assert [i for i, _ in storage.journal.overdue(math.inf, 10)] == ids[:10]
+    assert [i for i, _ in storage.journal.overdue(now - 1000 + 5, 100)] == ids[:5]
+    assert storage.journal.oldest_since() == pytest.approx(now - 1000)
+    storage.journal.forget(ids[0])
+    assert storage.journal.oldest_since() == pytest.approx(now - 999)
+    for batch_id in ids[1:]:
+        storage.journal.forget(batch_id)
+    assert storage.journal.is_empty() and storage.journal.oldest_since() is None
+
+
+def legacy_journal(storage: Storage, batch_id: str, since: float) -> None:
+    """A batch journalled as the releases before the shards did, under ``{pending}``."""
+    args = json.dumps(["impression", [["r1", "p1"]], since])
+    pipe = storage.client.pipeline(transaction=True)
+    pipe.hset(storage.keys.legacy_pending, batch_id, args)
+    pipe.zadd(storage.keys.legacy_pending_since, {batch_id: since})
+    pipe.execute()
+
+
+def test_batches_of_the_unsharded_journal_are_moved_into_the_shards_and_swept(
+    storage: Storage, celery: Celery, broker: redis.Redis, sweep_settings: Settings
+) -> None:
+    now = time.time()
+    legacy_journal(storage, "a" * 32, since=now - 900)  # lost by the broker before the upgrade
+    legacy_journal(storage, "b" * 32, since=now - 1)  # may still be in flight
+    assert storage.journal.oldest_since() == pytest.approx(now - 900)  # read before the sweep
+    assert storage.journal.since("b" * 32) == pytest.approx(now - 1)
+    assert sweep(celery, storage, broker, sweep_settings, now) == 1
+    assert queued_ids(broker) == ["a" * 32]
+    assert not storage.client.exists(storage.keys.legacy_pending, storage.keys.legacy_pending_since)
+    batches = storage.keys.pending(journal_shard("b" * 32))
+    assert storage.client.hexists(batches, "b" * 32)
+    assert storage.journal.since("b" * 32) == pytest.approx(now - 1)  # its time kept
+    assert storage.journal.since("a" * 32) == pytest.approx(now)  # handed over again
+    for batch_id in ("a" * 32, "b" * 32):  # applied by a worker of this release
+        storage.journal.forget(batch_id)
+    assert storage.journal.is_empty()
+
+
+def test_moving_a_batch_again_after_a_failure_keeps_one_copy(storage: Storage) -> None:
+    """A move interrupted after the shard's write leaves the batch in both journals."""
+    legacy_journal(storage, "a" * 32, since=10.0)
+    journal(storage, "a" * 32, since=10.0, received_at=10.0)
+    legacy_journal(storage, "c" * 32, since=11.0)
+    storage.client.hdel(storage.keys.legacy_pending, "c" * 32)  # forgotten half-way
+    assert storage.journal.adopt_legacy(100) == 2
+    assert [i for i, _ in storage.journal.overdue(math.inf, 100)] == ["a" * 32]
+    assert storage.journal.adopt_legacy(100) == 0
+    storage.journal.forget("a" * 32)
+    assert storage.journal.is_empty()

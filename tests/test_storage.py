@@ -111,12 +111,12 @@ def test_a_slate_with_a_post_to_hide_is_not_remembered(
         found = storage.serving.serve(served, 60, {"request_id": served.request_id}, since)
         assert found is not None and (found.clicked, found.withdrawn) == hidden
         assert not rclient.exists(storage.keys.served(served.request_id))
-    assert rclient.xlen(storage.keys.decisions) == 0
+    assert storage.decisions.kept() == 0
     later = (NOW + 1, NOW + 1)  # the click and the withdrawal are older: nothing to hide
     served = Served(new_request_id("u1"), "u1", "two_level_ts", {"p1": "f1", "clicked": "f1"})
     assert storage.serving.serve(served, 60, {"request_id": served.request_id}, later) is None
     assert storage.serving.lookup([served.request_id])[served.request_id] == served
-    assert rclient.xlen(storage.keys.decisions) == 1
+    assert storage.decisions.kept() == 1
 
 
 BATCHES = st.lists(

@@ -2,13 +2,19 @@
 
 The Redis broker can lose a message: kombu pops it (BRPOP) before it records it as
 unacknowledged, and a worker killed in between takes it along. Every batch answered 202 is also
-in the journal (``P:{pending}:batches``, see core.storage) until a worker applied it, so each
+in the journal (``P:{pending:K}:batches``, see core.storage) until a worker applied it, so each
 worker runs this sweep in a thread: a batch handed to the broker longer ago than the visibility
 timeout is published again under the same id (applying it twice is a no-op), unless it may
 still be waiting in the queue: only batches handed over before the message at the head of the
 queue are taken, so a backlog is never duplicated. A batch accepted longer ago than the
 attribution window plus the grace (``Settings.event_keep_seconds``) is dropped instead: every
 slate its events name was served before it was accepted, so none of them can count any more.
+
+One lock (``P:{pending}:lock``) covers every shard of the journal: the cutoff is one for all
+of them (the head of the one queue), a sweep reads the oldest batches of all shards at once,
+and the lock is taken once a sweep, not once an event, so it is no hot key. It keeps the name
+of the releases before the shards, so that their workers and these never sweep at once during
+a rolling upgrade. A sweep first moves the batches of their journal into the shards.
 
 The same thread forgets, every minute, the posts whose attribution window closed after they
 expired (:func:`prune`), so the per-forum keys hold recent posts only.
@@ -62,6 +68,8 @@ def sweep(
     if not lock.acquire():
         return 0  # another worker is sweeping
     try:
+        if moved := storage.journal.adopt_legacy(BATCHES_PER_SWEEP):
+            log.warning("moved %d event batches of the unsharded journal into its shards", moved)
         before = cutoff(storage, broker, settings, now)
         if before is None:
             return 0

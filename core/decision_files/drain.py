@@ -49,8 +49,8 @@ class Source:
 
 
 def sources(decisions: DecisionLog) -> tuple[Source, ...]:
-    """The streams of the decision log, as core.storage.decision_log reads them: the decisions,
-    and the outcomes of every forum's stream merged into one."""
+    """The streams of the decision log, as core.storage.decision_log reads them: the decisions
+    of every shard merged into one, and the outcomes of every forum's stream merged into one."""
     return (
         Source("decisions", decisions.read_decisions, decision_table),
         Source("outcomes", merged_outcomes(decisions), outcome_table),
@@ -58,26 +58,13 @@ def sources(decisions: DecisionLog) -> tuple[Source, ...]:
 
 
 def merged_outcomes(decisions: DecisionLog) -> Reader:
-    """A reader of every outcome stream at once, in stream-id order. A page holds every entry,
-    of any stream, up to the ``count``-th smallest id (ties included, so a page may be a little
-    longer): ids of different streams may be equal, and a reader that continues after the last
-    id of a page must not skip the equal ones of another stream."""
+    """A reader of every outcome stream at once, in stream-id order (as the decisions' shards
+    are read: :meth:`~core.storage.decision_log.DecisionLog.read_merged`)."""
 
     def read(start: str, end: str, count: int) -> list[StreamEntry]:
-        found = [entry for stream in decisions.outcome_streams()
-                 for entry in decisions.read_outcomes(stream, start, end, count)]  # fmt: skip
-        found.sort(key=lambda entry: _stream_id(entry[0]))
-        if len(found) <= count:
-            return found
-        cutoff = _stream_id(found[count - 1][0])
-        return [entry for entry in found if _stream_id(entry[0]) <= cutoff]
+        return decisions.read_merged(decisions.outcome_streams(), start, end, count)
 
     return read
-
-
-def _stream_id(entry_id: str) -> tuple[int, int]:
-    millis, _, sequence = entry_id.partition("-")
-    return int(millis), int(sequence or 0)
 
 
 @dataclass

@@ -30,13 +30,20 @@ key                             type      content
                                           (absent outside an experiment), ``#<post>`` -> forum
                                           (TTL)
 ``P:{u:T}:clicked:U``           zset      post id -> click time for member U of tag T (TTL)
-``P:decisions``                 stream    served slates for offline evaluation (capped)
+``P:{decisions:K}``             stream    served slates for offline evaluation, shard K of
+                                          ``DECISION_SHARDS``: the member tag's (capped)
+``P:decisions``                 stream    the decision stream of releases before the shards:
+                                          read by the readers, no longer written
 ``P:outcomes:forums``           set       forums whose outcome stream may hold entries
 ``P:outcomes``                  stream    the outcome stream of releases before the forums'
                                           own: read by the export, no longer written
-``P:{pending}:batches``         hash      accepted event batch id -> JSON task arguments,
-                                          until a worker applied it (the journal)
-``P:{pending}:since``           zset      batch id -> when it was last handed to the broker
+``P:{pending:K}:batches``       hash      accepted event batch id -> JSON task arguments,
+                                          until a worker applied it (the journal), shard K
+                                          of ``JOURNAL_SHARDS``: the batch id's
+``P:{pending:K}:since``         zset      batch id -> when it was last handed to the broker
+``P:{pending}:batches``         hash      the journal of releases before the shards (and
+``P:{pending}:since``           zset      its since): read, and moved into the shards, by
+                                          the sweep; no longer written
 ``P:{pending}:lock``            string    held by the worker sweeping the journal (TTL)
 ``P:{experiments}:serving``     hash      ``experiment`` running ('' none), its
                                           ``definition`` (JSON), ``promoted`` (JSON: experiment,
@@ -53,9 +60,19 @@ key                             type      content
 ``P:{drain}:lock``              string    held by the worker draining the decision log (TTL)
 ==============================  ========  ==================================================
 
-The journal's keys share the tag ``{pending}``, so that a batch enters and leaves both in one
-transaction in one slot. Releases before it kept them as ``P:pending`` and ``P:pending:since``
-(untagged, two slots): an upgrade lets the old journal drain first (docs/reliability.md).
+The journal and the decision stream are the two keys every event post and every slate write:
+each is sharded over a fixed number of tagged keys, so that a cluster spreads them over its
+masters (``JOURNAL_SHARDS`` and ``DECISION_SHARDS`` below), and their readers merge the
+shards. A batch's shard follows from its id (:func:`journal_shard`): its two keys share the
+tag ``{pending:K}``, so the batch enters and leaves both in one transaction in one slot. A
+slate's decision goes to its member tag's shard (:func:`decision_shard`), the same for every
+slate of a member, so that the slate's removal finds it. Releases before the shards kept one
+journal under ``{pending}`` and one stream ``P:decisions``: the readers read those too, and the
+sweep moves the old journal's batches into their shards (docs/reliability.md). Changing a
+shard count strands what the shards no longer read hold: it needs the same treatment (read
+the old layout for one release). Releases before ``{pending}`` kept the journal as
+``P:pending`` and ``P:pending:since`` (untagged, two slots): an upgrade from those lets the
+old journal drain first.
 
 Experiments (core.storage.experiments) keep every key under the one tag ``{experiments}``:
 starting and stopping are single scripts in one slot. What an experiment counts
@@ -89,9 +106,15 @@ the totals none.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 
 from core.storage.request_ids import member_tag, request_tag
+
+# How many shards the journal and the decision stream are spread over: enough for a cluster
+# of 16 masters. Fixed: see the docstring before changing one.
+JOURNAL_SHARDS = 16
+DECISION_SHARDS = 16
 
 # A forum's totals in its stats hash: over every impression, and over each post's first W.
 TOTAL_FIELDS = ("_i", "_c")
@@ -107,6 +130,16 @@ SERVED_VARIANT = "v"
 # variant name can hold ``*`` or ``|``.
 ALL_VARIANTS = "*"
 POST_FIELD = "#"
+
+
+def journal_shard(batch_id: str) -> int:
+    """The journal shard of a batch (a stable hash of its id: every process agrees)."""
+    return zlib.crc32(batch_id.encode()) % JOURNAL_SHARDS
+
+
+def decision_shard(user_id: str) -> int:
+    """The decision stream shard of the slates served to ``user_id`` (by its member tag)."""
+    return int(member_tag(user_id), 16) % DECISION_SHARDS
 
 
 def policy_fields(forum_window: int) -> tuple[str, str]:
@@ -175,8 +208,17 @@ class Keys:
     def clicked(self, user_id: str) -> str:
         return f"{self.prefix}:{{u:{member_tag(user_id)}}}:clicked:{user_id}"
 
+    def decisions(self, shard: int) -> str:
+        return f"{self.prefix}:{{decisions:{shard}}}"
+
     @property
-    def decisions(self) -> str:
+    def decision_streams(self) -> list[str]:
+        """Every decision stream a reader merges: the shards, then the stream of releases
+        before them."""
+        return [*(self.decisions(k) for k in range(DECISION_SHARDS)), self.legacy_decisions]
+
+    @property
+    def legacy_decisions(self) -> str:
         return f"{self.prefix}:decisions"
 
     @property
@@ -187,12 +229,25 @@ class Keys:
     def outcome_forums(self) -> str:
         return f"{self.prefix}:outcomes:forums"
 
+    def pending(self, shard: int) -> str:
+        return f"{self.prefix}:{{pending:{shard}}}:batches"
+
+    def pending_since(self, shard: int) -> str:
+        return f"{self.prefix}:{{pending:{shard}}}:since"
+
     @property
-    def pending(self) -> str:
+    def journal_shards(self) -> list[tuple[str, str]]:
+        """(batches, since) of every journal shard, then of the journal of releases before
+        the shards (the sweep moves its batches into the shards)."""
+        shards = [(self.pending(k), self.pending_since(k)) for k in range(JOURNAL_SHARDS)]
+        return [*shards, (self.legacy_pending, self.legacy_pending_since)]
+
+    @property
+    def legacy_pending(self) -> str:
         return f"{self.prefix}:{{pending}}:batches"
 
     @property
-    def pending_since(self) -> str:
+    def legacy_pending_since(self) -> str:
         return f"{self.prefix}:{{pending}}:since"
 
     @property

@@ -5,8 +5,9 @@ the check for recently clicked posts and the write are one atomic step in one ha
 (``lua/serve_slate.lua``). Withdrawals are global (``P:withdrawn``, another slot): the same
 round trip reads the fresh ones, and a slate found holding one is removed again before its
 request id is ever given out. The decision-log entry is a command of its own in that round
-trip, removed again with a slate that was not served (the log is not atomic with the slate:
-a process that dies in between leaves the entry of a slate nobody saw).
+trip (on the member's shard of the decision stream), removed again with a slate that was not
+served (the log is not atomic with the slate: a process that dies in between leaves the entry
+of a slate nobody saw).
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ class Serving:
         run(self.scripts.serve_slate, call, pipe)
         if arm is not None:
             self.counts.queue_slate(pipe, arm, served.user_id, ttl + EXPERIMENT_RETENTION_SECONDS)
-        logged = decision is not None and self.log.queue_decision(pipe, decision)
+        logged = decision is not None and self.log.queue_decision(pipe, served.user_id, decision)
         replies = pipe.execute()
         withdrawn = [str(text(p)) for p in replies.pop(0)] if hide_since is not None else []
         written, *clicked = replies[0]
@@ -126,7 +127,7 @@ class Serving:
         pipe.zrangebyscore(self.keys.clicked(served.user_id), clicked_since, "+inf")
         pipe.delete(self.keys.served(served.request_id))
         if entry_id is not None:
-            self.log.queue_removal(pipe, entry_id)
+            self.log.queue_removal(pipe, served.user_id, entry_id)
         arm = slate_arm(served)
         if arm is not None:
             retention = ttl + EXPERIMENT_RETENTION_SECONDS
