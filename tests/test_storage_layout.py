@@ -20,6 +20,7 @@ from core.storage.catalogue import claim_post_id_call, put_post_call, withdraw_p
 from core.storage.counting import apply_events_call, prune_expired_call
 from core.storage.experiment_counts import count_slate_call
 from core.storage.experiments import start_experiment_call, stop_experiment_call
+from core.storage.keys import DECISION_SHARDS, JOURNAL_SHARDS, decision_shard, journal_shard
 from core.storage.scripts import LUA_DIR, SCRIPTS, ScriptCall, source
 from core.storage.serving import serve_slate_call
 from tests.conftest import register
@@ -133,3 +134,18 @@ def test_a_served_slate_is_kept_for_the_window_plus_the_grace(
     assert rt.settings.event_grace_seconds > 0
     ttl = rt.storage.client.ttl(rt.storage.keys.served(body["request_id"]))
     assert keep - 5 <= ttl <= keep
+
+
+def test_the_shards_of_the_journal_and_the_decision_stream_stay_where_they_were() -> None:
+    """Every process, of this release and the next, must find a batch or a decision in the
+    shard it was written to: the counts and the hashes are part of the key layout (changing
+    them needs readers of the old layout, see core.storage.keys)."""
+    assert (JOURNAL_SHARDS, DECISION_SHARDS) == (16, 16)
+    assert [journal_shard(b) for b in ("0" * 32, "f" * 32)] == [0, 1]
+    assert [decision_shard(u) for u in ("alice", "bob")] == [2, 7]
+    keys = Keys("pb")
+    assert keys.pending(3) == "pb:{pending:3}:batches" and keys.decisions(3) == "pb:{decisions:3}"
+    shards = keys.journal_shards
+    assert len({key_slot(k.encode()) for pair in shards for k in pair}) == JOURNAL_SHARDS + 1
+    assert all(key_slot(a.encode()) == key_slot(b.encode()) for a, b in shards)
+    assert len({key_slot(s.encode()) for s in keys.decision_streams}) == DECISION_SHARDS + 1
