@@ -184,20 +184,23 @@ def fetched_after(fetches: Fetches, moment: float) -> int:
 
 
 def report(traffic: Traffic, fetches: Fetches, killed: float, promoted: float) -> None:
-    """Print what the failover cost (shown with ``pytest -s`` or ``-rP``)."""
-    events = [a for a in traffic.answers if a.kind == "events"]
-    recovered = min(a.started + a.seconds for a in events if a.status == 202 and a.started > killed)
+    """Print what the failover cost (shown with ``pytest -s`` or ``-rP``): the answers before,
+    during (until the last 503 or degraded slate ended) and after it, of both clients."""
+    answers = traffic.answers + fetches.answers
+    hurt = [a.started + a.seconds for a in answers
+            if a.started >= killed and (a.status not in (200, 202) or a.degraded)]  # fmt: skip
+    recovered = max(hurt, default=killed)
     phases = {"before": (0, killed), "during": (killed, recovered), "after": (recovered, 1e12)}
     for name, (low, high) in phases.items():
-        statuses = Counter(a.status for a in traffic.answers if low <= a.started < high)
-        print(f"failover {name}: {dict(statuses)}")
-    longest = max(a.seconds for a in traffic.answers if a.started >= killed)
+        for client, kinds in (("slates and events", ("slate", "events")), ("slates", ("fetch",))):
+            statuses = Counter(f"{a.status}{' degraded' if a.degraded else ''}" for a in answers
+                               if a.kind in kinds and low <= a.started < high)  # fmt: skip
+            print(f"failover {name}, {client}: {dict(statuses)}")
+    first = min(a.started + a.seconds for a in traffic.answers
+                if a.status == 202 and a.started > killed)  # fmt: skip
+    longest = max(a.seconds for a in answers if a.started >= killed)
+    slowest_slate = max(a.seconds for a in fetches.answers if a.started >= killed)
     print(f"failover: promoted after {promoted - killed:.2f}s, first 202 after "
-          f"{recovered - killed:.2f}s, longest answer {longest:.2f}s, "
-          f"events accepted {sum(traffic.accepted.values())}")  # fmt: skip
-    during = [a for a in fetches.answers if a.started >= killed]
-    degraded = [a.started + a.seconds - killed for a in during if a.degraded]
-    statuses = Counter(a.status for a in during)
-    print(f"failover slates alone: {dict(statuses)} from the kill on, {len(degraded)} degraded "
-          f"(the last {max(degraded, default=0):.2f}s after it), longest answer "
-          f"{max((a.seconds for a in during), default=0):.2f}s")  # fmt: skip
+          f"{first - killed:.2f}s, recovered (last 503 or degraded slate over) after "
+          f"{recovered - killed:.2f}s, longest answer {longest:.2f}s (slates alone "
+          f"{slowest_slate:.2f}s), events accepted {sum(traffic.accepted.values())}")  # fmt: skip

@@ -14,6 +14,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import CrossSlotTransactionError
 
 from core.storage import PostConflict, Served, Storage, new_request_id
+from core.storage.decision_log import stream_id
 from core.storage.errors import REDIS_ERRORS
 from core.storage.experiments import canonical
 from core.storage.journal import NotReplicated
@@ -98,6 +99,13 @@ def test_slates_are_served_looked_up_and_checked(
     assert (context.clicked, context.withdrawn) == (["sports-a"], ["films-a"])
     assert storage.serving.lookup([hidden.request_id]) == {}
     assert storage.decisions.kept() == 8  # its decision was removed again
+    merged = storage.decisions.read_decisions("-", "+", 5)  # every shard, in id order
+    assert sorted(e["r"] for _, e in storage.decisions.read_decisions("-", "+", 100)) == sorted(
+        slates.values()
+    )
+    assert len(merged) >= 5 and [i for i, _ in merged] == sorted(
+        (i for i, _ in merged), key=stream_id
+    )
 
 
 def test_events_count_once_across_masters_and_are_logged(
@@ -158,6 +166,25 @@ def test_the_journal_waits_for_a_replica(storage: Storage, cluster_client: Redis
     assert len({cluster_client.keyslot(k) for k in keys}) == 1
     shards = [batches for batches, _ in storage.keys.journal_shards]
     assert len(masters_of(cluster_client, shards)) == 3  # the journal spreads over the masters
+
+
+def test_the_unsharded_journal_is_moved_into_the_shards_across_masters(
+    storage: Storage, cluster_client: RedisCluster
+) -> None:
+    ids = [f"{i:032x}" for i in range(20)]
+    pipe = cluster_client.pipeline(transaction=True)
+    for age, batch_id in enumerate(ids):
+        pipe.hset(storage.keys.legacy_pending, batch_id, "[]")
+        pipe.zadd(storage.keys.legacy_pending_since, {batch_id: NOW + age})
+    pipe.execute()
+    assert storage.journal.oldest_since() == NOW
+    assert storage.journal.adopt_legacy(500) == 20
+    assert [i for i, _ in storage.journal.overdue(NOW + 100, 100)] == ids
+    shards = {storage.keys.pending(journal_shard(i)) for i in ids}
+    assert len(masters_of(cluster_client, sorted(shards))) > 1
+    for batch_id in ids:
+        storage.journal.forget(batch_id)
+    assert storage.journal.is_empty()
 
 
 def test_the_journal_refuses_a_batch_its_connected_replica_did_not_take(

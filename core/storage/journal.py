@@ -190,13 +190,15 @@ class Journal:
             return 0
         ids = [batch_id.decode() for batch_id, _ in found]
         payloads = self.client.hmget(legacy, ids)
-        for (batch_id, score), payload in zip(found, payloads, strict=True):
-            if payload is not None:
-                batches, since = self._shard(batch_id.decode())
-                pipe = self.client.pipeline(transaction=True)
-                pipe.hset(batches, batch_id, payload)
-                pipe.zadd(since, {batch_id: score})
-                pipe.execute()
+        by_shard: dict[tuple[str, str], list[tuple[str, float, Any]]] = {}
+        for batch_id, (_, score), payload in zip(ids, found, payloads, strict=True):
+            if payload is not None:  # forgotten meanwhile: only its time is left to drop
+                by_shard.setdefault(self._shard(batch_id), []).append((batch_id, score, payload))
+        for (batches, since), moved in by_shard.items():
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(batches, mapping={batch_id: payload for batch_id, _, payload in moved})
+            pipe.zadd(since, {batch_id: score for batch_id, score, _ in moved})
+            pipe.execute()
         pipe = self.client.pipeline(transaction=True)
         pipe.hdel(legacy, *ids)
         pipe.zrem(legacy_since, *ids)
