@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -11,9 +12,10 @@ import pytest
 import redis
 from celery import Celery
 
-from core.queue import QUEUE, make_celery
+from core.events import apply_batch
+from core.queue import QUEUE, EventBatch, make_celery
 from core.settings import Settings
-from core.storage import Storage
+from core.storage import Served, Storage, new_request_id
 from core.storage.broker import oldest_waiting_task
 from core.storage.keys import JOURNAL_SHARDS, journal_shard
 from workers.sweeper import sweep
@@ -128,9 +130,9 @@ def test_batches_spread_over_the_shards_and_are_swept_oldest_first(storage: Stor
     ids = [f"{i:032x}" for i in range(64)]
     for age, batch_id in enumerate(ids):
         journal(storage, batch_id, since=now - 1000 + age, received_at=now)
-    shards = [s for s, since in enumerate(storage.keys.journal_shards)
+    shards = [s for s, since in enumerate(storage.keys.journals)
               if storage.client.zcard(since[1])]  # fmt: skip
-    assert len(shards) > JOURNAL_SHARDS // 2 and JOURNAL_SHARDS not in shards
+    assert len(shards) > JOURNAL_SHARDS // 2 and JOURNAL_SHARDS not in shards  # not the old one
     assert [i for i, _ in storage.journal.overdue(math.inf, 10)] == ids[:10]
     assert [i for i, _ in storage.journal.overdue(now - 1000 + 5, 100)] == ids[:5]
     assert storage.journal.oldest_since() == pytest.approx(now - 1000)
@@ -181,3 +183,32 @@ def test_moving_a_batch_again_after_a_failure_keeps_one_copy(storage: Storage) -
     assert storage.journal.adopt_legacy(100) == 0
     storage.journal.forget("a" * 32)
     assert storage.journal.is_empty()
+
+
+def test_an_old_journals_batch_applied_before_its_move_counts_once(
+    storage: Storage, celery: Celery, broker: redis.Redis, sweep_settings: Settings
+) -> None:
+    """The upgrade's worst case: a worker of the new release applies a batch of the old
+    journal (forgetting it from its shard, where it is not yet), so the sweep moves it and
+    publishes it again; applied again, it counts nothing more."""
+    now = time.time()
+    storage.catalogue.put_post("p1", "f1", now, now + 3600, 60)
+    served = Served(new_request_id("u1"), "u1", "explore", {"p1": "f1"})
+    assert storage.serving.serve(served, WINDOW) is None
+    batch = EventBatch("impression", [[served.request_id, "p1"]], now - 900)
+    pipe = storage.client.pipeline(transaction=True)
+    pipe.hset(storage.keys.legacy_pending, "a" * 32, batch.to_json())
+    pipe.zadd(storage.keys.legacy_pending_since, {"a" * 32: now - 900})
+    pipe.execute()
+    applied = apply_batch(storage, *batch.args(), WINDOW, WINDOW)
+    assert applied.results == {"counted": 1}
+    storage.journal.forget("a" * 32)  # from its shard: the batch is still in the old journal
+    assert sweep(celery, storage, broker, sweep_settings, now) == 1
+    assert queued_ids(broker) == ["a" * 32]
+    message = json.loads(broker.lrange(QUEUE, 0, 0)[0])
+    again = EventBatch(*json.loads(base64.b64decode(message["body"]))[0])
+    assert apply_batch(storage, *again.args(), WINDOW, WINDOW).results == {"duplicate": 1}
+    storage.journal.forget("a" * 32)
+    assert storage.journal.is_empty()
+    post = storage.catalogue.get_post("p1")
+    assert post is not None and post.impressions == 1

@@ -126,7 +126,7 @@ def test_caller_strings_only_create_keys_that_expire(
     decision_log = decisions | {keys.forum_outcomes("f"), keys.outcome_forums}
     # The journal of accepted batches lasts too: its entries are server-made batch ids, each
     # removed when a worker applied it (no worker runs here) or after the attribution window.
-    journal = {k for pair in keys.journal_shards[:-1] for k in pair if rclient.exists(k)}
+    journal = {k for pair in keys.journal_shards for k in pair if rclient.exists(k)}
     # Each forum's change log lasts like its live set: it only holds registered posts, and
     # forgets changes older than ten minutes whenever it grows. Its withdrawn posts wait in
     # `gone` until pruning removes their counts, one attribution window later.
@@ -134,7 +134,7 @@ def test_caller_strings_only_create_keys_that_expire(
     assert lasting == {keys.forums, keys.withdrawn} | forum | decision_log | journal
     changed = {p.decode() for p in rclient.zrange(keys.changes("f"), 0, -1)}
     assert changed <= set(posts)
-    batch_ids = {k.decode() for batches, _ in keys.journal_shards for k in rclient.hkeys(batches)}
+    batch_ids = {k.decode() for batches, _ in keys.journals for k in rclient.hkeys(batches)}
     assert len(batch_ids) == 60 and all(re.fullmatch("[0-9a-f]{32}", b) for b in batch_ids)
     fields = {f.decode() for f in rclient.hkeys(keys.stats("f"))}
     assert fields <= {"_i", "_c", "_wi", "_wc"} | {f"{kind}:{p}" for kind in "ic" for p in posts}

@@ -145,7 +145,7 @@ def test_the_shards_of_the_journal_and_the_decision_stream_stay_where_they_were(
     assert [decision_shard(u) for u in ("alice", "bob")] == [2, 7]
     keys = Keys("pb")
     assert keys.pending(3) == "pb:{pending:3}:batches" and keys.decisions(3) == "pb:{decisions:3}"
-    shards = keys.journal_shards
+    shards = keys.journals
     assert len({key_slot(k.encode()) for pair in shards for k in pair}) == JOURNAL_SHARDS + 1
     assert all(key_slot(a.encode()) == key_slot(b.encode()) for a, b in shards)
     assert len({key_slot(s.encode()) for s in keys.decision_streams}) == DECISION_SHARDS + 1

@@ -127,7 +127,7 @@ class Journal:
         """Up to ``limit`` journalled (batch id, payload), handed to the broker strictly before
         ``before``, oldest first over every shard; the payload is None if the batch was
         forgotten meanwhile."""
-        shards = self.keys.journal_shards[:-1]
+        shards = self.keys.journal_shards
         pipe = batch(self.client)
         for _, since in shards:
             pipe.zrangebyscore(since, "-inf", f"({before!r}", 0, limit, withscores=True)
@@ -160,7 +160,7 @@ class Journal:
         when the sweeper published it again), over every shard and the journal of releases
         before them; None when the journal is empty."""
         pipe = batch(self.client)
-        for _, since in self.keys.journal_shards:
+        for _, since in self.keys.journals:
             pipe.zrange(since, 0, 0, withscores=True)
         oldest = [float(reply[0][1]) for reply in pipe.execute() if reply]
         return min(oldest, default=None)
@@ -168,7 +168,7 @@ class Journal:
     def is_empty(self) -> bool:
         """Whether no shard, nor the journal of releases before them, holds a batch."""
         pipe = batch(self.client)
-        for batches, since in self.keys.journal_shards:
+        for batches, since in self.keys.journals:
             pipe.exists(batches, since)
         return not any(pipe.execute())
 

@@ -41,10 +41,12 @@ key                             type      content
                                           until a worker applied it (the journal), shard K
                                           of ``JOURNAL_SHARDS``: the batch id's
 ``P:{pending:K}:since``         zset      batch id -> when it was last handed to the broker
-``P:{pending}:batches``         hash      the journal of releases before the shards (and
-``P:{pending}:since``           zset      its since): read, and moved into the shards, by
-                                          the sweep; no longer written
-``P:{pending}:lock``            string    held by the worker sweeping the journal (TTL)
+``P:{pending}:batches``         hash      the journal of releases before the shards: read,
+                                          and moved into the shards, by the sweep; no longer
+                                          written
+``P:{pending}:since``           zset      its batch id -> when last handed to the broker
+``P:{pending}:lock``            string    held by the worker sweeping the journal, every
+                                          shard at once (TTL)
 ``P:{experiments}:serving``     hash      ``experiment`` running ('' none), its
                                           ``definition`` (JSON), ``promoted`` (JSON: experiment,
                                           variant, policy, params; absent: the configured
@@ -237,10 +239,14 @@ class Keys:
 
     @property
     def journal_shards(self) -> list[tuple[str, str]]:
-        """(batches, since) of every journal shard, then of the journal of releases before
-        the shards (the sweep moves its batches into the shards)."""
-        shards = [(self.pending(k), self.pending_since(k)) for k in range(JOURNAL_SHARDS)]
-        return [*shards, (self.legacy_pending, self.legacy_pending_since)]
+        """(batches, since) of every journal shard."""
+        return [(self.pending(k), self.pending_since(k)) for k in range(JOURNAL_SHARDS)]
+
+    @property
+    def journals(self) -> list[tuple[str, str]]:
+        """(batches, since) of every journal shard, then of the journal of releases before the
+        shards (the sweep moves its batches into the shards)."""
+        return [*self.journal_shards, (self.legacy_pending, self.legacy_pending_since)]
 
     @property
     def legacy_pending(self) -> str:
