@@ -43,6 +43,10 @@ class Answer:
     seconds: float
     degraded: bool = False  # a slate served from the snapshot alone
 
+    @property
+    def ended(self) -> float:
+        return self.started + self.seconds
+
 
 @dataclass
 class Fetches:
@@ -184,17 +188,18 @@ def fetched_after(fetches: Fetches, moment: float) -> int:
 
 
 def report(traffic: Traffic, fetches: Fetches, killed: float, promoted: float) -> None:
-    """Print what the failover cost (shown with ``pytest -s`` or ``-rP``): the answers before,
-    during (until the last 503 or degraded slate ended) and after it, of both clients."""
+    """Print what the failover cost (shown with ``pytest -s`` or ``-rP``): the answers that
+    ended before, during (until the last 503 or degraded slate ended) and after it, of both
+    clients (a request sent just before the kill may be the first to fail)."""
     answers = traffic.answers + fetches.answers
-    hurt = [a.started + a.seconds for a in answers
-            if a.started >= killed and (a.status not in (200, 202) or a.degraded)]  # fmt: skip
+    hurt = [a.ended for a in answers
+            if a.ended >= killed and (a.status not in (200, 202) or a.degraded)]  # fmt: skip
     recovered = max(hurt, default=killed)
     phases = {"before": (0, killed), "during": (killed, recovered), "after": (recovered, 1e12)}
     for name, (low, high) in phases.items():
         for client, kinds in (("slates and events", ("slate", "events")), ("slates", ("fetch",))):
             statuses = Counter(f"{a.status}{' degraded' if a.degraded else ''}" for a in answers
-                               if a.kind in kinds and low <= a.started < high)  # fmt: skip
+                               if a.kind in kinds and low < a.ended <= high)  # fmt: skip
             print(f"failover {name}, {client}: {dict(statuses)}")
     first = min(a.started + a.seconds for a in traffic.answers
                 if a.status == 202 and a.started > killed)  # fmt: skip
