@@ -28,9 +28,9 @@ Per request (:meth:`TopNSampler.select`):
    (probability ``forum_tail`` per forum and request) is *hot*: its eligible posts are all
    drawn, so the bound above is only ever used for posts of forums with ``theta_f <= t_f``.
 2. Draw the eligible posts among the first m of the ``hi`` order, the first 4 m of the seed
-   order (mean + 3 standard deviations, at the forums' mean CTRs; m = max(64, 8 n)) and of
-   the hot forums, and rank them as the policy does (top n, cap).
-   While that slate is not full (exclusions, caps), quadruple m.
+   order (mean + 3 standard deviations, at the forums' mean CTRs; m = max(64, 8 n) times
+   P / eligible, rounded up) and of the hot forums, and rank them as the policy does (top n,
+   cap). While that slate is not full (exclusions, caps), quadruple m.
 3. Let T be the score of the slate's last post. Draw every eligible post not yet drawn with
    ``hi_p >= T`` and rank again. Nothing drawn is drawn again.
 4. If step 3 would draw more than a quarter of the candidates (a flat posterior: everything
@@ -50,11 +50,11 @@ eligible posts (all in forums that are not hot)::
     P(slate != full draw's slate) <= U * tail <= P * tail = delta
 
 and hence the total variation distance between the slate's distribution and the full
-draw's is at most ``delta`` (:attr:`Trace.bound` reports ``U * tail`` per request). Steps 1 and
-the forum draws are exact; ``forum_tail`` only trades the cost of hot forums against
-tighter ``hi``. Slates with fewer than min(n, eligible) posts (a binding cap) are only
-returned after every eligible post was drawn (step 2), so they are exact. The random stream
-is used differently from ``policy.select``: a seed gives another (equally distributed) slate.
+draw's is at most ``delta`` (:attr:`Trace.bound` reports ``U * tail`` per request). The forum
+draws are exact; ``forum_tail`` only trades the cost of hot forums against tighter ``hi``.
+Slates with fewer than min(n, eligible) posts (a binding cap) are only returned after every
+eligible post was drawn (step 2), so they are exact. The random stream is used differently
+from ``policy.select``: a seed gives another (equally distributed) slate.
 
 Falls back to ``policy.select`` (before any draw, so the choice does not depend on the
 draw) when the policy is not ``two_level_ts`` / ``flat_ts``, or fewer than ``min_candidates``
@@ -273,7 +273,7 @@ class TopNSampler:
             return base
         forum_hi, (alpha, beta), mean = _bounds_params(policy, stats, forum_tail)
         post_hi = upper_quantile(alpha, beta, tail)
-        by_hi = np.argsort(-post_hi, kind="stable").astype(np.intp)
+        by_hi = np.argsort(-post_hi).astype(np.intp)
         return cls(
             policy, cands, delta, tail, min_candidates, stats, forum_hi, post_hi, by_hi,
             -post_hi[by_hi], top_sorted(mean, min(SEED_ORDER, cands.n_posts)),
@@ -360,7 +360,8 @@ class TopNSampler:
         assert by_hi is not None and by_seed is not None and self.neg_hi_sorted is not None
         ctr, hot = self._forum_ctr(rng)
         draws = _Draws(self, eligible, ctr)
-        size = max(64, 8 * n)
+        # Scaled by the eligible share, so that allowed forums still seed a full slate.
+        size = min(max(64, 8 * n) * -(-self.cands.n_posts // eligible.size), self.cands.n_posts)
         draws.add(rng, by_hi[:size], by_seed[: 4 * size], self.stats.posts_in(hot))
         k = min(n, eligible.size)
         pos = self._rank(draws, n, cap, rng)
