@@ -162,10 +162,11 @@ class Trace:
 
 
 class _Eligible(NamedTuple):
-    """A request's eligibility: allowed forums (mask or None), excluded posts, their count."""
+    """A request's eligibility: allowed forums (mask or None), excluded posts (a mask over
+    the candidates, which the request's draws then extend), how many posts are eligible."""
 
     forum_ok: npt.NDArray[np.bool_] | None
-    excluded: IntArray | None
+    excluded: npt.NDArray[np.bool_]
     size: int
 
     @classmethod
@@ -173,17 +174,19 @@ class _Eligible(NamedTuple):
         cls, cands: Candidates, allowed_forums: npt.ArrayLike | None, exclude: npt.ArrayLike | None
     ) -> _Eligible:
         """Raises ``ValueError`` for indices out of range, as ``Policy.select``."""
-        excluded = None
+        excluded = np.zeros(cands.n_posts, bool)
         if exclude is not None:
-            excluded = np.unique(check_indices("exclude", exclude, cands.n_posts, "post"))
+            # A mask rather than np.unique: 10,000 exclusions cost 1-3 ms to sort or hash.
+            excluded[check_indices("exclude", exclude, cands.n_posts, "post")] = True
         if allowed_forums is None:
-            return cls(None, excluded, cands.n_posts - (0 if excluded is None else excluded.size))
+            size = cands.n_posts - (0 if exclude is None else int(np.count_nonzero(excluded)))
+            return cls(None, excluded, size)
         forums = np.unique(check_indices("allowed_forums", allowed_forums, cands.n_forums, "forum"))
         forum_ok = np.zeros(cands.n_forums, bool)
         forum_ok[forums] = True
         size = int(cands.forum_post_counts[forums].sum())
-        if excluded is not None:
-            size -= int(forum_ok[cands.post_forum[excluded]].sum())
+        if exclude is not None:
+            size -= int(np.count_nonzero(forum_ok[cands.post_forum[np.flatnonzero(excluded)]]))
         return cls(forum_ok, excluded, size)
 
 
@@ -192,9 +195,7 @@ class _Draws:
 
     def __init__(self, sampler: TopNSampler, eligible: _Eligible, ctr: FloatArray | None):
         self.sampler, self.eligible, self.ctr = sampler, eligible, ctr
-        self.seen = np.zeros(sampler.cands.n_posts, bool)
-        if eligible.excluded is not None:
-            self.seen[eligible.excluded] = True
+        self.seen = eligible.excluded
         self.parts: list[tuple[IntArray, FloatArray, FloatArray, FloatArray]] = []
         self.count = 0
 

@@ -236,6 +236,13 @@ def test_slates_keep_the_select_contract():
             assert np.bincount(cands.post_forum[slate.posts]).max() == 1
         mean = slate.alpha / (slate.alpha + slate.beta)
         assert np.all(np.diff(mean) <= 0)  # ordered by posterior mean, as the policy does
+    # Repeated exclusions and exclusions outside the allowed forums count once, or not at all.
+    exclude = np.concatenate([np.arange(300), np.arange(300)])
+    slate, trace = sampler.select_traced(10, rng, exclude=exclude, allowed_forums=np.arange(28))
+    expected = np.isin(cands.post_forum, np.arange(28)) & (np.arange(cands.n_posts) >= 300)
+    assert slate.eligible == trace.eligible == int(expected.sum())
+    assert trace.path == "pruned"
+    assert sampler.select(10, rng, exclude=exclude).eligible == cands.n_posts - 300
     # A cap that leaves fewer than n posts: every eligible post is drawn (exact).
     slate, trace = sampler.select_traced(40, rng, per_forum_cap=1)
     assert len(slate) == 30 and trace.path == "full" and trace.bound == 0
