@@ -151,6 +151,9 @@ def full_slate_from(sampler, trace, n, kwargs, rng):
     rest = np.flatnonzero(eligible)
     if trace.path == "pruned":
         assert sampler.post_hi[rest].max() < trace.threshold
+        if sampler.forum_hi is not None:  # every post of a hot forum was drawn
+            forums = cands.post_forum[rest]
+            assert np.all(trace.forum_ctr[forums] <= sampler.forum_hi[forums])
     scores, alpha, beta = sampler.draw(rest, trace.forum_ctr, rng)
     _, d_alpha, d_beta = sampler.draw(trace.posts, trace.forum_ctr, rng)
     posts = np.concatenate([trace.posts, rest])
@@ -166,10 +169,11 @@ def full_slate_from(sampler, trace, n, kwargs, rng):
 def test_drawing_the_rest_afterwards_never_changes_the_slate(name):
     _, _, kwargs, sampler = case(name, 4)
     rng, rest_rng = np.random.default_rng(5), np.random.default_rng(6)
-    differences, paths, bounds = 0, set(), []
+    differences, paths, bounds, hot = 0, set(), [], 0
     for _ in range(400):
         slate, trace = sampler.select_traced(10, rng, **kwargs)
         paths.add(trace.path)
+        hot += trace.path == "pruned" and trace.hot_forums > 0
         bounds.append(trace.bound)
         assert trace.drawn == trace.posts.size <= trace.eligible == slate.eligible
         full = full_slate_from(sampler, trace, 10, kwargs, rest_rng)
@@ -178,8 +182,10 @@ def test_drawing_the_rest_afterwards_never_changes_the_slate(name):
     assert differences == 0  # 400 * delta = 0.04 expected
     if name == "flat posterior (every post new)":
         assert paths == {"full"}
-    elif name != "allowed forums, hot forums often":
+    else:
         assert "pruned" in paths
+    if name == "allowed forums, hot forums often":
+        assert hot > 10
 
 
 def test_pruning_draws_a_small_share_of_many_candidates():
