@@ -15,11 +15,14 @@ Three kinds of evidence, with fixed seeds:
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from bandits import Candidates, Slate, TopNSampler, make_policy
 from bandits.policies import _Request
 from bandits.topn import upper_quantile
+from tests.bandits.test_slate_policies import check_slate, random_candidates
 
 R = 1_500
 
@@ -307,3 +310,41 @@ def test_decayed_counts_are_read_as_the_policy_reads_them():
     )
     with pytest.raises(ValueError, match="needs post_counted_at"):
         TopNSampler.build(policy, base)
+
+
+@st.composite
+def pruned_requests(draw):
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    n_forums = draw(st.integers(1, 6))
+    cands = random_candidates(
+        rng, draw(st.integers(0, 3_000)), n_forums, draw(st.sampled_from([0, 5, 500, 100_000]))
+    )
+    allowed = draw(st.none() | st.lists(st.integers(0, n_forums - 1), max_size=n_forums))
+    exclude = None
+    if cands.n_posts:
+        exclude = draw(st.none() | st.lists(st.integers(0, cands.n_posts - 1), max_size=60))
+    params = draw(st.sampled_from([{}, {"forum_draw": False}, {"exploration": 0.2}]))
+    as_array = lambda v: None if v is None else np.array(v, np.intp)  # noqa: E731
+    kwargs = {
+        "allowed_forums": as_array(allowed),
+        "exclude": as_array(exclude),
+        "per_forum_cap": draw(st.none() | st.integers(1, 4)),
+    }
+    policy = draw(st.sampled_from(["two_level_ts", "flat_ts"]))
+    return cands, policy, params, draw(st.integers(1, 15)), kwargs, seed
+
+
+@settings(max_examples=120, deadline=None)
+@given(req=pruned_requests())
+def test_pruned_slates_keep_every_invariant_and_agree_with_the_rest_drawn(req):
+    # delta = 1e-10: a correct sampler fails one example with probability below 1e-10.
+    cands, name, params, n, kwargs, seed = req
+    policy = make_policy(name, **(params if name == "two_level_ts" else {}))
+    sampler = TopNSampler.build(policy, cands, delta=1e-10, forum_tail=0.1, min_candidates=0)
+    rng = np.random.default_rng(seed)
+    slate, trace = sampler.select_traced(n, rng, **kwargs)
+    check_slate(slate, cands, n, kwargs, name)
+    if trace.path != "policy":
+        full = full_slate_from(sampler, trace, n, kwargs, rng)
+        np.testing.assert_array_equal(np.sort(full), np.sort(slate.posts))
