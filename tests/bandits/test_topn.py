@@ -1,6 +1,6 @@
 """TopNSampler (bandits/topn.py): the pruned Thompson draw against the full draw.
 
-Three kinds of evidence, with fixed seeds:
+Four kinds of evidence, with fixed seeds:
 
 * the bound's ingredient: ``upper_quantile`` is an upper quantile (checked with scipy);
 * the coupling of the module docstring, request by request: the posts left undrawn all have
@@ -10,7 +10,10 @@ Three kinds of evidence, with fixed seeds:
   and R full requests, compared by a chi-square homogeneity statistic whose 1 - 1e-4
   quantile is the tolerance (delta = 1e-4 moves each frequency by at most 1e-4, far below
   the sampling error at R = 1,500). A naive pruning (only the best posts by mean) fails the
-  same check, so it can fail.
+  same check, so it can fail (the coupling check is the sharper one: it also fails for a
+  pruning that draws only half of what step 3 must);
+* a property test (hypothesis) over random candidates and requests: the invariants of
+  ``policy.select`` and the coupling, with delta = 1e-10.
 """
 
 import numpy as np
