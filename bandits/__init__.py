@@ -9,6 +9,9 @@ Public API::
     post_posterior(...), forum_posterior(...), beta_bernoulli(...) -> (alpha, beta)
     beta_summary(alpha, beta, level=0.95) -> (mean, lo, hi)
     decayed_update(value, last, now, half_life, increment=0.0) -> (value, time)
+    TopNSampler.build(policy, cands, delta=1e-4) -> sampler   # once per refresh
+    sampler.select(n, rng, allowed_forums=None, exclude=None, per_forum_cap=None) -> Slate
+        # policy.select drawing only the posts that can enter the slate (bandits/topn.py)
 """
 
 from bandits.candidates import Candidates
@@ -35,6 +38,7 @@ from bandits.posterior import (
     post_posterior,
 )
 from bandits.slate import Slate
+from bandits.topn import TopNSampler, Trace
 
 __all__ = [
     "POLICIES",
@@ -47,6 +51,8 @@ __all__ = [
     "RandomPolicy",
     "Recent",
     "Slate",
+    "TopNSampler",
+    "Trace",
     "TwoLevelTS",
     "beta_bernoulli",
     "beta_summary",

@@ -2,7 +2,9 @@
 
 The timed call is the full ``policy.select(cands, 10, rng)`` of the service's request path.
 ``Candidates`` is built outside the timer, as the service builds it once per statistics
-refresh (about every second) and then serves every request from it.
+refresh (about every second) and then serves every request from it. The pruned draw
+(:class:`bandits.topn.TopNSampler`) is timed against it, with its build (once per refresh)
+timed apart.
 """
 
 from __future__ import annotations
@@ -23,10 +25,12 @@ from bandits.policies import make_policy
 from bandits.posterior import FloatArray, post_posterior
 from bandits.simulate.provenance import header_lines
 from bandits.simulate.report import markdown_table
+from bandits.topn import TopNSampler
 
 HEADING = "## bandits: slate selection speed"
 COMMAND = "bin/bench-bandits"
 SIZES = (100, 1_000, 10_000, 100_000)
+PRUNED_SIZES = (200, 4_000, 20_000, 100_000)
 FORUMS = 50
 SLATE = 10
 
@@ -140,9 +144,91 @@ def measure(size: int, repeats: int) -> Row:
     return Row(size, stats, (float(np.median(floor)), float(floor.min())), mab)
 
 
+@dataclass(frozen=True)
+class PrunedRow:
+    """Full and pruned select (median, minimum ms), build median ms, drawn share, bound."""
+
+    size: int
+    full: tuple[float, float]
+    pruned: tuple[float, float]
+    build: float
+    drawn: float
+    pruned_share: float
+    bound: float
+
+
+def measure_pruned(size: int, repeats: int) -> PrunedRow:
+    """Time select and TopNSampler.select (interleaved) and the sampler's build."""
+    cands, policy = candidates(size), make_policy("two_level_ts")
+    builds = timings_ms([lambda: TopNSampler.build(policy, cands)], max(3, repeats // 3))[0]
+    sampler = TopNSampler.build(policy, cands)
+    rng = np.random.default_rng(5)
+    full, pruned = timings_ms(
+        [lambda: policy.select(cands, SLATE, rng), lambda: sampler.select(SLATE, rng)], repeats
+    )
+    traces = [sampler.select_traced(SLATE, rng)[1] for _ in range(200)]
+    return PrunedRow(
+        size,
+        (float(np.median(full)), float(full.min())),
+        (float(np.median(pruned)), float(pruned.min())),
+        float(np.median(builds)),
+        float(np.median([t.drawn for t in traces])) / size,
+        float(np.mean([t.path == "pruned" for t in traces])),
+        max(t.bound for t in traces),
+    )
+
+
+def render_pruned(rows: list[PrunedRow]) -> list[str]:
+    """The pruned-draw part of the section."""
+    table = [
+        [
+            f"{r.size:,}",
+            f"{r.full[0]:.3f} / {r.full[1]:.3f}",
+            f"{r.pruned[0]:.3f} / {r.pruned[1]:.3f}",
+            f"{r.full[0] / r.pruned[0]:.1f}x / {r.full[1] / r.pruned[1]:.1f}x",
+            f"{100 * r.drawn:.1f} %",
+            f"{100 * r.pruned_share:.0f} %",
+            f"{r.bound:.1e}",
+            f"{r.build:.1f}",
+        ]
+        for r in rows
+    ]
+    headers = [
+        "K",
+        "select ms (median / min)",
+        "pruned ms (median / min)",
+        "speed-up (medians / minima)",
+        "posts drawn (median)",
+        "requests pruned",
+        "largest bound",
+        "build ms (median)",
+    ]
+    return [
+        "### Pruned draw (`bandits/topn.py`)",
+        "",
+        "`TopNSampler.build(policy, cands)` (once per refresh, outside the request; defaults "
+        "delta = 1e-4, forum_tail = 1e-3, min_candidates = 4,000) then "
+        "`sampler.select(10, rng)`, timed interleaved with `policy.select(cands, 10, rng)` "
+        "on the same candidates. Posts drawn, share of requests pruned (the rest drew every "
+        "post or, below 4,000 candidates, went to `policy.select`) and the largest per-request "
+        "bound on P(slate differs from the full draw's) over 200 further requests.",
+        "",
+        markdown_table(headers, table),
+        "",
+        "The pruned draw costs what its drawn posts cost: every post whose upper quantile "
+        "reaches the slate's last score, here the posts with few impressions (the synthetic "
+        "posts have 0-2,000), whose wide posteriors can draw high; Beta draws with a "
+        "parameter below 1 are also the slowest kind. Below 4,000 candidates it is not "
+        "used (200: `policy.select` plus the eligibility check). The build runs once per "
+        "refresh: the Beta quantiles of the distinct rounded parameter pairs and one sort.",
+        "",
+    ]
+
+
 def variants(repeats: int) -> list[list[str]]:
-    """select() with request options on 100,000 candidates."""
+    """select() and the pruned select with request options on 100,000 candidates."""
     cands, policy = candidates(100_000), make_policy("two_level_ts")
+    sampler = TopNSampler.build(policy, cands)
     rng = np.random.default_rng(4)
     cases: dict[str, dict[str, Any]] = {
         "per_forum_cap=2": {"per_forum_cap": 2},
@@ -155,12 +241,15 @@ def variants(repeats: int) -> list[list[str]]:
     rows = []
     for name, opts in cases.items():
         ms = median_ms(partial(policy.select, cands, SLATE, rng, **opts), repeats)
-        rows.append([name, f"{ms:.3f}"])
+        pruned = median_ms(partial(sampler.select, SLATE, rng, **opts), repeats)
+        rows.append([name, f"{ms:.3f}", f"{pruned:.3f}"])
     flat = make_policy("flat_ts")
+    flat_sampler = TopNSampler.build(flat, cands)
     rows.append(
         [
             "flat_ts (no options)",
             f"{median_ms(lambda: flat.select(cands, SLATE, rng), repeats):.3f}",
+            f"{median_ms(lambda: flat_sampler.select(SLATE, rng), repeats):.3f}",
         ]
     )
     return rows
@@ -174,7 +263,21 @@ def _mabwiser_ceiling(rows: list[Row]) -> str:
     )
 
 
-def render(rows: list[Row], extra: list[list[str]], repeats: int) -> str:
+def load_average() -> str:
+    """``/proc/loadavg``'s 1, 5 and 15 minute averages ("unknown" where it is missing)."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def render(
+    rows: list[Row],
+    extra: list[list[str]],
+    repeats: int,
+    pruned: list[PrunedRow],
+    load: tuple[str, str] = ("unknown", "unknown"),
+) -> str:
     """The benchmarks.md section."""
     table = []
     for r in rows:
@@ -205,6 +308,8 @@ def render(rows: list[Row], extra: list[list[str]], repeats: int) -> str:
             "Generated by `bin/bench-bandits` (`python -m bandits.simulate bench`).",
             "",
             *header_lines(COMMAND),
+            f"- load (`/proc/loadavg`, 1 5 15 min): {load[0]} at the start, {load[1]} at the "
+            "end (the machine is shared: other work inflates medians more than minima)",
             f"- method: {repeats} rounds after a warm-up; in each round one `select` call and "
             "one floor call, timed one after the other, so both meet the same background "
             "load (the machine is shared with other work); garbage collector off while "
@@ -228,9 +333,10 @@ def render(rows: list[Row], extra: list[list[str]], repeats: int) -> str:
             "",
             _mabwiser_ceiling(rows),
             "",
-            "Request options, K = 100,000 (median ms):",
+            *render_pruned(pruned),
+            "Request options, K = 100,000 (median ms; pruned: `TopNSampler.select`):",
             "",
-            markdown_table(["select(...) with", "ms"], extra),
+            markdown_table(["select(...) with", "ms", "pruned ms"], extra),
             "",
         ]
     )
@@ -264,6 +370,7 @@ def replace_section(existing: str, section: str) -> str:
 
 def write_bench(doc: Path, repeats: int = 30) -> None:
     """Measure every size, print the section and write it into ``doc``."""
+    start_load = load_average()
     rows = []
     for size in SIZES:
         rows.append(measure(size, repeats))
@@ -275,7 +382,18 @@ def write_bench(doc: Path, repeats: int = 30) -> None:
             file=sys.stderr,
             flush=True,
         )
-    section = render(rows, variants(repeats), repeats)
+    pruned = []
+    for size in PRUNED_SIZES:
+        pruned.append(measure_pruned(size, repeats))
+        p = pruned[-1]
+        print(
+            f"K={size:>7,}: select {p.full[0]:8.3f} ms  pruned {p.pruned[0]:8.3f} ms  "
+            f"drawn {100 * p.drawn:5.1f} %  build {p.build:7.1f} ms",
+            file=sys.stderr,
+            flush=True,
+        )
+    extra = variants(repeats)
+    section = render(rows, extra, repeats, pruned, (start_load, load_average()))
     print(section)
     existing = doc.read_text() if doc.exists() else ""
     doc.parent.mkdir(parents=True, exist_ok=True)

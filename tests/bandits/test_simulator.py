@@ -269,3 +269,15 @@ def test_importing_the_library_and_simulator_loads_no_dev_only_package():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_bench_times_the_pruned_draw_against_select():
+    from bandits.simulate.bench import measure_pruned, render_pruned
+
+    small, large = measure_pruned(200, 3), measure_pruned(4_500, 3)
+    assert small.pruned_share == 0 and small.drawn == 1  # below min_candidates: policy.select
+    assert 0 < large.drawn < 1 and large.pruned_share > 0 and 0 < large.bound <= 1e-4
+    assert large.build > 0 and min(*large.full, *large.pruned) > 0
+    lines = render_pruned([small, large])
+    assert lines[0] == "### Pruned draw (`bandits/topn.py`)"
+    assert any(line.startswith("| 4,500 |") for part in lines for line in part.splitlines())
