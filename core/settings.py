@@ -201,6 +201,18 @@ class Settings(BaseSettings):
         604_800, alias="BANDIT_RECLICK_SECONDS", ge=0, le=365 * 86_400,
         description="a member's clicked posts are hidden from them this long",
     )  # fmt: skip
+    seen_limit: WholeNumber = Field(
+        3, alias="BANDIT_SEEN_LIMIT", ge=0, le=100,
+        description="a post shown to a member this many times within `BANDIT_SEEN_SECONDS` "
+        "without a click is not recommended to them again in that window; `0` turns it off "
+        "([seen-limit](#seen-limit))",
+    )  # fmt: skip
+    seen_seconds: WholeNumber = Field(
+        86_400, alias="BANDIT_SEEN_SECONDS", ge=60, le=MAX_TTL,
+        description="the seen-limit's window, counted from when each slate was served (a "
+        "day: a member's homepage stops repeating a post they ignored today, and may offer "
+        "it again tomorrow while it lives, 72 h by default)",
+    )  # fmt: skip
     refresh_seconds: Number = Field(
         1.0, alias="BANDIT_REFRESH_SECONDS", ge=0.05, le=300.0,
         description="how often each web process refreshes its statistics snapshot",
