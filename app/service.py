@@ -136,10 +136,9 @@ def _remember(
     if rt.storage.decisions.maxlen:
         decision = decisions.fields(request_id, now, user_id, slate, items, arm.experiment,
                                     arm.variant)  # fmt: skip
-    limit = rt.settings.seen_limit
-    seen = (now - rt.settings.seen_seconds, limit) if hide_since and limit else None
+    seen_at = now if hide_since and rt.settings.seen_limit else None
     keep = rt.settings.event_keep_seconds
-    return rt.storage.serving.serve(served, keep, decision, hide_since, seen)
+    return rt.storage.serving.serve(served, keep, decision, hide_since, seen_at)
 
 
 def _log_slate(body: dict[str, Any], query: RecommendationBody, seconds: float) -> None:

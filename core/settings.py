@@ -210,8 +210,8 @@ class Settings(BaseSettings):
     seen_seconds: WholeNumber = Field(
         86_400, alias="BANDIT_SEEN_SECONDS", ge=60, le=MAX_TTL,
         description="the seen-limit's window, counted from when each slate was served (a "
-        "day: a member's homepage stops repeating a post they ignored today, and may offer "
-        "it again tomorrow while it lives, 72 h by default)",
+        "day: a post a member ignored three times comes back to them a day after the first "
+        "of those, if it still lives; posts live 72 h by default)",
     )  # fmt: skip
     refresh_seconds: Number = Field(
         1.0, alias="BANDIT_REFRESH_SECONDS", ge=0.05, le=300.0,
@@ -304,6 +304,11 @@ class Settings(BaseSettings):
         """How long what an event needs to count is kept: served slates and de-dup markers
         from serving, journalled batches from acceptance (the window plus the grace)."""
         return self.attribution_seconds + self.event_grace_seconds
+
+    @property
+    def seen_window(self) -> tuple[int, int] | None:
+        """(``BANDIT_SEEN_SECONDS``, ``BANDIT_SEEN_LIMIT``), None when the seen-limit is off."""
+        return (self.seen_seconds, self.seen_limit) if self.seen_limit else None
 
     def policy_params(self) -> dict[str, float]:
         """The settings the served policy takes, by parameter name."""

@@ -103,19 +103,19 @@ def test_impressions_are_recorded_and_checked_in_each_members_slot(
 ) -> None:
     register_all(storage)
     members = [f"member{i}" for i in range(6)]
-    assert len(masters_of(cluster_client, [storage.keys.shown(m) for m in members])) > 1
+    assert len(masters_of(cluster_client, [storage.keys.limited(m) for m in members])) > 1
     shown = {m: 3 if i % 2 else 2 for i, m in enumerate(members)}
     events = [[serve(storage, m, {"maths-a": "maths"}), "maths-a"]
               for m, times in shown.items() for _ in range(times)]  # fmt: skip
     now = time.time()
     outcome = apply_batch(storage, "impression", events + events[:2], now, 600, 600,
-                          seen_seconds=600)  # fmt: skip
+                          seen_limit=(600, 3))  # fmt: skip
     assert outcome.results == {"counted": len(events), "duplicate": 2}
     for member, times in shown.items():
         served = Served(new_request_id(member), member, "two_level_ts",
                         {"maths-a": "maths", "sports-a": "sports"})  # fmt: skip
         context = storage.serving.serve(served, 600, {"r": served.request_id}, (now - 60, now),
-                                        (now - 600, 3))  # fmt: skip
+                                        now)  # fmt: skip
         assert (context is not None) == (times == 3), member
         assert context is None or context.shown == ["maths-a"]
         assert bool(storage.serving.lookup([served.request_id])) == (context is None)

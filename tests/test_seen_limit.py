@@ -1,5 +1,6 @@
-"""The seen-limit against a real Redis: the impressions the worker records per member
-(core.storage.shown) and the serve step that checks them (lua/serve_slate.lua).
+"""The seen-limit against a real Redis: the impressions the worker records per member and the
+posts it finds at the limit (core.storage.shown, lua/record_shown.lua), and the serve step
+that checks them (lua/serve_slate.lua).
 
 Time is the tests' own: request ids and event times are built from ``NOW``, so the window
 is crossed by choosing scores, never by waiting.
@@ -21,23 +22,24 @@ DAY = 86_400
 LIMIT = 3
 
 
-def shown_to(storage: Storage, user: str, post: str, at: float) -> str:
+def shown_to(storage: Storage, user: str, post: str, at: float, limit: int = LIMIT) -> str:
     """Serve ``post`` to ``user`` at ``at`` and apply its impression as the worker does (a
     second later); the slate's request id."""
     request_id = new_request_id(user, at)
     assert storage.serving.serve(Served(request_id, user, "random", {post: "f1"}), DAY) is None
-    apply_batch(storage, "impression", [[request_id, post]], at + 1, DAY, DAY, seen_seconds=DAY)
+    apply_batch(storage, "impression", [[request_id, post]], at + 1, DAY, DAY,
+                seen_limit=(DAY, limit))  # fmt: skip
     return request_id
 
 
 def check(
-    storage: Storage, user: str, posts: list[str], now: float = NOW, limit: int = LIMIT,
+    storage: Storage, user: str, posts: list[str], now: float = NOW,
     clicked_since: float | None = None,
 ) -> RequestContext | None:  # fmt: skip
-    """Serve ``posts`` to ``user`` with the seen-limit checked over a day before ``now``."""
+    """Serve ``posts`` to ``user`` at ``now`` with the seen-limit checked."""
     served = Served(new_request_id(user, now), user, "random", {p: "f1" for p in posts})
     since = (now - DAY if clicked_since is None else clicked_since, now)
-    found = storage.serving.serve(served, DAY, None, since, (now - DAY, limit))
+    found = storage.serving.serve(served, DAY, None, since, seen_at=now)
     written = storage.serving.lookup([served.request_id])
     assert bool(written) == (found is None)  # a refused slate leaves nothing behind
     return found
@@ -53,7 +55,9 @@ def test_a_post_shown_the_limit_times_without_a_click_is_refused_to_that_member_
     assert check(storage, "u1", ["p", "q"]) == RequestContext([], [], ["p"])
     assert check(storage, "u1", ["q"]) is None  # the slate does not hold it
     assert check(storage, "u2", ["p"]) is None  # another member
-    assert check(storage, "u1", ["p"], limit=4) is None
+    for i in range(LIMIT):
+        shown_to(storage, "u3", "p", NOW - 300 + i, limit=LIMIT + 1)
+    assert check(storage, "u3", ["p"]) is None
 
 
 def test_the_refusal_returns_every_post_to_hide_with_the_clicked_ones(storage: Storage) -> None:
@@ -72,35 +76,38 @@ def test_impressions_older_than_the_window_do_not_count(
     shown_to(storage, "u1", "p", NOW - DAY - 10)
     shown_to(storage, "u1", "p", NOW - 200)
     shown_to(storage, "u1", "p", NOW - 100)
-    assert check(storage, "u1", ["p"]) is None
-    assert check(storage, "u1", ["p"], now=NOW - 20) is not None  # the first one within a day
+    # Three within a day of the first: at the limit until a day after it, not after.
+    assert rclient.zscore(storage.keys.limited("u1"), "p") == NOW - 10
+    assert check(storage, "u1", ["p"], now=NOW - 10) is not None
+    assert check(storage, "u1", ["p"], now=NOW - 9) is None
     key = storage.keys.shown("u1")
     assert rclient.zcard(key) == 3
-    assert 0 < rclient.ttl(key) <= DAY
+    assert 0 < rclient.ttl(key) <= DAY and 0 < rclient.ttl(storage.keys.limited("u1")) <= DAY
     shown_to(storage, "u1", "q", NOW)  # a later write drops what left the window
     assert sorted(p.decode().split("#")[0] for p in rclient.zrange(key, 0, -1)) == [
         "p", "p", "q"
     ]  # fmt: skip
+    assert rclient.zrange(storage.keys.limited("u1"), 0, -1) == []  # p's time has passed
 
 
 def test_duplicates_replays_and_retries_count_once(storage: Storage) -> None:
+    limit = (DAY, 2)
     first = new_request_id("u1", NOW - 300)
     storage.serving.serve(Served(first, "u1", "random", {"p": "f1"}), DAY)
     for applied_at in (NOW - 299, NOW - 299, NOW - 250):  # a duplicate batch, then a replay
         apply_batch(storage, "impression", [[first, "p"], [first, "p"]], applied_at, DAY, DAY,
-                    seen_seconds=DAY)  # fmt: skip
-    assert check(storage, "u1", ["p"], limit=2) is None
+                    seen_limit=limit)  # fmt: skip
+    assert check(storage, "u1", ["p"]) is None
     # A worker that died after the counting step and before the member's: its retry finds the
     # impression counted (a duplicate) and still records it, once.
     second = new_request_id("u1", NOW - 200)
     storage.serving.serve(Served(second, "u1", "random", {"p": "f1"}), DAY)
     assert storage.counting.apply_events("i", [(second, "p", "f1")], DAY) == [1]
-    assert check(storage, "u1", ["p"], limit=2) is None
+    assert check(storage, "u1", ["p"]) is None
     retry = apply_batch(storage, "impression", [[second, "p"]], NOW - 150, DAY, DAY,
-                        seen_seconds=DAY)  # fmt: skip
+                        seen_limit=limit)  # fmt: skip
     assert retry.results == {"duplicate": 1}
-    assert check(storage, "u1", ["p"], limit=2) == RequestContext([], [], ["p"])
-    assert check(storage, "u1", ["p"], limit=3) is None
+    assert check(storage, "u1", ["p"]) == RequestContext([], [], ["p"])
 
 
 def test_a_click_lifts_the_limit_for_the_impressions_before_it(storage: Storage) -> None:
@@ -112,9 +119,10 @@ def test_a_click_lifts_the_limit_for_the_impressions_before_it(storage: Storage)
     after_click = NOW - 40  # the clicked check alone hides a click older than this
     assert check(storage, "u1", ["p"], clicked_since=after_click) is not None
     apply_batch(storage, "click", [[last, "p"]], NOW - 49, DAY, DAY, accepted_at=NOW - 50,
-                seen_seconds=DAY)  # fmt: skip
+                seen_limit=(DAY, LIMIT))  # fmt: skip
     assert check(storage, "u1", ["p"], clicked_since=after_click) is None
-    apply_batch(storage, "impression", [[before, "p"]], NOW - 45, DAY, DAY, seen_seconds=DAY)
+    apply_batch(storage, "impression", [[before, "p"]], NOW - 45, DAY, DAY,
+                seen_limit=(DAY, LIMIT))  # fmt: skip
     shown_to(storage, "u1", "p", NOW - 30)
     shown_to(storage, "u1", "p", NOW - 20)
     assert check(storage, "u1", ["p"], clicked_since=after_click) is None
@@ -123,17 +131,21 @@ def test_a_click_lifts_the_limit_for_the_impressions_before_it(storage: Storage)
 
 
 def test_each_member_keeps_its_newest_entries_only(storage: Storage, rclient: redis.Redis) -> None:
+    limit = (DAY, LIMIT)
     oldest = [("u1", "p", new_request_id("u1", NOW - 1000 + i)) for i in range(LIMIT)]
-    storage.shown.remember_impressions(oldest, NOW, DAY)
+    storage.shown.remember_impressions(oldest, NOW, limit)
     assert check(storage, "u1", ["p"]) is not None
-    newer = [("u1", f"n{i}", new_request_id("u1", NOW - 500 + i)) for i in range(SHOWN_KEEP - 2)]
-    storage.shown.remember_impressions(newer, NOW, DAY)
-    assert rclient.zcard(storage.keys.shown("u1")) == SHOWN_KEEP  # p's two newest remain
-    assert check(storage, "u1", ["p"], limit=2) is not None
+    newer = [("u1", f"n{i}", new_request_id("u1", NOW - 500 + i)) for i in range(SHOWN_KEEP)]
+    storage.shown.remember_impressions(newer[: SHOWN_KEEP - LIMIT], NOW, limit)
+    assert rclient.zcard(storage.keys.shown("u1")) == SHOWN_KEEP
+    assert check(storage, "u1", ["p"]) is not None
+    storage.shown.remember_impressions(newer[SHOWN_KEEP - LIMIT :][:1], NOW, limit)
+    assert rclient.zcard(storage.keys.shown("u1")) == SHOWN_KEEP  # p's oldest was dropped
     assert check(storage, "u1", ["p"]) is None
-    storage.shown.remember_impressions(oldest, NOW, DAY)  # replayed: still the oldest, dropped
+    storage.shown.remember_impressions(oldest, NOW, limit)  # replayed: still the oldest, dropped
     assert rclient.zcard(storage.keys.shown("u1")) == SHOWN_KEEP
     assert check(storage, "u1", ["p"]) is None
+    assert rclient.zcard(storage.keys.limited("u1")) == 0
 
 
 def test_without_the_seen_limit_nothing_is_recorded_or_checked(
@@ -146,10 +158,11 @@ def test_without_the_seen_limit_nothing_is_recorded_or_checked(
     assert not rclient.exists(storage.keys.shown("u1"))
     for i in range(LIMIT):
         shown_to(storage, "u1", "p", NOW - 50 + i)
+    assert check(storage, "u1", ["p"]) is not None
     served = Served(new_request_id("u1", NOW), "u1", "random", {"p": "f1"})
     assert storage.serving.serve(served, DAY, None, (NOW - DAY, NOW)) is None  # no seen check
 
 
 def test_only_request_ids_the_server_issued_are_recorded(storage: Storage) -> None:
     with pytest.raises(ValueError, match="not a request id issued by the server"):
-        storage.shown.remember_impressions([("u1", "p", "r1")], NOW, DAY)
+        storage.shown.remember_impressions([("u1", "p", "r1")], NOW, (DAY, LIMIT))

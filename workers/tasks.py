@@ -65,7 +65,7 @@ def apply_events(
             settings.reclick_seconds,
             accepted_at=received_at,
             grace=settings.event_grace_seconds,
-            seen_seconds=settings.seen_seconds if settings.seen_limit else 0,
+            seen_limit=settings.seen_window,
         )
         storage.journal.forget(self.request.id)
     except REDIS_ERRORS as exc:

@@ -54,7 +54,7 @@ class Storage:
         self.counting = Counting(client, keys, scripts, self.decisions, forum_window, keep_us)
         self.experiment_counts = ExperimentCounts(client, keys, scripts)
         self.serving = Serving(client, keys, scripts, self.decisions, self.experiment_counts)
-        self.shown = Shown(client, keys)
+        self.shown = Shown(client, keys, scripts)
         self.journal = Journal(client, keys, journal_replicas, journal_wait_ms)
         self.experiments = Experiments(client, keys, scripts)
         self.drains = DrainCursors(client, keys)

@@ -35,6 +35,8 @@ key                             type      content
                                           ``<post>`` -> when U last clicked it (the newest
                                           entries of ``BANDIT_SEEN_SECONDS``; TTL;
                                           core.storage.shown)
+``P:{u:T}:limited:U``           zset      post id -> until when it stays at member U's
+                                          seen-limit (TTL)
 ``P:decisions``                 stream    served slates for offline evaluation (capped)
 ``P:outcomes:forums``           set       forums whose outcome stream may hold entries
 ``P:outcomes``                  stream    the outcome stream of releases before the forums'
@@ -82,8 +84,8 @@ members in the experiment's own slot ``{xres:X}``, written when a slate is serve
 ==============================  ========  ==================================================
 
 Why the served slate is keyed by member: serving checks the slate against the member's
-recently clicked posts and the posts shown to them up to the seen-limit, and writes it, in one
-atomic step, so these keys share the member's tag.
+recently clicked posts and the posts at their seen-limit, and writes it, in one atomic step,
+so these keys share the member's tag.
 The worker knows only ``(request_id, post_id)`` of an event; the request id carries the tag
 (:mod:`core.storage.request_ids`), so the slate's key follows from the request id alone.
 
@@ -183,6 +185,9 @@ class Keys:
 
     def shown(self, user_id: str) -> str:
         return f"{self.prefix}:{{u:{member_tag(user_id)}}}:shown:{user_id}"
+
+    def limited(self, user_id: str) -> str:
+        return f"{self.prefix}:{{u:{member_tag(user_id)}}}:limited:{user_id}"
 
     @property
     def decisions(self) -> str:

@@ -1,8 +1,8 @@
 """Served slates and members' clicks: what the request path writes and attribution reads.
 
 A slate is remembered under its member's tag together with the member's clicked posts and
-impressions (:mod:`core.storage.shown`), so the check for recently clicked posts and posts at
-the seen-limit and the write are one atomic step in one hash slot (``lua/serve_slate.lua``).
+posts at their seen-limit (:mod:`core.storage.shown`), so the check for either and the write
+are one atomic step in one hash slot (``lua/serve_slate.lua``).
 Withdrawals are global (``P:withdrawn``, another slot): the same
 round trip reads the fresh ones, and a slate found holding one is removed again before its
 request id is ever given out. The decision-log entry is a command of its own in that round
@@ -35,16 +35,14 @@ from core.storage.request_ids import member_tag, request_tag
 from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 Decision = Mapping[EncodableT, EncodableT]
-# The seen-limit's check: (impressions served since, how many hide a post).
-SeenCheck = tuple[float, int]
 
 
 def serve_slate_call(
     keys: Keys, served: Served, ttl: int, clicked_since: float | None,
-    seen: SeenCheck | None = None,
+    seen_at: float | None = None,
 ) -> ScriptCall:  # fmt: skip
-    """KEYS/ARGV of ``lua/serve_slate.lua``; ``clicked_since`` None: no check; ``seen``
-    (shown since, the seen-limit) None: no seen-limit.
+    """KEYS/ARGV of ``lua/serve_slate.lua``; ``clicked_since`` None: no check; ``seen_at``
+    (now) None: no seen-limit.
 
     Raises:
         ValueError: the request id was not issued for this member (its tag differs).
@@ -57,10 +55,10 @@ def serve_slate_call(
     for post_id, forum_id in served.forums.items():
         fields += [POST_FIELD + post_id, forum_id]
     since = "" if clicked_since is None else clicked_since
-    shown_since, limit = ("", 0) if seen is None else seen
+    now = "" if seen_at is None else seen_at
     slate_keys = [keys.served(served.request_id), keys.clicked(served.user_id),
-                  keys.shown(served.user_id)]  # fmt: skip
-    return ScriptCall(slate_keys, [ttl, since, shown_since, limit, *fields])
+                  keys.limited(served.user_id)]  # fmt: skip
+    return ScriptCall(slate_keys, [ttl, since, now, *fields])
 
 
 def slate_arm(served: Served) -> SlateArm | None:
@@ -89,7 +87,7 @@ class Serving:
         ttl: int,
         decision: Decision | None = None,
         hide_since: tuple[float, float] | None = None,
-        seen: SeenCheck | None = None,
+        seen_at: float | None = None,
     ) -> RequestContext | None:
         """Remember a served slate for attribution of its events (expires after ``ttl``: the
         attribution window plus the grace, so events accepted late in the window that a worker
@@ -99,8 +97,8 @@ class Serving:
 
         With ``hide_since = (clicked since, withdrawn since)`` the slate is checked too: when
         it holds a post that the member clicked or that was withdrawn since then, or, with
-        ``seen = (shown since, limit)``, a post shown to the member ``limit`` times since then
-        without a click (:mod:`core.storage.shown`), nothing is kept (a second round trip
+        ``seen_at`` (now), a post at the member's seen-limit then (:mod:`core.storage.shown`),
+        nothing is kept (a second round trip
         removes what was written after a withdrawal) and the member's recently clicked, the
         recently withdrawn and the posts at the seen-limit are returned, to choose again. None
         when the slate was remembered.
@@ -110,7 +108,7 @@ class Serving:
             redis.RedisError: Redis failed.
         """
         clicked_since = None if hide_since is None else hide_since[0]
-        call = serve_slate_call(self.keys, served, ttl, clicked_since, seen)
+        call = serve_slate_call(self.keys, served, ttl, clicked_since, seen_at)
         arm = slate_arm(served)
         pipe = batch(self.client)
         if hide_since is not None:
