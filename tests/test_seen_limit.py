@@ -110,7 +110,9 @@ def test_duplicates_replays_and_retries_count_once(storage: Storage) -> None:
     assert check(storage, "u1", ["p"]) == RequestContext([], [], ["p"])
 
 
-def test_a_click_lifts_the_limit_for_the_impressions_before_it(storage: Storage) -> None:
+def test_a_click_lifts_the_limit_for_the_impressions_before_it(
+    storage: Storage, rclient: redis.Redis
+) -> None:
     before = new_request_id("u1", NOW - 60)  # served before the click, applied after it
     storage.serving.serve(Served(before, "u1", "random", {"p": "f1"}), DAY)
     last = ""
@@ -121,6 +123,9 @@ def test_a_click_lifts_the_limit_for_the_impressions_before_it(storage: Storage)
     apply_batch(storage, "click", [[last, "p"]], NOW - 49, DAY, DAY, accepted_at=NOW - 50,
                 seen_limit=(DAY, LIMIT))  # fmt: skip
     assert check(storage, "u1", ["p"], clicked_since=after_click) is None
+    # A click of an earlier slate applied late does not move the post's click back.
+    storage.shown.remember_clicks([("u1", "p")], NOW - 400, NOW - 48, (DAY, LIMIT))
+    assert rclient.zscore(storage.keys.shown("u1"), "p") == NOW - 50
     apply_batch(storage, "impression", [[before, "p"]], NOW - 45, DAY, DAY,
                 seen_limit=(DAY, LIMIT))  # fmt: skip
     shown_to(storage, "u1", "p", NOW - 30)
@@ -146,6 +151,17 @@ def test_each_member_keeps_its_newest_entries_only(storage: Storage, rclient: re
     assert rclient.zcard(storage.keys.shown("u1")) == SHOWN_KEEP
     assert check(storage, "u1", ["p"]) is None
     assert rclient.zcard(storage.keys.limited("u1")) == 0
+
+
+def test_a_full_members_entries_stay_in_the_compact_encoding(
+    storage: Storage, rclient: redis.Redis
+) -> None:
+    post = "p" * 51  # the longest post id whose entries stay within 64 bytes
+    full = [("u1", f"{post[:-3]}{i:03d}", new_request_id("u1", NOW - 500 + i))
+            for i in range(SHOWN_KEEP)]  # fmt: skip
+    storage.shown.remember_impressions(full, NOW, (DAY, 1))
+    assert rclient.object("encoding", storage.keys.shown("u1")) in (b"ziplist", b"listpack")
+    assert rclient.zcard(storage.keys.limited("u1")) == SHOWN_KEEP  # every post, at a limit of 1
 
 
 def test_without_the_seen_limit_nothing_is_recorded_or_checked(

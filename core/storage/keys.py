@@ -31,9 +31,9 @@ key                             type      content
                                           (TTL)
 ``P:{u:T}:clicked:U``           zset      post id -> click time for member U of tag T (TTL)
 ``P:{u:T}:shown:U``             zset      member U's impressions for the seen-limit:
-                                          ``<post>#<request id>`` -> when slate R was served,
-                                          ``<post>`` -> when U last clicked it (the newest
-                                          entries of ``BANDIT_SEEN_SECONDS``; TTL;
+                                          ``<post>#<R's random part>`` -> when slate R was
+                                          served, ``<post>`` -> when U last clicked it (the
+                                          newest entries of ``BANDIT_SEEN_SECONDS``; TTL;
                                           core.storage.shown)
 ``P:{u:T}:limited:U``           zset      post id -> until when it stays at member U's
                                           seen-limit (TTL)

@@ -3,14 +3,14 @@
 A post shown to a member ``BANDIT_SEEN_LIMIT`` times within ``BANDIT_SEEN_SECONDS`` without a
 click is not recommended to that member again in that window. The workers record, under the
 member's tag (the slot of the member's served slates), one entry per impression they apply,
-``<post>#<request id>`` scored by when its slate was served (the time inside the request id),
-and one entry per clicked post, ``<post>`` scored by when its latest click was accepted
-(``P:{u:T}:shown:U``). The same step (``lua/record_shown.lua``) counts again each post whose
-entries changed, its impressions served within the window and after the member's last click
-on it, and keeps the posts at the limit with the time until which they stay there
-(``P:{u:T}:limited:U``). The serve step reads only those, one ``ZSCORE`` per post of the
-slate, as it reads the member's clicks: the request path does not grow with a member's
-history.
+``<post>#<request>`` (:func:`impression_entry`) scored by when its slate was served (the
+time inside the request id), and one entry per clicked post, ``<post>`` scored by when its
+latest click was accepted (``P:{u:T}:shown:U``). The same step (``lua/record_shown.lua``)
+counts again each post whose entries changed, its impressions served within the window and
+after the member's last click on it, and keeps the posts at the limit with the time until
+which they stay there (``P:{u:T}:limited:U``). The serve step reads only those, one
+``ZSCORE`` per post of the slate, as it reads the member's clicks: the request path does not
+grow with a member's history.
 
 Exactly once without markers: an impression's entry is named by its request and post and
 scored by its request's time, so a duplicate, a replay or a retried task writes the very same
@@ -53,7 +53,11 @@ ENTRY_SEPARATOR = "#"
 
 
 def impression_entry(post_id: str, request_id: str) -> str:
-    return f"{post_id}{ENTRY_SEPARATOR}{request_id}"
+    """``<post>#<the random part of the request id>``: with the member (the key) it names the
+    request, and it keeps a member's entries within Redis's compact encoding (64 bytes) for
+    post ids up to 51 characters. Two of the member's requests with the same 48 random bits
+    would count as one impression."""
+    return f"{post_id}{ENTRY_SEPARATOR}{request_id[16:]}"
 
 
 def record_shown_call(

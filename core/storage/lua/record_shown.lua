@@ -6,7 +6,8 @@
 -- ARGV[3]  the seen-limit L (>= 1)
 -- ARGV[4]  entries kept at most: the oldest beyond are dropped
 -- ARGV[5]  kind: 'i' impressions, 'c' clicks
--- ARGV[6..] pairs: for 'i' the entry '<post>#<request id>' and when its slate was served; for
+-- ARGV[6..] pairs: for 'i' the entry '<post>#<request>' (the random part of the request id)
+--          and when its slate was served; for
 --          'c' the post and when its click was accepted (an earlier click's time only moves
 --          forward)
 -- Then each post whose entries changed is counted again: its impressions served within the
@@ -26,12 +27,12 @@ local function post_of(entry)
 end
 
 for i = 6, #ARGV, 2 do
-  if kind == 'c' then
-    redis.call('ZADD', shown, 'GT', ARGV[i + 1], ARGV[i])
-  else
-    redis.call('ZADD', shown, ARGV[i + 1], ARGV[i])
+  local entry, at = ARGV[i], ARGV[i + 1]
+  local before = kind == 'c' and redis.call('ZSCORE', shown, entry)
+  if not before or tonumber(before) < tonumber(at) then
+    redis.call('ZADD', shown, at, entry)
   end
-  touched[post_of(ARGV[i])] = true
+  touched[post_of(entry)] = true
 end
 redis.call('ZREMRANGEBYSCORE', shown, '-inf', '(' .. since)
 local over = redis.call('ZCARD', shown) - keep
