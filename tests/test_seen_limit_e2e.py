@@ -53,14 +53,14 @@ def test_a_member_shown_a_post_three_times_without_a_click_does_not_get_it_a_fou
                                 timeout=5)  # fmt: skip
         assert response.status_code == 201, response.text
     wait_for_fresh_snapshots(base, after=time.time())
-    stats, broker = redis.Redis.from_url(redis_url), redis.Redis.from_url(broker_url)
     # Both posts are served each time; the app displays (reports an impression of) one only.
     for _ in range(3):
         request_id, posts = slate(base, "m1")
         assert posts == ["scrolled", "shown"]
         events = {"events": [{"request_id": request_id, "post_id": "shown"}]}
         assert requests.post(f"{base}/v1/impressions", json=events, timeout=5).status_code == 202
-        wait_drained(base, stats, broker, 30)  # applied, and recorded for the member
+        with redis.Redis.from_url(redis_url) as stats, redis.Redis.from_url(broker_url) as broker:
+            wait_drained(base, stats, broker, 30)  # applied, and recorded for the member
     fourth = slate(base, "m1")[1]
     assert fourth == (["scrolled"] if limit else ["scrolled", "shown"])
     assert slate(base, "m2")[1] == ["scrolled", "shown"]  # another member still gets it
