@@ -12,6 +12,8 @@ import time
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from core.events import apply_batch
 from core.storage import RequestContext, Served, Storage, new_request_id
@@ -182,3 +184,60 @@ def test_without_the_seen_limit_nothing_is_recorded_or_checked(
 def test_only_request_ids_the_server_issued_are_recorded(storage: Storage) -> None:
     with pytest.raises(ValueError, match="not a request id issued by the server"):
         storage.shown.remember_impressions([("u1", "p", "r1")], NOW, (DAY, LIMIT))
+
+
+WINDOW = 60
+# Slates of post a or b served at second t of the test's clock; what the worker applies, in
+# order, duplicates and replays included: the impression of slate k, or a click of a post
+# accepted at second t.
+SLATES = st.lists(st.tuples(st.sampled_from("ab"), st.integers(0, 100)), min_size=1, max_size=8)
+OPS = st.lists(
+    st.one_of(st.tuples(st.just("i"), st.integers(0, 7)),
+              st.tuples(st.just("c"), st.sampled_from("ab"), st.integers(0, 100))),
+    max_size=16,
+)  # fmt: skip
+
+
+def at_limit_model(
+    slates: list[tuple[str, int]], impressions: set[int], clicks: dict[str, int], limit: int,
+    at: float,
+) -> set[str]:  # fmt: skip
+    """The rule in plain Python: a post's distinct impressions served within the window before
+    ``at`` and not before its last click; at the limit when there are ``limit`` of them."""
+    counts = {
+        post: sum(1 for k in impressions if slates[k][0] == post
+                  and slates[k][1] >= max(at - WINDOW, clicks.get(post, -1)))
+        for post in "ab"
+    }  # fmt: skip
+    return {post for post, n in counts.items() if n >= limit}
+
+
+@settings(
+    max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(slates=SLATES, ops=OPS, limit=st.integers(1, 3), later=st.sampled_from([0, 15, 45]))
+def test_the_posts_at_the_limit_follow_the_rule_whatever_the_order_and_the_repeats(
+    storage: Storage, rclient: redis.Redis, slates: list[tuple[str, int]],
+    ops: list[tuple[str, object] | tuple[str, object, object]], limit: int, later: int,
+) -> None:  # fmt: skip
+    rclient.delete(storage.keys.shown("m"), storage.keys.limited("m"))
+    base = NOW - 1000
+    request_ids = [new_request_id("m", base + t) for _, t in slates]
+    impressions: set[int] = set()
+    clicks: dict[str, int] = {}
+    now = base + 100.0
+    for op in ops:
+        now += 1  # the worker applies each batch later than every slate was served
+        if op[0] == "i":
+            k = int(str(op[1])) % len(slates)
+            impressions.add(k)
+            storage.shown.remember_impressions([("m", slates[k][0], request_ids[k])], now,
+                                               (WINDOW, limit))  # fmt: skip
+        else:
+            post, t = str(op[1]), int(str(op[2]))
+            clicks[post] = max(clicks.get(post, -1), t)
+            storage.shown.remember_clicks([("m", post)], base + t, now, (WINDOW, limit))
+    at = now + later
+    stored = rclient.zrangebyscore(storage.keys.limited("m"), at, "+inf")
+    expected = at_limit_model(slates, impressions, clicks, limit, at - base)
+    assert {post.decode() for post in stored} == expected

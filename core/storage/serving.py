@@ -97,7 +97,7 @@ class Serving:
 
         With ``hide_since = (clicked since, withdrawn since)`` the slate is checked too: when
         it holds a post that the member clicked or that was withdrawn since then, or, with
-        ``seen_at`` (now), a post at the member's seen-limit then (:mod:`core.storage.shown`),
+        ``seen_at`` (now) too, a post at the member's seen-limit then (:mod:`core.storage.shown`),
         nothing is kept (a second round trip
         removes what was written after a withdrawal) and the member's recently clicked, the
         recently withdrawn and the posts at the seen-limit are returned, to choose again. None
@@ -108,6 +108,7 @@ class Serving:
             redis.RedisError: Redis failed.
         """
         clicked_since = None if hide_since is None else hide_since[0]
+        seen_at = None if hide_since is None else seen_at  # only a checked slate is refused
         call = serve_slate_call(self.keys, served, ttl, clicked_since, seen_at)
         arm = slate_arm(served)
         pipe = batch(self.client)
