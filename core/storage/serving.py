@@ -97,11 +97,11 @@ class Serving:
 
         With ``hide_since = (clicked since, withdrawn since)`` the slate is checked too: when
         it holds a post that the member clicked or that was withdrawn since then, or, with
-        ``seen_at`` (now) too, a post at the member's seen-limit then (:mod:`core.storage.shown`),
-        nothing is kept (a second round trip
-        removes what was written after a withdrawal) and the member's recently clicked, the
-        recently withdrawn and the posts at the seen-limit are returned, to choose again. None
-        when the slate was remembered.
+        ``seen_at`` (now) too, a post at the member's seen-limit then
+        (:mod:`core.storage.shown`), nothing is kept (a second round trip removes what was
+        written after a withdrawal) and the member's recently clicked, the recently withdrawn
+        and the posts at the seen-limit are returned, to choose again. None when the slate
+        was remembered.
 
         Raises:
             ValueError: the request id was not issued for this member.

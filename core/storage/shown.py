@@ -45,7 +45,7 @@ from core.storage.request_ids import request_time
 from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 #: Entries kept per member: about a dozen visits of 10-post slates, and what Redis stores in
-#: its compact encoding by default (``zset-max-listpack-entries`` 128; about 9 kB a member).
+#: its compact encoding by default (``zset-max-listpack-entries`` 128; under 10 kB a member).
 SHOWN_KEEP = 128
 
 # The separator of an impression's entry: not a character a post id may hold.
