@@ -64,9 +64,10 @@ def _serve(
     """Choose a slate and remember it; (items, degraded).
 
     The one round trip that remembers the slate also checks it for posts the member clicked
-    recently or that were just withdrawn (the snapshot cannot know either). When it finds
-    one, nothing is kept and the slate is chosen again without every such post; a third
-    choice, unchecked, only follows a click or withdrawal between the two.
+    recently, was shown as often as the seen-limit allows, or that were just withdrawn (the
+    snapshot cannot know any). When it finds one, nothing is kept and the slate is chosen
+    again without every such post; a third choice, unchecked, only follows a click, an
+    impression or a withdrawal between the two.
     """
     hide = (now - rt.settings.reclick_seconds, snap.built_at - WITHDRAWN_MARGIN_SECONDS)
     hidden: list[str] = []
@@ -81,8 +82,15 @@ def _serve(
             return items, _redis_failed("remember_served", exc)
         if found is None:
             break
-        hidden += [*found.clicked, *found.withdrawn]
+        hidden += _to_hide(found, items, arm)
     return items, False
+
+
+def _to_hide(found: RequestContext, items: list[dict[str, Any]], arm: Arm) -> list[str]:
+    """The posts to choose again without; counts a slate refused for the seen-limit."""
+    if set(found.shown) & {item["post_id"] for item in items}:
+        metrics.SEEN_LIMITED.labels(arm.policy.name).inc()
+    return [*found.clicked, *found.withdrawn, *found.shown]
 
 
 Choice = tuple[Slate, list[dict[str, Any]]]
@@ -113,8 +121,9 @@ def _remember(
     hide_since: tuple[float, float] | None,
 ) -> RequestContext | None:
     """Remember a served slate (with its experiment and variant) for attribution, and in the
-    decision log when that is on, unless ``hide_since`` finds a post to hide in it: then the
-    posts to hide. ``request`` is (user id, request id, now).
+    decision log when that is on, unless ``hide_since`` (with the seen-limit, when it is on)
+    finds a post to hide in it: then the posts to hide. ``request`` is (user id, request id,
+    now).
 
     Raises:
         redis.RedisError: Redis failed (nothing was remembered).
@@ -127,7 +136,9 @@ def _remember(
     if rt.storage.decisions.maxlen:
         decision = decisions.fields(request_id, now, user_id, slate, items, arm.experiment,
                                     arm.variant)  # fmt: skip
-    return rt.storage.serving.serve(served, rt.settings.event_keep_seconds, decision, hide_since)
+    seen_at = now if hide_since and rt.settings.seen_limit else None
+    keep = rt.settings.event_keep_seconds
+    return rt.storage.serving.serve(served, keep, decision, hide_since, seen_at)
 
 
 def _log_slate(body: dict[str, Any], query: RecommendationBody, seconds: float) -> None:

@@ -93,6 +93,7 @@ def apply_batch(
     *,
     accepted_at: float | None = None,
     grace: int = 0,
+    seen_limit: tuple[int, int] | None = None,
 ) -> Outcome:
     """Apply a batch of ``(request_id, post_id)`` events of one type, idempotently, at ``now``.
 
@@ -100,6 +101,11 @@ def apply_batch(
     was within ``window`` seconds of their slate being served and ``now`` within ``window +
     grace``, where ``window + grace`` must be no longer than served slates are kept. De-dup
     markers are kept longer than that, so no event can count twice.
+
+    With ``seen_limit`` (``BANDIT_SEEN_SECONDS``, ``BANDIT_SEEN_LIMIT``; None: off), the
+    attributable events are also recorded for the members' seen-limit
+    (:mod:`core.storage.shown`), duplicates too: the record is idempotent, and a retry after a
+    crash between the steps still makes it.
 
     Raises:
         ValueError: unknown ``event_type``.
@@ -125,7 +131,24 @@ def apply_batch(
     arms = _arms(served, todo)
     ttl = limits.keep + MARKER_MARGIN_SECONDS
     applied = storage.counting.apply_events(kind, todo, ttl, arms)
-    return _outcome(storage, kind, todo, applied, served, results, now, reclick_window)
+    outcome = _outcome(storage, kind, todo, applied, served, results, now, reclick_window)
+    if seen_limit is not None:
+        _remember_shown(storage, kind, todo, served, (accepted, now), seen_limit)
+    return outcome
+
+
+def _remember_shown(
+    storage: Storage, kind: str, todo: list[tuple[str, str, str]], served: dict[str, Served],
+    times: tuple[float, float], limit: tuple[int, int],
+) -> None:  # fmt: skip
+    """Record the attributable events for the seen-limit; ``times`` is (accepted, now)."""
+    accepted, now = times
+    if kind == "i":
+        shown = [(served[rid].user_id, post_id, rid) for rid, post_id, _ in todo]
+        storage.shown.remember_impressions(shown, now, limit)
+    else:
+        clicks = [(served[rid].user_id, post_id) for rid, post_id, _ in todo]
+        storage.shown.remember_clicks(clicks, accepted, now, limit)
 
 
 def _arms(served: dict[str, Served], todo: list[tuple[str, str, str]]) -> dict[str, SlateArm]:

@@ -71,6 +71,11 @@ EXPERIMENT_SLATES = Counter(
     "Slates served, by the experiment variant that chose them (none: outside an experiment)",
     ["variant"], registry=WEB,
 )  # fmt: skip
+SEEN_LIMITED = Counter(
+    "postbandit_seen_limited_slates_total",
+    "Slates chosen again because they held a post shown to the member as often as the "
+    "seen-limit allows", ["policy"], registry=WEB,
+)  # fmt: skip
 EVENTS_RECEIVED = Counter(
     "postbandit_events_received_total", "Events accepted (202) and queued for the workers",
     ["type"], registry=WEB,
@@ -167,6 +172,7 @@ def init_web_labels(policy: str) -> None:
     for result in RECOMMENDATION_RESULTS:
         RECOMMENDATIONS.labels(policy, result)
     DEGRADED.labels(policy)
+    SEEN_LIMITED.labels(policy)
     SLATE_ITEMS.labels(policy)
     EXPERIMENT_SLATES.labels(NO_VARIANT)
     for event_type in EVENT_TYPES:

@@ -201,6 +201,18 @@ class Settings(BaseSettings):
         604_800, alias="BANDIT_RECLICK_SECONDS", ge=0, le=365 * 86_400,
         description="a member's clicked posts are hidden from them this long",
     )  # fmt: skip
+    seen_limit: WholeNumber = Field(
+        3, alias="BANDIT_SEEN_LIMIT", ge=0, le=100,
+        description="a post shown to a member this many times within `BANDIT_SEEN_SECONDS` "
+        "without a click is not recommended to them again in that window; `0` turns it off "
+        "([seen-limit](#seen-limit))",
+    )  # fmt: skip
+    seen_seconds: WholeNumber = Field(
+        86_400, alias="BANDIT_SEEN_SECONDS", ge=60, le=MAX_TTL,
+        description="the seen-limit's window, counted from when each slate was served (a "
+        "day: a post a member ignored three times comes back to them a day after the first "
+        "of those, if it still lives; posts live 72 h by default)",
+    )  # fmt: skip
     refresh_seconds: Number = Field(
         1.0, alias="BANDIT_REFRESH_SECONDS", ge=0.05, le=300.0,
         description="how often each web process refreshes its statistics snapshot",
@@ -292,6 +304,11 @@ class Settings(BaseSettings):
         """How long what an event needs to count is kept: served slates and de-dup markers
         from serving, journalled batches from acceptance (the window plus the grace)."""
         return self.attribution_seconds + self.event_grace_seconds
+
+    @property
+    def seen_window(self) -> tuple[int, int] | None:
+        """(``BANDIT_SEEN_SECONDS``, ``BANDIT_SEEN_LIMIT``), None when the seen-limit is off."""
+        return (self.seen_seconds, self.seen_limit) if self.seen_limit else None
 
     def policy_params(self) -> dict[str, float]:
         """The settings the served policy takes, by parameter name."""

@@ -13,6 +13,7 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.exceptions import CrossSlotTransactionError
 
+from core.events import apply_batch
 from core.storage import PostConflict, Served, Storage, new_request_id
 from core.storage.decision_log import stream_id
 from core.storage.errors import REDIS_ERRORS
@@ -106,6 +107,29 @@ def test_slates_are_served_looked_up_and_checked(
     assert len(merged) >= 5 and [i for i, _ in merged] == sorted(
         (i for i, _ in merged), key=stream_id
     )
+
+
+def test_impressions_are_recorded_and_checked_in_each_members_slot(
+    storage: Storage, cluster_client: RedisCluster
+) -> None:
+    register_all(storage)
+    members = [f"member{i}" for i in range(6)]
+    assert len(masters_of(cluster_client, [storage.keys.limited(m) for m in members])) > 1
+    shown = {m: 3 if i % 2 else 2 for i, m in enumerate(members)}
+    events = [[serve(storage, m, {"maths-a": "maths"}), "maths-a"]
+              for m, times in shown.items() for _ in range(times)]  # fmt: skip
+    now = time.time()
+    outcome = apply_batch(storage, "impression", events + events[:2], now, 600, 600,
+                          seen_limit=(600, 3))  # fmt: skip
+    assert outcome.results == {"counted": len(events), "duplicate": 2}
+    for member, times in shown.items():
+        served = Served(new_request_id(member), member, "two_level_ts",
+                        {"maths-a": "maths", "sports-a": "sports"})  # fmt: skip
+        context = storage.serving.serve(served, 600, {"r": served.request_id}, (now - 60, now),
+                                        now)  # fmt: skip
+        assert (context is not None) == (times == 3), member
+        assert context is None or context.shown == ["maths-a"]
+        assert bool(storage.serving.lookup([served.request_id])) == (context is None)
 
 
 def test_events_count_once_across_masters_and_are_logged(

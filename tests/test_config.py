@@ -34,6 +34,7 @@ def test_development_defaults() -> None:
     assert settings.attribution_seconds == 86_400
     assert settings.post_ttl_seconds == 72 * 3600
     assert settings.forum_window == 20
+    assert (settings.seen_limit, settings.seen_seconds) == (3, 86_400)
 
 
 @pytest.mark.parametrize(("raw", "window"), [("0", 0), ("1", 1), ("500", 500), (7, 7)])
@@ -100,6 +101,12 @@ PRODUCTION = {"BANDIT_ENV": "production", "BANDIT_ADMIN_TOKEN": "a-production-ad
         ({"BANDIT_KEY_PREFIX": "pb\n"}, "BANDIT_KEY_PREFIX must be"),
         ({"BANDIT_ADMIN_TOKEN": "ab\tc"}, "BANDIT_ADMIN_TOKEN must be up to 256 visible"),
         ({"BANDIT_PER_FORUM_CAP": "51"}, "BANDIT_PER_FORUM_CAP"),
+        ({"BANDIT_SEEN_LIMIT": "-1"}, r"BANDIT_SEEN_LIMIT must be a whole number in \[0, 100\]"),
+        ({"BANDIT_SEEN_LIMIT": "101"}, r"BANDIT_SEEN_LIMIT .* in \[0, 100\], got '101'"),
+        ({"BANDIT_SEEN_LIMIT": "three"}, "BANDIT_SEEN_LIMIT must be a whole number"),
+        ({"BANDIT_SEEN_SECONDS": "59"}, r"BANDIT_SEEN_SECONDS .* in \[60, 2592000\], got '59'"),
+        ({"BANDIT_SEEN_SECONDS": "2592001"}, "BANDIT_SEEN_SECONDS"),
+        ({"BANDIT_SEEN_SECONDS": "1.5"}, "BANDIT_SEEN_SECONDS must be a whole number"),
         ({"BANDIT_DECISION_LOG_MAXLEN": "1e6"}, "BANDIT_DECISION_LOG_MAXLEN must be a whole"),
         ({"BANDIT_LOG_LEVEL": "trace"}, "BANDIT_LOG_LEVEL must be one of DEBUG, .*got 'trace'"),
         ({"BANDIT_LOG_LEVEL": " info"}, "BANDIT_LOG_LEVEL"),
@@ -176,6 +183,8 @@ def test_a_refusal_never_repeats_a_secret(secret: dict[str, str]) -> None:
         ({"BANDIT_ADMIN_TOKEN": "short"}, {"admin_token": "short"}),
         (PRODUCTION, {"env": "production", "admin_token": "a-production-admin-token"}),
         ({"BANDIT_SEED": str(2**32 - 1)}, {"seed": 2**32 - 1}),
+        ({"BANDIT_SEEN_LIMIT": "0"}, {"seen_limit": 0}),
+        ({"BANDIT_SEEN_SECONDS": "60"}, {"seen_seconds": 60}),
         ({"redis_timeout": 0.5, "seed": 3}, {"redis_timeout": 0.5, "seed": 3}),
         (
             {"BANDIT_SEED": None, "REDIS_URL": None},
@@ -251,7 +260,7 @@ def test_the_readme_table_is_the_declaration() -> None:
 
 def test_every_variable_is_declared_once_with_its_limits() -> None:
     names = [name for name, _ in declared()]
-    assert len(names) == len(set(names)) == 34
+    assert len(names) == len(set(names)) == 36
     for name, field in declared():
         assert field.description, name
         assert allowed(field), name

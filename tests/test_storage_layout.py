@@ -23,6 +23,7 @@ from core.storage.experiments import start_experiment_call, stop_experiment_call
 from core.storage.keys import DECISION_SHARDS, JOURNAL_SHARDS, decision_shard, journal_shard
 from core.storage.scripts import LUA_DIR, SCRIPTS, ScriptCall, source
 from core.storage.serving import serve_slate_call
+from core.storage.shown import record_shown_call
 from tests.conftest import register
 
 # Ids as the API accepts them (1-64 of A-Z a-z 0-9 _ . : -), the odd ones included.
@@ -40,7 +41,8 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
         "apply_events": apply_events_call(keys, "c", forum, events, 60, 10**8, 20, 2000, arms),
         "count_slate": count_slate_call(keys, SlateArm(post, user, 5), user, 60, 1),
         "prune_expired": prune_expired_call(keys, forum, time.time(), 1000),
-        "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60),
+        "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60, time.time()),
+        "record_shown": record_shown_call(keys, user, "i", {post + "#" + rid: 1.0}, 2.0, (60, 3)),
         "claim_post_id": claim_post_id_call(keys, post, forum, 3600),
         "put_post": put_post_call(keys, post, forum, time.time(), (None, 60.0, 3600.0), 60, 10**8),
         "withdraw_post": withdraw_post_call(keys, post, forum, time.time(), 3600, 10**8),

@@ -65,6 +65,7 @@ def apply_events(
             settings.reclick_seconds,
             accepted_at=received_at,
             grace=settings.event_grace_seconds,
+            seen_limit=settings.seen_window,
         )
         storage.journal.forget(self.request.id)
     except REDIS_ERRORS as exc:

@@ -9,6 +9,7 @@ module              owns
 ``catalogue``       posts, forums, live sets, withdrawals
 ``counting``        applying events to the statistics; pruning long-expired posts
 ``serving``         served slates and members' clicks (serving, attribution look-up)
+``shown``           members' impressions and clicks for the seen-limit
 ``snapshot_reads``  what the web processes' snapshots read (changes, forums)
 ``journal``         the journal of accepted event batches
 ``decision_log``    the decision and outcome streams

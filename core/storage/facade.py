@@ -14,14 +14,16 @@ from core.storage.journal import Journal
 from core.storage.keys import Keys
 from core.storage.scripts import Scripts
 from core.storage.serving import Serving
+from core.storage.shown import Shown
 from core.storage.snapshot_reads import CHANGES_KEEP_SECONDS, SnapshotReads
 
 
 class Storage:
     """The parts by what they own: ``catalogue``, ``counting``, ``serving`` (attribution),
-    ``snapshots`` (reads for the snapshot), ``journal``, ``decisions`` (the decision log),
-    ``experiments``, ``experiment_counts`` (what each experiment counted), ``drains`` (where
-    the decision log drain stands).
+    ``shown`` (members' impressions for the seen-limit), ``snapshots`` (reads for the
+    snapshot), ``journal``, ``decisions`` (the decision log), ``experiments``,
+    ``experiment_counts`` (what each experiment counted), ``drains`` (where the decision log
+    drain stands).
 
     ``decision_log_maxlen`` is how many decisions the decision log keeps (0: no log);
     ``forum_window`` is W of the windowed forum totals (0: none, the policy takes every
@@ -52,6 +54,7 @@ class Storage:
         self.counting = Counting(client, keys, scripts, self.decisions, forum_window, keep_us)
         self.experiment_counts = ExperimentCounts(client, keys, scripts)
         self.serving = Serving(client, keys, scripts, self.decisions, self.experiment_counts)
+        self.shown = Shown(client, keys, scripts)
         self.journal = Journal(client, keys, journal_replicas, journal_wait_ms)
         self.experiments = Experiments(client, keys, scripts)
         self.drains = DrainCursors(client, keys)

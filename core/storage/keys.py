@@ -30,6 +30,13 @@ key                             type      content
                                           (absent outside an experiment), ``#<post>`` -> forum
                                           (TTL)
 ``P:{u:T}:clicked:U``           zset      post id -> click time for member U of tag T (TTL)
+``P:{u:T}:shown:U``             zset      member U's impressions for the seen-limit:
+                                          ``<post>#<R's random part>`` -> when slate R was
+                                          served, ``<post>`` -> when U last clicked it (the
+                                          newest entries of ``BANDIT_SEEN_SECONDS``; TTL;
+                                          core.storage.shown)
+``P:{u:T}:limited:U``           zset      post id -> until when it stays at member U's
+                                          seen-limit (TTL)
 ``P:{decisions:K}``             stream    served slates for offline evaluation, shard K of
                                           ``DECISION_SHARDS``: the member tag's (capped)
 ``P:decisions``                 stream    the decision stream of releases before the shards:
@@ -96,7 +103,8 @@ members in the experiment's own slot ``{xres:X}``, written when a slate is serve
 ==============================  ========  ==================================================
 
 Why the served slate is keyed by member: serving checks the slate against the member's
-recently clicked posts and writes it in one atomic step, so both keys share the member's tag.
+recently clicked posts and the posts at their seen-limit, and writes it, in one atomic step,
+so these keys share the member's tag.
 The worker knows only ``(request_id, post_id)`` of an event; the request id carries the tag
 (:mod:`core.storage.request_ids`), so the slate's key follows from the request id alone.
 
@@ -212,6 +220,12 @@ class Keys:
 
     def decisions(self, shard: int) -> str:
         return f"{self.prefix}:{{decisions:{shard}}}"
+
+    def shown(self, user_id: str) -> str:
+        return f"{self.prefix}:{{u:{member_tag(user_id)}}}:shown:{user_id}"
+
+    def limited(self, user_id: str) -> str:
+        return f"{self.prefix}:{{u:{member_tag(user_id)}}}:limited:{user_id}"
 
     @property
     def decision_streams(self) -> list[str]:

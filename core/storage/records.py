@@ -77,10 +77,12 @@ class ForumRead:
 
 @dataclass(frozen=True)
 class RequestContext:
-    """Posts to hide from a member: the ones they clicked recently, and fresh withdrawals."""
+    """Posts to hide from a member: the ones they clicked recently, fresh withdrawals, and
+    the ones shown to them as often as the seen-limit allows."""
 
     clicked: list[str] = field(default_factory=list)
     withdrawn: list[str] = field(default_factory=list)
+    shown: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ SCRIPTS = (
     "count_slate",
     "prune_expired",
     "put_post",
+    "record_shown",
     "serve_slate",
     "start_experiment",
     "stop_experiment",
@@ -61,6 +62,7 @@ class Scripts:
         self.apply_events = client.register_script(source("apply_events"))
         self.prune_expired = client.register_script(source("prune_expired"))
         self.serve_slate = client.register_script(source("serve_slate"))
+        self.record_shown = client.register_script(source("record_shown"))
         self.claim_post_id = client.register_script(source("claim_post_id"))
         self.put_post = client.register_script(source("put_post"))
         self.withdraw_post = client.register_script(source("withdraw_post"))

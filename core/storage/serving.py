@@ -1,8 +1,9 @@
 """Served slates and members' clicks: what the request path writes and attribution reads.
 
-A slate is remembered under its member's tag together with the member's clicked posts, so
-the check for recently clicked posts and the write are one atomic step in one hash slot
-(``lua/serve_slate.lua``). Withdrawals are global (``P:withdrawn``, another slot): the same
+A slate is remembered under its member's tag together with the member's clicked posts and
+posts at their seen-limit (:mod:`core.storage.shown`), so the check for either and the write
+are one atomic step in one hash slot (``lua/serve_slate.lua``).
+Withdrawals are global (``P:withdrawn``, another slot): the same
 round trip reads the fresh ones, and a slate found holding one is removed again before its
 request id is ever given out. The decision-log entry is a command of its own in that round
 trip (on the member's shard of the decision stream), removed again with a slate that was not
@@ -38,9 +39,11 @@ Decision = Mapping[EncodableT, EncodableT]
 
 
 def serve_slate_call(
-    keys: Keys, served: Served, ttl: int, clicked_since: float | None
-) -> ScriptCall:
-    """KEYS/ARGV of ``lua/serve_slate.lua``; ``clicked_since`` None: no check.
+    keys: Keys, served: Served, ttl: int, clicked_since: float | None,
+    seen_at: float | None = None,
+) -> ScriptCall:  # fmt: skip
+    """KEYS/ARGV of ``lua/serve_slate.lua``; ``clicked_since`` None: no check; ``seen_at``
+    (now) None: no seen-limit.
 
     Raises:
         ValueError: the request id was not issued for this member (its tag differs).
@@ -53,8 +56,10 @@ def serve_slate_call(
     for post_id, forum_id in served.forums.items():
         fields += [POST_FIELD + post_id, forum_id]
     since = "" if clicked_since is None else clicked_since
-    slate_keys = [keys.served(served.request_id), keys.clicked(served.user_id)]
-    return ScriptCall(slate_keys, [ttl, since, *fields])
+    now = "" if seen_at is None else seen_at
+    slate_keys = [keys.served(served.request_id), keys.clicked(served.user_id),
+                  keys.limited(served.user_id)]  # fmt: skip
+    return ScriptCall(slate_keys, [ttl, since, now, *fields])
 
 
 def slate_arm(served: Served) -> SlateArm | None:
@@ -83,6 +88,7 @@ class Serving:
         ttl: int,
         decision: Decision | None = None,
         hide_since: tuple[float, float] | None = None,
+        seen_at: float | None = None,
     ) -> RequestContext | None:
         """Remember a served slate for attribution of its events (expires after ``ttl``: the
         attribution window plus the grace, so events accepted late in the window that a worker
@@ -91,9 +97,11 @@ class Serving:
         trip.
 
         With ``hide_since = (clicked since, withdrawn since)`` the slate is checked too: when
-        it holds a post that the member clicked or that was withdrawn since then, nothing is
-        kept (a second round trip removes what was written) and the member's recently clicked
-        and the recently withdrawn posts are returned, to choose again. None when the slate
+        it holds a post that the member clicked or that was withdrawn since then, or, with
+        ``seen_at`` (now) too, a post at the member's seen-limit then
+        (:mod:`core.storage.shown`), nothing is kept (a second round trip removes what was
+        written after a withdrawal) and the member's recently clicked, the recently withdrawn
+        and the posts at the seen-limit are returned, to choose again. None when the slate
         was remembered.
 
         Raises:
@@ -101,7 +109,8 @@ class Serving:
             redis.RedisError: Redis failed.
         """
         clicked_since = None if hide_since is None else hide_since[0]
-        call = serve_slate_call(self.keys, served, ttl, clicked_since)
+        seen_at = None if hide_since is None else seen_at  # only a checked slate is refused
+        call = serve_slate_call(self.keys, served, ttl, clicked_since, seen_at)
         arm = slate_arm(served)
         pipe = batch(self.client)
         if hide_since is not None:
@@ -112,13 +121,16 @@ class Serving:
         logged = decision is not None and self.log.queue_decision(pipe, served.user_id, decision)
         replies = pipe.execute()
         withdrawn = [str(text(p)) for p in replies.pop(0)] if hide_since is not None else []
-        written, *clicked = replies[0]
+        written, *refused = replies[0]
         if written and not set(withdrawn) & served.forums.keys():
             return None
         assert hide_since is not None  # an unchecked slate is always written and kept
         entry = replies[-1] if logged else None
         found = self._unserve(served, hide_since[0], entry, ttl)
-        return RequestContext([str(text(p)) for p in clicked[0]] if clicked else found, withdrawn)
+        if not refused:
+            return RequestContext(found, withdrawn)
+        clicked, shown = ([str(text(p)) for p in posts] for posts in refused)
+        return RequestContext(clicked, withdrawn, shown)
 
     def _unserve(self, served: Served, clicked_since: float, entry_id: Any, ttl: int) -> list[str]:
         """Remove a slate that will not be served, its decision-log entry if any and its count
