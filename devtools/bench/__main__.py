@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def experiment_mode(stack: Stack, quick: bool, no_write: bool, command: str) -> int:
     """Serving at 200 and 4,000 candidates without and with a three-variant experiment."""
-    sizes, rounds, seconds = ((4000,), 1, 2.0) if quick else ((200, 4000), 3, 6.0)
+    sizes, rounds, seconds = ((4000,), 1, 2.0) if quick else ((200, 4000), 4, 6.0)
     text = experiment.run(stack, sizes, rounds, seconds, command)
     print(text)
     if not (quick or no_write):

@@ -26,7 +26,7 @@ from devtools.bench.phases import grow, post_events
 from devtools.bench.redis_stats import Counters, KeySample, counters, sample_keys
 from devtools.bench.report import commit, machine
 from devtools.bench.rounds import Round, pooled, serving_round
-from devtools.bench.stack import Stack, loadavg
+from devtools.bench.stack import Stack, cpu_seconds, loadavg
 from devtools.bench.wrk import WrkResult
 
 CANDIDATES = 4000
@@ -61,6 +61,8 @@ class IngestRound:
     http: WrkResult
     store: Counters  # background and the benchmark's own reads subtracted
     broker: Counters
+    web_cpu_s: float  # the gunicorn workers' CPU time, and the Celery worker's
+    worker_cpu_s: float
 
     @property
     def rate(self) -> float:
@@ -131,13 +133,17 @@ def ingest_round(side: Side, slates_count: int, connections: int) -> IngestRound
     slates = side.catalogue.serve_slates(slates_count)
     masters, broker = side.stack.masters(), side.broker()
     load = loadavg()
+    web, worker = side.stack.web_pids(), side.stack.worker_pids()
+    web0, worker0 = cpu_seconds(web), cpu_seconds(worker)
     store0, broker0, started = counters(masters), counters(broker), time.monotonic()
     seconds, http, polls = post_events(side.stack, side.catalogue, slates, connections)
     elapsed = time.monotonic() - started
+    web_cpu, worker_cpu = cpu_seconds(web) - web0, cpu_seconds(worker) - worker0
     store = counters(masters) - store0 - side.background.scaled(elapsed) - side.poll.scaled(polls)
     broker_used = counters(broker) - broker0 - side.broker_background.scaled(elapsed)
     side.slates_ingested += len(slates)
-    return IngestRound(load, 11 * len(slates), seconds, http, store, broker_used)
+    return IngestRound(load, 11 * len(slates), seconds, http, store, broker_used, web_cpu,
+                       worker_cpu)  # fmt: skip
 
 
 def sample_memory(side: Side) -> None:
@@ -243,15 +249,16 @@ def _ingest(sides: list[Side]) -> list[str]:
         "one click in batches of 100, POSTed by wrk (8 connections), timed from the first POST "
         "until the store counted the last event.",
         "",
-        "| round | store | load | events | events/s | batches p50 / p99 ms | errors |",
-        "|---:|---|---|---:|---:|---:|---:|",
+        "| round | store | load | events | events/s | batches p50 / p99 ms | web CPU µs/event "
+        "| Celery worker CPU µs/event | errors |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for n, pair in enumerate(zip(*(s.ingest for s in sides), strict=True), start=1):
         for side, r in zip(sides, pair, strict=True):
             out.append(
                 f"| {n} | {side.name} | {r.load} | {r.events:,} | {r.rate:,.0f} | "
-                f"{r.http.p50_ms:.1f} / {r.http.p99_ms:.1f} | "
-                f"{r.http.non2xx + r.http.socket_errors} |"
+                f"{r.http.p50_ms:.1f} / {r.http.p99_ms:.1f} | {1e6 * r.web_cpu_s / r.events:.0f} | "
+                f"{1e6 * r.worker_cpu_s / r.events:.0f} | {r.http.non2xx + r.http.socket_errors} |"
             )
     one, many = (s.ingest_rate() for s in sides)
     return [*out, "",

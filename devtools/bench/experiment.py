@@ -11,6 +11,8 @@ connections (so both web workers) show the state it needs.
 from __future__ import annotations
 
 import json
+import math
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -42,6 +44,23 @@ class Comparison:
     def drop(self) -> float:
         """How much lower the ratio to /healthz is with the experiment (0.1: 10 % lower)."""
         return 1 - pooled_ratio(self.with_experiment) / pooled_ratio(self.without)
+
+    def round_drops(self) -> tuple[float, float]:
+        """Mean and standard error of the drop of each B round against the A round before it
+        (nan for the standard error of one round)."""
+        drops = [1 - b.ratio / a.ratio
+                 for a, b in zip(self.without, self.with_experiment, strict=True)]  # fmt: skip
+        if len(drops) < 2:
+            return drops[0], float("nan")
+        return statistics.fmean(drops), statistics.stdev(drops) / math.sqrt(len(drops))
+
+    def cpu_change(self) -> float:
+        """Server CPU per recommendation with the experiment over without, minus 1."""
+
+        def mean_cpu(rounds: list[Round]) -> float:
+            return statistics.fmean(r.recommend_cpu_ms for r in rounds)
+
+        return mean_cpu(self.with_experiment) / mean_cpu(self.without) - 1
 
 
 def start_experiment(base: str, experiment_id: str) -> None:
@@ -132,15 +151,24 @@ def render(comparisons: list[Comparison], command: str, load: str) -> str:
     for c in comparisons:
         for n, pair in enumerate(zip(c.without, c.with_experiment, strict=True), start=1):
             lines += [_row(c.candidates, n, r) for r in pair]
-    lines += ["", "| candidates | pooled ratio without | with | drop | target |",
-              "|---:|---:|---:|---:|---|"]  # fmt: skip
+    lines += ["", "| candidates | pooled ratio without | with | drop | drop per round pair, "
+              "mean ± s.e. | server CPU/rec with vs without | target |",
+              "|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     for c in comparisons:
         ok = c.drop <= DROP_TARGET
+        mean, error = c.round_drops()
         lines.append(
             f"| {c.candidates:,} | {pooled_ratio(c.without):.3f} | "
-            f"{pooled_ratio(c.with_experiment):.3f} | {c.drop:+.1%} | drop <= "
-            f"{DROP_TARGET:.0%}: {'**met**' if ok else '**MISSED**'} |"
+            f"{pooled_ratio(c.with_experiment):.3f} | {c.drop:+.1%} | {mean:+.1%} ± "
+            f"{error:.1%} | {c.cpu_change():+.1%} | drop <= {DROP_TARGET:.0%}: "
+            f"{'**met**' if ok else '**MISSED**'} |"
         )
+    lines += [
+        "",
+        "A positive drop is a lower ratio with the experiment. The rounds move by "
+        "more than the drop from one to the next on this loaded machine: the mean of the "
+        "round pairs and its standard error say how far the pooled drop can be trusted.",
+    ]
     return "\n".join(lines) + "\n"
 
 
