@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import redis
 
-# The benchmark's own look at the store, not the service's work.
-OWN_COMMANDS = frozenset({"info", "cluster"})
+# The benchmark's own look at a cluster's slot map, not the service's work.
+OWN_COMMANDS = frozenset({"cluster"})
 
 
 @dataclass(frozen=True)
@@ -24,12 +24,15 @@ class Counters:
     net_out: float
     cpu_seconds: float
     used_memory: float
+    own_info: int = 0  # INFO calls this snapshot made, which later snapshots count
 
     def __sub__(self, other: Counters) -> Counters:
         calls = {k: v - other.calls.get(k, 0) for k, v in self.calls.items()}
+        if "info" in calls:
+            calls["info"] -= other.own_info
         usec = {k: v - other.usec.get(k, 0) for k, v in self.usec.items()}
         return Counters(
-            commands=self.commands - other.commands,
+            commands=self.commands - other.commands - other.own_info,
             calls={k: v for k, v in calls.items() if v},
             usec={k: usec[k] for k in calls if calls[k]},
             net_in=self.net_in - other.net_in,
@@ -53,23 +56,24 @@ class Counters:
 
 
 def counters(masters: list[redis.Redis]) -> Counters:
-    """The masters' counters now, summed (the benchmark's own INFO and sampling left out)."""
+    """The masters' counters now, summed: one ``INFO all`` each, which the difference from
+    a later snapshot leaves out (the service's own INFO calls stay in)."""
     calls: dict[str, float] = {}
     usec: dict[str, float] = {}
     net_in = net_out = memory = 0
     cpu = 0.0
     for client in masters:
-        for name, stats in client.info("commandstats").items():
+        info = client.info("all")
+        for name, stats in info.items():
             command = name.removeprefix("cmdstat_").lower()
-            if command.split("|")[0] not in OWN_COMMANDS:
+            if name.startswith("cmdstat_") and command.split("|")[0] not in OWN_COMMANDS:
                 calls[command] = calls.get(command, 0) + int(stats["calls"])
                 usec[command] = usec.get(command, 0) + int(stats["usec"])
-        info = client.info()
         net_in += int(info["total_net_input_bytes"])
         net_out += int(info["total_net_output_bytes"])
         cpu += float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
         memory += int(info["used_memory"])
-    return Counters(sum(calls.values()), calls, usec, net_in, net_out, cpu, memory)
+    return Counters(sum(calls.values()), calls, usec, net_in, net_out, cpu, memory, len(masters))
 
 
 @dataclass(frozen=True)
