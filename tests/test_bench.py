@@ -160,6 +160,8 @@ def test_counters_count_what_a_redis_did_and_keys_are_sampled(redis_url: str) ->
     assert used.calls == {"hincrby": 30, "eval": 1, "set": 1} and used.commands == 32
     assert used.net_in > 30 * len("hincrby") and used.net_out > 0 and used.cpu_seconds >= 0
     assert (used + used).commands == 64 and used.scaled(0.5).calls["hincrby"] == 15
+    zero = Counters(0, {}, {}, 0, 0, 0.0, 0)
+    assert (zero + used).calls == used.calls and (zero - used).calls["eval"] == -1
     seen = sample_keys([client], "pb:{f:*}:seen:*", skip=":seen:seed", sample=10)
     assert (seen.keys, seen.mean_members) == (30, 1.0) and seen.mean_bytes > 0
     assert sample_keys([client], "pb:nothing:*") == KeySample("pb:nothing:*", 0, 0.0, 0.0)

@@ -27,10 +27,11 @@ class Counters:
     own_info: int = 0  # INFO calls this snapshot made, which later snapshots count
 
     def __sub__(self, other: Counters) -> Counters:
-        calls = {k: v - other.calls.get(k, 0) for k, v in self.calls.items()}
+        names = self.calls.keys() | other.calls.keys()
+        calls = {k: self.calls.get(k, 0) - other.calls.get(k, 0) for k in names}
         if "info" in calls:
             calls["info"] -= other.own_info
-        usec = {k: v - other.usec.get(k, 0) for k, v in self.usec.items()}
+        usec = {k: self.usec.get(k, 0) - other.usec.get(k, 0) for k in names}
         return Counters(
             commands=self.commands - other.commands - other.own_info,
             calls={k: v for k, v in calls.items() if v},
