@@ -3,6 +3,7 @@
 bin/bench                 # everything, about 5 minutes; writes docs/benchmarks.md
 bin/bench --quick         # 200 and 4,000 candidates only, short runs, nothing written
 bin/bench profile         # py-spy profile of a web worker under load (see profile.py)
+bin/bench profile --cluster --label cluster   # the same, statistics on a local cluster
 bin/bench experiment      # serving without and with a 3-variant experiment (experiment.py)
 bin/bench cluster         # one Redis against a 3-master cluster, capacity model (cluster.py)
 """
@@ -70,11 +71,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--candidates", type=int, default=4000, help="profile: live posts")
     parser.add_argument("--seconds", type=float, default=10, help="profile: seconds sampled")
     parser.add_argument("--label", default="current", help="names the section (and plot) written")
+    parser.add_argument(
+        "--cluster", action="store_true", help="profile: statistics on a local Redis Cluster"
+    )
     args = parser.parse_args(argv)
     command = shlex.join(["bin/bench", *(sys.argv[1:] if argv is None else argv)])
     if args.what == "cluster":
         return cluster_mode(args.quick, args.no_write, command)
-    with tempfile.TemporaryDirectory(prefix="postbandit-bench-") as tmp, Stack(Path(tmp)) as stack:
+    cluster_stack = args.what == "profile" and args.cluster
+    with (
+        tempfile.TemporaryDirectory(prefix="postbandit-bench-") as tmp,
+        Stack(Path(tmp), cluster=cluster_stack) as stack,
+    ):
         if args.what == "profile":
             text = profile.run(stack, args.candidates, args.seconds, args.label, command)
             print(text)
