@@ -101,11 +101,14 @@ class NodeClients:
 
 @dataclass
 class LocalCluster:
-    """``masters`` masters with ``replicas`` replica each, all under ``data_dir``."""
+    """``masters`` masters with ``replicas`` replica each, all under ``data_dir``; every node
+    with AOF persistence (``appendfsync always``) unless ``appendonly`` is off (the benchmark
+    compares the cluster with a Redis that persists nothing)."""
 
     data_dir: Path
     masters: int = 3
     replicas: int = 1
+    appendonly: bool = True
     nodes: list[RedisServer] = field(default_factory=list, init=False)
     _client: NodeClients = field(default_factory=NodeClients, init=False, repr=False)
 
@@ -133,7 +136,8 @@ class LocalCluster:
         count = self.masters * (1 + self.replicas)
         for i in range(count):
             node = RedisServer(
-                data_dir=self.data_dir / f"node{i}", port=cluster_port(), appendonly=True,
+                data_dir=self.data_dir / f"node{i}", port=cluster_port(),
+                appendonly=self.appendonly,
                 extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                             "--cluster-node-timeout", str(NODE_TIMEOUT_MS)),
             )  # fmt: skip

@@ -3,6 +3,9 @@
 bin/bench                 # everything, about 5 minutes; writes docs/benchmarks.md
 bin/bench --quick         # 200 and 4,000 candidates only, short runs, nothing written
 bin/bench profile         # py-spy profile of a web worker under load (see profile.py)
+bin/bench profile --cluster --label cluster   # the same, statistics on a local cluster
+bin/bench experiment      # serving without and with a 3-variant experiment (experiment.py)
+bin/bench cluster         # one Redis against a 3-master cluster, capacity model (cluster.py)
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from devtools.bench import profile
+from devtools.bench import cluster, experiment, profile
 from devtools.bench.catalogue import Catalogue
 from devtools.bench.phases import (
     Ingest,
@@ -62,19 +65,32 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run, not written")
     parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument("what", nargs="?", choices=["all", "profile"], default="all")
+    parser.add_argument(
+        "what", nargs="?", choices=["all", "profile", "experiment", "cluster"], default="all"
+    )
     parser.add_argument("--candidates", type=int, default=4000, help="profile: live posts")
     parser.add_argument("--seconds", type=float, default=10, help="profile: seconds sampled")
     parser.add_argument("--label", default="current", help="names the section (and plot) written")
+    parser.add_argument(
+        "--cluster", action="store_true", help="profile: statistics on a local Redis Cluster"
+    )
     args = parser.parse_args(argv)
     command = shlex.join(["bin/bench", *(sys.argv[1:] if argv is None else argv)])
-    with tempfile.TemporaryDirectory(prefix="postbandit-bench-") as tmp, Stack(Path(tmp)) as stack:
+    if args.what == "cluster":
+        return cluster_mode(args.quick, args.no_write, command)
+    cluster_stack = args.what == "profile" and args.cluster
+    with (
+        tempfile.TemporaryDirectory(prefix="postbandit-bench-") as tmp,
+        Stack(Path(tmp), cluster=cluster_stack) as stack,
+    ):
         if args.what == "profile":
             text = profile.run(stack, args.candidates, args.seconds, args.label, command)
             print(text)
             if not args.no_write:
                 replace_section(DOC, f"profile-{args.label}", text)
             return 0
+        if args.what == "experiment":
+            return experiment_mode(stack, args.quick, args.no_write, command)
         cfg = Settings(seconds=3, unloaded_seconds=2, ingest_events=22_000, probes=10) \
             if args.quick else Settings()  # fmt: skip
         results = sweep(stack, (200, 4000) if args.quick else SIZES, cfg, command)
@@ -88,6 +104,25 @@ def main(argv: list[str] | None = None) -> int:
     if write:
         replace_section(DOC, f"bench-{args.label}", text)
         print(f"written to {DOC.relative_to(ROOT)} and {plot.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+def experiment_mode(stack: Stack, quick: bool, no_write: bool, command: str) -> int:
+    """Serving at 200 and 4,000 candidates without and with a three-variant experiment."""
+    sizes, rounds, seconds = ((4000,), 1, 2.0) if quick else ((200, 4000), 4, 6.0)
+    text = experiment.run(stack, sizes, rounds, seconds, command)
+    print(text)
+    if not (quick or no_write):
+        replace_section(DOC, "experiment", text)
+    return 0
+
+
+def cluster_mode(quick: bool, no_write: bool, command: str) -> int:
+    """One Redis and a 3-master cluster side by side; the capacity model from them."""
+    text = cluster.run(cluster.QUICK if quick else cluster.FULL, command)
+    print(text)
+    if not (quick or no_write):
+        replace_section(DOC, "cluster", text)
     return 0
 
 

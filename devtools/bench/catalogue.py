@@ -29,8 +29,13 @@ class Catalogue:
     @classmethod
     def connect(cls, redis_url: str) -> Catalogue:
         """Counting as the benchmark's workers do: they run with the default settings."""
+        return cls.of(redis.Redis.from_url(redis_url))
+
+    @classmethod
+    def of(cls, client: redis.Redis) -> Catalogue:
+        """The same on ``client`` (a cluster client too)."""
         window = Settings.from_mapping({}, role="worker").forum_window
-        return cls(Storage(redis.Redis.from_url(redis_url), "pb", forum_window=window))
+        return cls(Storage(client, "pb", forum_window=window))
 
     @staticmethod
     def forum_of(index: int) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 
+from core.storage import Served
 from devtools.bench.catalogue import Catalogue
 from devtools.bench.probes import (
     PacedSender,
@@ -117,28 +118,28 @@ def measure_serving(stack: Stack, size: int, cfg: Settings) -> Serving:
     half = cfg.seconds / 2
     runs: dict[str, list[WrkResult]] = {BARE: [], RECOMMEND: []}
     cpu = dict.fromkeys(runs, 0.0)
-    servers = [*stack.web_pids(), stack.redis_pid]
+    servers = [*stack.web_pids(), *stack.store_pids()]
     for path in (BARE, RECOMMEND, RECOMMEND, BARE):
         before = cpu_seconds(servers)
-        runs[path].append(_wrk(stack, path, half, cfg.connections))
+        runs[path].append(load_path(stack, path, half, cfg.connections))
         cpu[path] += cpu_seconds(servers) - before
-    bare, recommend = _merge(runs[BARE]), _merge(runs[RECOMMEND])
+    bare, recommend = merge(runs[BARE]), merge(runs[RECOMMEND])
     return Serving(
         candidates=size, load=load, bare=bare, recommend=recommend,
-        bare_unloaded=_wrk(stack, BARE, cfg.unloaded_seconds, 1),
-        recommend_unloaded=_wrk(stack, RECOMMEND, cfg.unloaded_seconds, 1),
+        bare_unloaded=load_path(stack, BARE, cfg.unloaded_seconds, 1),
+        recommend_unloaded=load_path(stack, RECOMMEND, cfg.unloaded_seconds, 1),
         bare_cpu_ms=1000 * cpu[BARE] / bare.requests,
         recommend_cpu_ms=1000 * cpu[RECOMMEND] / recommend.requests,
     )  # fmt: skip
 
 
-def _wrk(stack: Stack, path: str, seconds: float, connections: int) -> WrkResult:
+def load_path(stack: Stack, path: str, seconds: float, connections: int) -> WrkResult:
     if path == RECOMMEND:
         return run_wrk(f"{stack.base}/", seconds, connections, args=(RECOMMEND,))
     return run_wrk(f"{stack.base}{path}", seconds, connections)
 
 
-def _merge(runs: list[WrkResult]) -> WrkResult:
+def merge(runs: list[WrkResult]) -> WrkResult:
     """Requests and time summed; the worse of the rounds' percentiles."""
     return WrkResult(
         requests=sum(r.requests for r in runs), seconds=sum(r.seconds for r in runs),
@@ -151,28 +152,43 @@ def measure_ingest(stack: Stack, catalogue: Catalogue, cfg: Settings) -> Ingest:
     """Batches of 100 events POSTed by wrk until the last is counted in Redis, then the same
     number of HINCRBYs written directly with a pipelined redis-py loop, for comparison."""
     slates = catalogue.serve_slates(cfg.ingest_events // 11)
+    load = loadavg()
+    seconds, http, _ = post_events(stack, catalogue, slates, cfg.connections)
     events = len(slates) * 11
+    return Ingest(catalogue.size, load, events, seconds, http, direct_writer(stack, events))
+
+
+def post_events(
+    stack: Stack, catalogue: Catalogue, slates: list[Served], connections: int
+) -> tuple[float, WrkResult, int]:
+    """Every slate's impressions and one click each, in batches of 100 POSTed by wrk: seconds
+    from the first POST until Redis counted the last event, wrk's result, and how many times
+    the counts were read meanwhile (:meth:`Catalogue.totals`)."""
     with tempfile.TemporaryDirectory() as tmp:
         batches = Path(tmp) / "batches.tsv"
         batches.write_text("".join(f"{p}\t{b}\n" for p, b in event_batches(slates)))
         before = catalogue.totals()
         expected = (before[0] + 10 * len(slates), before[1] + len(slates))
-        load = loadavg()
         started = time.monotonic()
-        wrk = start_wrk(f"{stack.base}/", 300, cfg.connections, "ingest.lua", (str(batches),))
+        wrk = start_wrk(f"{stack.base}/", 300, connections, "ingest.lua", (str(batches),))
         try:
-            seconds = _wait_totals(catalogue, expected, started) - started
+            done, polls = _wait_totals(catalogue, expected, started)
         finally:
             http = finish_wrk(wrk, interrupt=True)
-    return Ingest(catalogue.size, load, events, seconds, http, direct_writer(stack, events))
+    return done - started, http, polls
 
 
-def _wait_totals(catalogue: Catalogue, expected: tuple[int, int], started: float) -> float:
-    """When Redis counted every event; TimeoutError after 5 minutes."""
+def _wait_totals(
+    catalogue: Catalogue, expected: tuple[int, int], started: float
+) -> tuple[float, int]:
+    """When Redis counted every event, and how many reads that took; TimeoutError after 5
+    minutes."""
+    polls = 0
     while time.monotonic() - started < 300:
         totals = catalogue.totals()
+        polls += 1
         if totals[0] >= expected[0] and totals[1] >= expected[1]:
-            return time.monotonic()
+            return time.monotonic(), polls
         time.sleep(0.025)  # polling costs CPU that the stack under test shares
     raise TimeoutError(f"events not all applied: {catalogue.totals()} of {expected}")
 
@@ -240,7 +256,7 @@ def _run_probes(base: str, watch: SnapshotWatch, count: int) -> tuple[list[Probe
 
 def measure_scale_point(stack: Stack, size: int, cfg: Settings, memory: bool) -> ScalePoint:
     load = loadavg()
-    result = _wrk(stack, RECOMMEND, cfg.seconds / 2, cfg.connections)
+    result = load_path(stack, RECOMMEND, cfg.seconds / 2, cfg.connections)
     web = [rss_mb(pid) for pid in stack.web_pids()] if memory else None
     worker = [rss_mb(pid) for pid in stack.worker_pids()] if memory else None
     return ScalePoint(size, load, result, web, worker)

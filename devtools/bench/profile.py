@@ -111,8 +111,9 @@ def inside(raw: Path, frame: str, only: str = "", top: int = TOP) -> list[tuple[
 
 def run(stack: Stack, candidates: int, seconds: float, label: str, command: str) -> str:
     """Profile one web worker under load and return the Markdown section."""
-    grow(stack, Catalogue.connect(stack.redis_url), candidates)
+    grow(stack, Catalogue.of(stack.client()), candidates)
     pid = stack.web_pids()[0]
+    where = " (statistics on a local 3-master Redis Cluster)" if stack.cluster else ""
     load = loadavg()
     tables = []
     modes = (
@@ -143,7 +144,8 @@ def run(stack: Stack, candidates: int, seconds: float, label: str, command: str)
             [
                 f"## Profile of the recommendation path ({label})",
                 "",
-                f"py-spy, 250 samples/s for {seconds:.0f} s, of one of the 2 gunicorn workers "
+                f"py-spy, 250 samples/s for {seconds:.0f} s, of one of the 2 gunicorn "
+                f"workers{where} "
                 f"while wrk (8 connections) loads `GET /v1/recommendations?n=10` with "
                 f"{candidates:,} live candidates. Machine: {machine()}, load {load}. "
                 f"Commit `{commit()}`. Command: `{command}`.",

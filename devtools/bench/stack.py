@@ -10,9 +10,13 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import requests
+from redis import Redis
+from redis.cluster import RedisCluster
 
+from devtools.redis_cluster import LocalCluster
 from devtools.redis_server import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,11 +62,21 @@ def loadavg() -> str:
 
 @dataclass
 class Stack:
-    """Redis, web (gunicorn, ``workers`` processes) and one Celery worker, all on 127.0.0.1."""
+    """Redis, web (gunicorn, ``workers`` processes) and one Celery worker, all on 127.0.0.1.
+
+    By default one Redis holds the statistics (database 0) and the broker (database 1). With
+    ``cluster`` the statistics live on a local Redis Cluster (3 masters, 3 replicas, no
+    persistence, as the single Redis has none) and the broker on a Redis of its own; with
+    ``own_broker`` too on one Redis, so that what the statistics store does is counted alone.
+    """
 
     workdir: Path
     web_workers: int = 2
+    cluster: bool = False
+    own_broker: bool = False
     redis: RedisServer | None = None
+    broker: RedisServer | None = None
+    nodes: LocalCluster | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     port: int = 0
 
@@ -72,16 +86,45 @@ class Stack:
 
     @property
     def redis_url(self) -> str:
+        """The statistics store: the Redis, or one node of the cluster."""
+        if self.nodes is not None:
+            return self.nodes.url
         assert self.redis is not None
         return self.redis.url
 
-    def env(self) -> dict[str, str]:
+    @property
+    def broker_url(self) -> str:
+        if self.broker is not None:
+            return self.broker.url
         assert self.redis is not None
+        return f"redis://127.0.0.1:{self.redis.port}/1"
+
+    def client(self) -> Redis:
+        """A client of the statistics store (a cluster client with ``cluster``)."""
+        if self.nodes is not None:
+            # Storage is typed for redis.Redis; RedisCluster answers the same commands.
+            return cast(Redis, RedisCluster.from_url(self.nodes.url))
+        return Redis.from_url(self.redis_url)
+
+    def masters(self) -> list[Redis]:
+        """A plain client of every master of the statistics store (the one Redis, or each
+        master of the cluster), for INFO and key sampling."""
+        if self.nodes is not None:
+            return self.nodes.masters_now()
+        return [Redis.from_url(self.redis_url, decode_responses=True)]
+
+    def store_pids(self) -> list[int]:
+        """The statistics store's processes: the Redis, or every node of the cluster."""
+        servers = self.nodes.nodes if self.nodes is not None else [self.redis]
+        return [s.process.pid for s in servers if s is not None and s.process is not None]
+
+    def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("BANDIT_", "PROMETHEUS_"))}
+        if self.nodes is not None:
+            env["BANDIT_REDIS_CLUSTER"] = "true"
         env.update(
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
-            REDIS_URL=f"redis://127.0.0.1:{self.redis.port}/0",
-            CELERY_BROKER_URL=f"redis://127.0.0.1:{self.redis.port}/1",
+            REDIS_URL=self.redis_url, CELERY_BROKER_URL=self.broker_url,
             BANDIT_ENV="production", BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
             BANDIT_WORKER_METRICS_PORT=str(free_port()),
             PORT=str(self.port), BIND_HOST="127.0.0.1", WEB_CONCURRENCY=str(self.web_workers),
@@ -91,7 +134,12 @@ class Stack:
 
     def start(self) -> Stack:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.redis = RedisServer(data_dir=self.workdir / "redis").start()
+        if self.cluster:
+            self.nodes = LocalCluster(self.workdir / "cluster", appendonly=False).start()
+        else:
+            self.redis = RedisServer(data_dir=self.workdir / "redis").start()
+        if self.cluster or self.own_broker:
+            self.broker = RedisServer(data_dir=self.workdir / "broker").start()
         self.port = free_port()
         for name, command in procfile().items():
             with (self.workdir / f"{name}.log").open("ab") as log:  # the child keeps its copy
@@ -121,11 +169,6 @@ class Stack:
         worker_log = (self.workdir / "worker.log").read_text(errors="replace")
         return web_ok and "ready." in worker_log and len(self.web_pids()) == self.web_workers
 
-    @property
-    def redis_pid(self) -> int:
-        assert self.redis is not None and self.redis.process is not None
-        return self.redis.process.pid
-
     def web_pids(self) -> list[int]:
         return children(self.procs["web"].pid)
 
@@ -143,8 +186,9 @@ class Stack:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
-        if self.redis is not None:
-            self.redis.stop()
+        for server in (self.redis, self.broker, self.nodes):
+            if server is not None:
+                server.stop()
 
     def __enter__(self) -> Stack:
         try:
