@@ -124,7 +124,7 @@ def apply_batch(
             todo.append((request_id, post_id, record.forums[post_id]))
     arms = _arms(served, todo)
     ttl = limits.keep + MARKER_MARGIN_SECONDS
-    applied = storage.counting.apply_events(kind, todo, ttl, arms)
+    applied = storage.counting.apply_events(kind, todo, ttl, arms, at=accepted)
     return _outcome(storage, kind, todo, applied, served, results, now, reclick_window)
 
 
