@@ -6,13 +6,16 @@ decayed statistics."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
 import redis
 
 from app.snapshot import Refresher
+from app.snapshot_file import SnapshotFile
 from bandits import make_policy
 from bandits.forgetting import decayed_update
 from core.storage import SlateArm, Storage
@@ -197,7 +200,7 @@ def test_count_fields_read_a_missing_counter_as_zero() -> None:
 def test_with_a_half_life_an_old_favourite_loses_to_a_fresh_post(storage: Storage) -> None:
     """Through the snapshot: exact counts rank the post clicked often ten hours ago first;
     decayed ones (half-life one hour) rank the post clicked now first."""
-    now = __import__("time").time()
+    now = time.time()
     for prefix, half_life in (("exact", 0), ("decay", int(H))):
         store = Storage(storage.client, prefix, forum_window=0, half_life=half_life)
         for post in ("old", "fresh", "dud"):
@@ -223,3 +226,27 @@ def _events(store: Storage, post: str, imps: int, clicks: int, at: float) -> Non
     impressions = [(f"{post}{i}", post, "f") for i in range(imps)]
     store.counting.apply_events("i", impressions, 600, at=at)
     store.counting.apply_events("c", impressions[:clicks], 600, at=at)
+
+
+@pytest.mark.parametrize("half_life", [0, int(H)])
+def test_the_snapshot_file_serves_a_policy_with_a_half_life(
+    storage: Storage, tmp_path: Path, half_life: int
+) -> None:
+    """A file saved with decayed counts loads them back as they were; one saved with exact
+    counts reads as counted when it was built. Either serves a policy with a half-life."""
+    now = time.time()
+    store = Storage(storage.client, "pb", half_life=half_life)
+    store.catalogue.put_post("p", "f", now, now + 3600, retention=60, now=now)
+    _events(store, "p", 10, 3, now - H)
+    saved = Refresher(store)()
+    file = SnapshotFile(tmp_path / "s.npz")
+    file.save(saved)
+    loaded = file.load()
+    assert loaded is not None
+    policy = make_policy("two_level_ts", half_life=H)
+    slate = policy.select(loaded.candidates, 1, np.random.default_rng(0))
+    assert loaded.items(slate.posts) == [("p", "f")]
+    expected = saved.candidates.decayed(H) if half_life else saved.candidates
+    assert loaded.candidates.decayed(H).post_impressions.tolist() == pytest.approx(
+        expected.post_impressions.tolist()
+    )
