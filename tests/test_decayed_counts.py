@@ -14,13 +14,16 @@ import numpy as np
 import pytest
 import redis
 
+from app.plans import build_plan
 from app.snapshot import Refresher
 from app.snapshot_file import SnapshotFile
 from bandits import make_policy
 from bandits.forgetting import decayed_update
-from core.storage import SlateArm, Storage
+from core.events import apply_batch
+from core.storage import Served, SlateArm, Storage, new_request_id
 from core.storage.counting import Event
 from core.storage.decayed import CountFields
+from core.storage.experiments import ServingState
 from core.storage.snapshot_reads import VariantRead
 
 H = 3600.0
@@ -250,3 +253,62 @@ def test_the_snapshot_file_serves_a_policy_with_a_half_life(
     assert loaded.candidates.decayed(H).post_impressions.tolist() == pytest.approx(
         expected.post_impressions.tolist()
     )
+
+
+def test_an_event_counts_when_accepted_and_never_ahead_of_the_workers_clock(
+    storage: Storage,
+) -> None:
+    store = decayed(storage)
+    now = time.time()
+    store.catalogue.put_post("p", "f", now, now + 3600, retention=60, now=now)
+    slates = [Served(new_request_id("u"), "u", "random", {"p": "f"}) for _ in range(2)]
+    for slate in slates:
+        store.serving.serve(slate, 3600)
+    late = apply_batch(store, "impression", [[slates[0].request_id, "p"]], now, 3600, 60,
+                       accepted_at=now - 30)  # fmt: skip
+    assert late.results == {"counted": 1}
+    assert fields(storage.client)["dt:p"] == now - 30  # accepted then, applied now
+    # Accepted by a web host whose clock runs ahead of the worker's.
+    ahead = apply_batch(store, "impression", [[slates[1].request_id, "p"]], now, 3600, 60,
+                        accepted_at=now + 1000)  # fmt: skip
+    assert ahead.results == {"counted": 1}
+    got = fields(storage.client)
+    assert (got["dt:p"], got["di:p"]) == (now, pytest.approx(1 + 2 ** (-30 / H)))
+
+
+def test_incremental_refreshes_pick_up_decayed_changes(storage: Storage) -> None:
+    store = decayed(storage, window=0)
+    now = time.time()
+    for post in ("p", "q"):
+        store.catalogue.put_post(post, "f", now, now + 3600, retention=60, now=now)
+    refresh = Refresher(store)
+    first = refresh()
+    _events(store, "p", 4, 1, now - H)
+    _events(store, "q", 2, 2, now)
+    incremental, full = refresh(), Refresher(store)()
+    assert incremental.candidates is not first.candidates
+    for snap in (incremental, full):
+        cands = snap.candidates.decayed(H)
+        at = snap.candidates.as_of
+        assert at is not None
+        index = {post: snap.candidate_of_row[snap.post_index[post]] for post in ("p", "q")}
+        expected = {"p": (4 * 2 ** (-(at - now + H) / H), 2 ** (-(at - now + H) / H)),
+                    "q": (2 * 2 ** (-(at - now) / H), 2 * 2 ** (-(at - now) / H))}  # fmt: skip
+        for post, (imps, clicks) in expected.items():
+            got = (cands.post_impressions[index[post]], cands.post_clicks[index[post]])
+            assert got == (pytest.approx(imps, rel=1e-9), pytest.approx(clicks, rel=1e-9))
+        assert cands.forum_impressions[0] == pytest.approx(expected["p"][0] + expected["q"][0])
+
+
+def test_every_policy_of_a_plan_that_reads_counts_takes_the_half_life() -> None:
+    variants = [
+        {"name": "a", "policy": "two_level_ts", "params": {"prior_strength": 5.0}, "weight": 1},
+        {"name": "b", "policy": "random", "params": {}, "weight": 1},
+    ]
+    promoted = {"policy": "greedy", "params": {"prior_strength": 10.0}}
+    state = ServingState(1, "x", {"variants": variants}, promoted)
+    plan = build_plan(state, make_policy("flat_ts"), H)
+    assert plan.default.policy == make_policy("greedy", prior_strength=10.0, half_life=H)
+    assert plan.arms["a"].policy == make_policy("two_level_ts", prior_strength=5.0, half_life=H)
+    assert plan.arms["b"].policy == make_policy("random")
+    assert build_plan(state, make_policy("flat_ts")).arms["a"].policy.half_life is None  # type: ignore[attr-defined]
