@@ -5,6 +5,7 @@ decayed statistics."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 import redis
 
-from app.plans import build_plan
+from app.plans import Plans, build_plan
 from app.snapshot import Refresher
 from app.snapshot_file import SnapshotFile
 from bandits import make_policy
@@ -312,3 +313,36 @@ def test_every_policy_of_a_plan_that_reads_counts_takes_the_half_life() -> None:
     assert plan.arms["a"].policy == make_policy("two_level_ts", prior_strength=5.0, half_life=H)
     assert plan.arms["b"].policy == make_policy("random")
     assert build_plan(state, make_policy("flat_ts")).arms["a"].policy.half_life is None  # type: ignore[attr-defined]
+
+
+def test_each_variant_of_a_snapshot_sees_the_decayed_counts_of_its_own_slates(
+    storage: Storage,
+) -> None:
+    """Through the refresh: with a half-life each variant's candidates hold the decayed counts
+    of the events before the experiment and of its own slates, and its policy reads them."""
+    store = decayed(storage, window=0)
+    now = time.time()
+    store.catalogue.put_post("p", "f", now, now + 3600, retention=60, now=now)
+    _events(store, "p", 4, 2, now - H)  # before the experiment
+    variants = [{"name": v, "policy": "greedy", "params": {"prior_strength": 10.0}, "weight": 1}
+                for v in ("a", "b")]  # fmt: skip
+    definition = json.dumps({"variants": variants, "control": "a"})
+    assert store.experiments.start("x", definition, now)[0] == "created"
+    for variant, (imps, at) in {"a": (8, now - 60), "b": (2, now - 2 * H)}.items():
+        events = [(f"{variant}{i}", "p", "f") for i in range(imps)]
+        arms = {r: SlateArm("x", variant, 0) for r, _, _ in events}
+        store.counting.apply_events("i", events, 600, arms, at=at)
+    snap = Refresher(store, Plans(make_policy("greedy"), H))()
+    assert snap.plan is not None and snap.plan.arms["a"].policy.half_life == H  # type: ignore[attr-defined]
+    at = snap.built_at
+    weight = {"before": 2 ** (-(at - now + H) / H), "a": 2 ** (-(at - now + 60) / H),
+              "b": 2 ** (-(at - now + 2 * H) / H)}  # fmt: skip
+    for variant, own in (("a", 8 * weight["a"]), ("b", 2 * weight["b"])):
+        cands = snap.variant_candidates[variant].decayed(H)
+        expected = (4 * weight["before"] + own, 2 * weight["before"])
+        assert (cands.post_impressions[0], cands.post_clicks[0]) == pytest.approx(expected)
+        assert cands.forum_impressions[0] == pytest.approx(expected[0])
+        slate = snap.plan.arms[variant].policy.select(
+            snap.variant_candidates[variant], 1, np.random.default_rng(0)
+        )
+        assert snap.items(slate.posts) == [("p", "f")]

@@ -25,6 +25,12 @@ its events at its time t, where t_i is when the API accepted the event's batch (
 worker applied it: a backlog does not make old events fresh); a reader decays it to its own
 time. Only events that count add to them, so the de-dup markers guard them as they guard the
 exact counts. They are kept only while a half-life is set: a counter's value depends on h.
+The time is an argument rather than the server's clock (``TIME`` in the script), which would
+stamp an event when a worker applies it: a backlog, or the journal's resend after an outage,
+would make hours-old events count as fresh. The attribution already judges an event by its
+acceptance; the worker caps it at its own clock (core.events). The script's writes are then
+a function of its arguments (on the Redis 6.2 in use, scripts replicate their effects, so
+``TIME`` followed by writes is allowed too: ``note_changes.lua`` relies on it).
 
 Posts whose attribution window closed after they expired or were withdrawn leave the forum's
 live (or withdrawn) set and statistics (``lua/prune_expired.lua``, run by the workers every
