@@ -346,3 +346,12 @@ def test_each_variant_of_a_snapshot_sees_the_decayed_counts_of_its_own_slates(
             snap.variant_candidates[variant], 1, np.random.default_rng(0)
         )
         assert snap.items(slate.posts) == [("p", "f")]
+
+
+def test_a_new_life_of_a_post_id_inherits_no_decayed_counts(storage: Storage) -> None:
+    store = decayed(storage)
+    store.catalogue.put_post("p", "f", T0, T0 + 600, retention=60, now=T0)
+    apply(store, EVENTS)
+    storage.client.delete("pb:{f:f}:post:p")  # its metadata expired; the counts were left
+    assert store.catalogue.put_post("p", "f", T0, T0 + 600, retention=60, now=T0)
+    assert not [k for k in fields(storage.client) if k.endswith(":p")]
