@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.plans import Plans, build_plan
 from app.snapshot import Refresher
@@ -355,3 +357,55 @@ def test_a_new_life_of_a_post_id_inherits_no_decayed_counts(storage: Storage) ->
     storage.client.delete("pb:{f:f}:post:p")  # its metadata expired; the counts were left
     assert store.catalogue.put_post("p", "f", T0, T0 + 600, retention=60, now=T0)
     assert not [k for k in fields(storage.client) if k.endswith(":p")]
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from("ic"),
+            st.sampled_from(["r1", "r2", "r3"]),
+            st.sampled_from(["p", "q"]),
+            st.integers(0, 40_000),
+        ),
+        max_size=25,
+    ),
+    st.booleans(),
+)
+def test_any_sequence_with_repeats_holds_the_closed_form_of_what_counted(
+    storage: Storage, events: list[tuple[str, str, str, int]], twice: bool
+) -> None:
+    """Events in any order, repeated or not: each counter holds, at its latest time, the
+    closed form of the events that counted (a click without its impression counts it too)."""
+    storage.client.flushdb()
+    store = decayed(storage, window=0)
+    for kind, request, post, t in events * (2 if twice else 1):
+        store.counting.apply_events(kind, [(request, post, "f")], 600, at=T0 + t)
+    counted: dict[str, list[tuple[str, float]]] = {"p": [], "q": []}
+    seen: set[tuple[str, str, str]] = set()
+    for kind, request, post, t in events:
+        if (kind, request, post) in seen:
+            continue
+        if ("i", request, post) not in seen:
+            seen.add(("i", request, post))
+            counted[post].append(("i", float(t)))
+        if kind == "c":
+            seen.add(("c", request, post))
+            counted[post].append(("c", float(t)))
+    got = fields(storage.client)
+    for post, found in counted.items():
+        if not found:
+            assert f"dt:{post}" not in got
+            continue
+        last = max(t for _, t in found)
+        assert got[f"dt:{post}"] == T0 + last
+        for kind in "ic":
+            expected = closed_form([t for k, t in found if k == kind], last)
+            assert got[f"d{kind}:{post}"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    every = [kt for found in counted.values() for kt in found]
+    if every:
+        last = max(t for _, t in every)
+        expected = closed_form([t for k, t in every if k == "i"], last)
+        assert got["_di"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
