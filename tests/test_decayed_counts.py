@@ -17,10 +17,11 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app import create_app
 from app.plans import Plans, build_plan
 from app.snapshot import Refresher
 from app.snapshot_file import SnapshotFile
-from bandits import make_policy
+from bandits import make_policy, post_posterior
 from bandits.forgetting import decayed_update
 from core.events import apply_batch
 from core.storage import Served, SlateArm, Storage, new_request_id
@@ -28,6 +29,7 @@ from core.storage.counting import Event
 from core.storage.decayed import CountFields
 from core.storage.experiments import ServingState
 from core.storage.snapshot_reads import VariantRead
+from tests.conftest import register
 
 H = 3600.0
 T0 = 1_700_000_000.0
@@ -409,3 +411,35 @@ def test_any_sequence_with_repeats_holds_the_closed_form_of_what_counted(
         last = max(t for _, t in every)
         expected = closed_form([t for k, t in every if k == "i"], last)
         assert got["_di"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_the_post_and_forum_views_show_what_the_policy_reads(config: dict[str, str]) -> None:
+    """With a half-life the posterior of GET /v1/posts and the forum's policy counts come
+    from the decayed counts, beside the exact totals."""
+    app = create_app({**config, "BANDIT_HALF_LIFE_SECONDS": str(int(H)),
+                      "BANDIT_FORUM_WINDOW": "0"})  # fmt: skip
+    try:
+        client, store = app.test_client(), app.extensions["postbandit"].storage
+        register(client, "p", "f")
+        now = time.time()
+        _events(store, "p", 8, 4, now - 2 * H)  # a quarter of their weight left
+        before = time.time()
+        body = client.get("/v1/posts/p").json
+        assert (body["impressions"], body["clicks"], body["half_life_seconds"]) == (8, 4, H)
+        quarter = 2 ** (-(before - now + 2 * H) / H)
+        assert body["decayed"] == {"impressions": pytest.approx(8 * quarter, rel=1e-3),
+                                   "clicks": pytest.approx(4 * quarter, rel=1e-3)}  # fmt: skip
+        decayed = body["decayed"]
+        alpha, beta = post_posterior(
+            [decayed["impressions"]], [decayed["clicks"]], [decayed["impressions"]],
+            [decayed["clicks"]], decayed["impressions"], decayed["clicks"], 10.0,
+        )  # fmt: skip
+        assert (body["posterior"]["alpha"], body["posterior"]["beta"]) == pytest.approx(
+            (alpha[0], beta[0]), rel=1e-3
+        )
+        forum = client.get("/v1/forums/f").json
+        assert (forum["impressions"], forum["clicks"]) == (8, 4)
+        assert forum["policy_counts"]["half_life_seconds"] == H
+        assert forum["policy_counts"]["impressions"] == pytest.approx(8 * quarter, rel=1e-3)
+    finally:
+        app.extensions["postbandit"].snapshots.stop()
