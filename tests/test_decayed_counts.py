@@ -443,3 +443,20 @@ def test_the_post_and_forum_views_show_what_the_policy_reads(config: dict[str, s
         assert forum["policy_counts"]["impressions"] == pytest.approx(8 * quarter, rel=1e-3)
     finally:
         app.extensions["postbandit"].snapshots.stop()
+
+
+def test_experiment_counts_and_results_are_those_of_a_service_without_a_half_life(
+    storage: Storage,
+) -> None:
+    for prefix, half_life in (("pb", int(H)), ("exact", 0)):
+        store = Storage(storage.client, prefix, forum_window=WINDOW, half_life=half_life)
+        for variant in ("a", "b"):
+            events = [(k, f"{variant}{r}", p, t) for k, r, p, t in EVENTS]
+            apply(store, events, arms={f"{variant}{r}": SlateArm("x", variant, 3)
+                                       for _, r, _, _ in EVENTS})  # fmt: skip
+    for key in ("vstats", "xres"):
+        with_decay = fields(storage.client, f"pb:{{f:f}}:{key}:x")
+        exact = fields(storage.client, f"exact:{{f:f}}:{key}:x")
+        assert exact and {k: v for k, v in with_decay.items() if "|d" not in k
+                          and "|_d" not in k} == exact, key  # fmt: skip
+    assert any("|_dt" in k for k in fields(storage.client, "pb:{f:f}:vstats:x"))
