@@ -17,6 +17,7 @@ from typing import Any
 from bandits import make_policy
 from bandits.policies import Policy
 from core.experiments.assignment import Allocation
+from core.settings import with_half_life
 from core.storage.experiments import ServingState
 
 log = logging.getLogger(__name__)
@@ -48,23 +49,26 @@ class Plan:
         return self.arms[self.allocation.assign(self.experiment, user_id)]
 
 
-def build_plan(state: ServingState, configured: Policy) -> Plan:
-    """The plan of ``state``; ``configured`` serves when nothing was promoted.
+def build_plan(state: ServingState, configured: Policy, half_life: float = 0) -> Plan:
+    """The plan of ``state``; ``configured`` serves when nothing was promoted. With a
+    ``half_life`` (> 0), every stored policy that reads counts is built with it: the snapshot
+    then holds the decayed counts (core.settings.with_half_life).
 
     Raises:
         ValueError: a stored policy or allocation is not valid (any more).
     """
-    default = Arm(configured if state.promoted is None else _policy(state.promoted))
+    promoted = state.promoted
+    default = Arm(configured if promoted is None else _policy(promoted, half_life))
     if state.experiment is None or state.definition is None:
         return Plan(default)
     variants = state.definition["variants"]
-    arms = {v["name"]: Arm(_policy(v), state.experiment, v["name"]) for v in variants}
+    arms = {v["name"]: Arm(_policy(v, half_life), state.experiment, v["name"]) for v in variants}
     allocation = Allocation.of([(v["name"], v["weight"]) for v in variants])
     return Plan(default, state.experiment, allocation, arms)
 
 
-def _policy(spec: Mapping[str, Any]) -> Policy:
-    return make_policy(spec["policy"], **spec["params"])
+def _policy(spec: Mapping[str, Any], half_life: float) -> Policy:
+    return make_policy(spec["policy"], **with_half_life(spec["policy"], spec["params"], half_life))
 
 
 class Plans:
@@ -72,15 +76,16 @@ class Plans:
     previous one. A state that no longer builds (a stored policy this version refuses) is
     logged and served by the configured policy, rather than stop the refresh."""
 
-    def __init__(self, configured: Policy) -> None:
+    def __init__(self, configured: Policy, half_life: float = 0) -> None:
         self.configured = configured
+        self.half_life = half_life
         self._state: ServingState | None = None
         self._plan = Plan(Arm(configured))
 
     def __call__(self, state: ServingState) -> Plan:
         if state != self._state:
             try:
-                self._plan = build_plan(state, self.configured)
+                self._plan = build_plan(state, self.configured, self.half_life)
             except (ValueError, KeyError, TypeError) as exc:
                 log.error("cannot serve the stored experiment state: %s", exc)
                 self._plan = Plan(Arm(self.configured))

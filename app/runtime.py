@@ -51,7 +51,9 @@ def make_runtime(settings: Settings) -> Runtime:
         storage=storage,
         broker=clients.broker(settings, "web"),
         snapshots=SnapshotCache(
-            Refresher(storage, Plans(policy)), settings.refresh_seconds, snapshot_file(settings)
+            Refresher(storage, Plans(policy, settings.half_life_seconds)),
+            settings.refresh_seconds,
+            snapshot_file(settings),
         ),
         policy=policy,
         celery=make_celery(settings, role="web"),

@@ -190,9 +190,20 @@ class VariantTotals(Strict):
     clicks: int
 
 
+class DecayedCounts(Strict):
+    """A post's decayed counts at the time of the read: each event weighs
+    ``2 ** (-age / half_life_seconds)`` (``BANDIT_HALF_LIFE_SECONDS``)."""
+
+    impressions: float
+    clicks: float
+
+
 class PostView(Strict):
     """A post's counts and posterior (``GET``/``PUT /v1/posts/{post_id}``); while an
-    experiment runs, ``variants``: the part of the counts from each variant's slates."""
+    experiment runs, ``variants``: the part of the counts from each variant's slates.
+    ``impressions`` and ``clicks`` are the exact totals; with a half-life
+    (``half_life_seconds``, else null) ``decayed`` holds the decayed counts that the policy
+    reads, and ``posterior`` is computed from them (and the forum's decayed counts)."""
 
     post_id: str
     forum_id: str
@@ -203,16 +214,20 @@ class PostView(Strict):
     expires_at: float
     live: bool
     withdrawn: bool
+    half_life_seconds: int | None
+    decayed: DecayedCounts | None
     variants: dict[str, VariantTotals] | None = None
 
 
 class PolicyCounts(Strict):
     """A forum's (impressions, clicks) as the policy takes them: over each post's first
-    ``window`` impressions (``BANDIT_FORUM_WINDOW``), or over every impression when it is 0."""
+    ``window`` impressions (``BANDIT_FORUM_WINDOW``), or over every impression when it is 0;
+    with a half-life (``half_life_seconds``, else null) decayed to the time of the read."""
 
-    impressions: int
-    clicks: int
+    impressions: float
+    clicks: float
     window: int
+    half_life_seconds: int | None
 
 
 class ForumView(Strict):

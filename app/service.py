@@ -16,6 +16,7 @@ from app.plans import Arm
 from app.runtime import Runtime
 from app.schemas import EventBatch, PostIn, RecommendationBody
 from app.snapshot import Snapshot
+from app.variant_arrays import valid
 from bandits import Slate, beta_summary, forum_posterior, post_posterior
 from core import metrics, queue
 from core.experiments.statistics import srm_p_value
@@ -273,13 +274,16 @@ def get_post(rt: Runtime, post_id: str) -> dict[str, Any]:
     Raises:
         NotFound: unknown (or long expired) post.
     """
-    record = rt.storage.catalogue.get_post(post_id)
+    record = rt.storage.catalogue.get_post(post_id, time.time())
     if record is None:
         raise NotFound(f"post {post_id} is not registered", field="post_id")
-    forum, totals = record.forum_policy_counts, _global_counts(rt)
+    exact = [(record.impressions, record.clicks), record.forum_policy_counts]
+    decayed = None if record.decayed is None else record.decayed.counts
+    # With a half-life the policy reads the decayed counts (clicks capped, as in its snapshot).
+    post, forum = valid(np.array(exact if decayed is None else decayed)).tolist()
+    totals = _global_counts(rt)
     alpha, beta = post_posterior(
-        np.array([record.impressions]), np.array([record.clicks]),
-        np.array([forum[0]]), np.array([forum[1]]),
+        np.array([post[0]]), np.array([post[1]]), np.array([forum[0]]), np.array([forum[1]]),
         totals[0], totals[1], rt.settings.prior_strength,
     )  # fmt: skip
     mean, low, high = beta_summary(alpha, beta, 0.95)
@@ -290,7 +294,9 @@ def get_post(rt: Runtime, post_id: str) -> dict[str, Any]:
                       "interval95": [float(low[0]), float(high[0])]},
         "created_at": record.created_at, "expires_at": record.expires_at,
         "live": not record.deleted and record.expires_at > time.time(),
-        "withdrawn": record.deleted,
+        "withdrawn": record.deleted, "half_life_seconds": rt.storage.half_life or None,
+        "decayed": None if decayed is None else {"impressions": decayed[0][0],
+                                                 "clicks": decayed[0][1]},
     }  # fmt: skip
     experiment = _running(rt)
     if experiment is not None:
@@ -318,12 +324,21 @@ def _global_counts(rt: Runtime) -> tuple[float, float]:
     refresh. A process that has not loaded a snapshot yet (gunicorn loads one before the first
     request; others with their first slate) reads every active forum instead, rather than load
     a snapshot for a catalogue request."""
-    snap = rt.snapshots.current()
+    snap, half_life = rt.snapshots.current(), rt.storage.half_life
     if snap is not None:
-        return snap.candidates.global_impressions, snap.candidates.global_clicks
+        cands = snap.candidates
+        if half_life and cands.as_of is not None:  # decayed counts: at the snapshot's time
+            cands = cands.decayed(half_life)
+        return cands.global_impressions, cands.global_clicks
     catalogue = rt.storage.catalogue
     forums = catalogue.get_forums(catalogue.forum_ids(), time.time())
-    return sum(f.policy_counts[0] for f in forums), sum(f.policy_counts[1] for f in forums)
+    counts = valid(np.array([_policy_counts(f) for f in forums]))
+    return float(counts[:, 0].sum()), float(counts[:, 1].sum())
+
+
+def _policy_counts(forum: ForumRecord) -> tuple[float, float]:
+    """A forum's counts as the policy takes them: decayed ones with a half-life."""
+    return forum.policy_counts if forum.decayed is None else forum.decayed.counts[0]
 
 
 def list_forums(rt: Runtime, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -356,9 +371,8 @@ def _forum_views(rt: Runtime, forums: list[ForumRecord]) -> list[dict[str, Any]]
     centred (as in :func:`get_post`), shrunk towards the global mean (:func:`_global_counts`)."""
     if not forums:
         return []
-    imps = np.array([f.policy_counts[0] for f in forums])
-    clicks = np.array([f.policy_counts[1] for f in forums])
-    alpha, beta = forum_posterior(imps, clicks, *_global_counts(rt))
+    policy = valid(np.array([_policy_counts(f) for f in forums]))
+    alpha, beta = forum_posterior(policy[:, 0], policy[:, 1], *_global_counts(rt))
     means = alpha / (alpha + beta)
     views: list[dict[str, Any]] = [
         {
@@ -368,13 +382,14 @@ def _forum_views(rt: Runtime, forums: list[ForumRecord]) -> list[dict[str, Any]]
             "ctr": forum.clicks / forum.impressions if forum.impressions else None,
             "live_posts": forum.live_posts,
             "policy_counts": {
-                "impressions": forum.policy_counts[0],
-                "clicks": forum.policy_counts[1],
+                "impressions": forum.policy_counts[0] if forum.decayed is None else float(imps),
+                "clicks": forum.policy_counts[1] if forum.decayed is None else float(clicks),
                 "window": rt.storage.forum_window,
+                "half_life_seconds": rt.storage.half_life or None,
             },
             "prior_mean": float(mean),
         }
-        for forum, mean in zip(forums, means, strict=True)
+        for forum, mean, (imps, clicks) in zip(forums, means, policy, strict=True)
     ]
     experiment = _running(rt)
     if experiment is not None:

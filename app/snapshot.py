@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from app.plans import Plan, Plans
-from app.variant_arrays import VariantArrays, variant_read
+from app.variant_arrays import VariantArrays, count_times, valid, variant_read
 from bandits import Candidates
 from core import metrics
 from core.process import PerProcess
@@ -114,15 +114,17 @@ class Catalogue:
 
     Rows are only appended (a withdrawn post's row stays, with expiry NaN), so a snapshot
     keeps valid row numbers while the catalogue moves on. With ``experiment``, the catalogue
-    also keeps its variants' counts (:class:`app.variant_arrays.VariantArrays`).
+    also keeps its variants' counts (:class:`app.variant_arrays.VariantArrays`); with an
+    ``anchor``, decayed counts at that time (unix seconds, core.storage.snapshot_reads).
     """
 
-    def __init__(self, experiment: VariantRead | None = None) -> None:
+    def __init__(self, experiment: VariantRead | None = None, anchor: float | None = None) -> None:
         self.experiment = experiment
+        self.anchor = anchor
         self.variants = None if experiment is None else VariantArrays(experiment)
         self.forum_ids: list[str] = []
         self.forum_index: dict[str, int] = {}
-        self.forum_counts: list[tuple[int, int]] = []
+        self.forum_counts: list[tuple[float, float]] = []
         self.cursors: dict[str, float] = {}
         self.post_ids: list[str] = []
         self.post_index: dict[str, int] = {}
@@ -211,15 +213,13 @@ class Catalogue:
         rows = np.flatnonzero(expires > now)
         candidate_of_row = np.full(n_rows, -1, np.intp)
         candidate_of_row[rows] = np.arange(rows.shape[0])
-        forum_counts = np.array(self.forum_counts, dtype=np.float64).reshape(-1, 2)
+        forum_counts, counts = valid(np.array(self.forum_counts)), valid(self._counts[rows])
+        times = count_times(self.anchor, rows.shape[0], forum_counts.shape[0], built_at)
         candidates = Candidates(
-            post_forum=self._forum[rows],
-            post_impressions=self._counts[rows, 0],
-            post_clicks=self._counts[rows, 1],
-            forum_impressions=forum_counts[:, 0],
-            forum_clicks=forum_counts[:, 1],
-            post_created_at=self._created[rows],
-        )
+            post_forum=self._forum[rows], post_impressions=counts[:, 0],
+            post_clicks=counts[:, 1], forum_impressions=forum_counts[:, 0],
+            forum_clicks=forum_counts[:, 1], post_created_at=self._created[rows], **times,
+        )  # fmt: skip
         live_expiry = expires[rows]
         views = {} if self.variants is None else self.variants.candidates(candidates, rows)
         self.changed = False
@@ -266,7 +266,7 @@ class Refresher:
         Raises:
             redis.RedisError: Redis failed; the process keeps its state for the next try.
         """
-        started, now = time.monotonic(), time.time()
+        started, now, reads = time.monotonic(), time.time(), self.storage.snapshots
         state = None if self.plans is None else self.storage.experiments.serving()
         experiment = variant_read(state)
         loaded = self._loaded.get()
@@ -276,16 +276,18 @@ class Refresher:
             or catalogue.experiment != experiment
         ):  # fmt: skip
             # A new experiment's variants are read in full, and a stopped one's dropped.
-            catalogue = Catalogue(experiment)
-            self._take(catalogue, self.storage.snapshots.read_changes({}, now, experiment))
+            catalogue = Catalogue(experiment, now if reads.half_life else None)
+            self._take(catalogue, reads.read_changes({}, now, experiment, now))
             loaded.catalogue, loaded.full_at, loaded.previous = catalogue, started, None
         else:
-            reads = self.storage.snapshots.read_changes(catalogue.cursors, now, experiment)
-            self._take(catalogue, reads)
+            anchor = catalogue.anchor or 0.0
+            self._take(catalogue, reads.read_changes(catalogue.cursors, now, experiment, anchor))
         plan = None if self.plans is None or state is None else self.plans(state)
         loaded.read_at = started
         previous = loaded.previous
-        if previous is not None and not catalogue.changed and time.time() < previous.next_expiry:
+        # Decayed counts fall with time: each refresh builds their snapshot again, at its time.
+        unchanged = not catalogue.changed and catalogue.anchor is None
+        if previous is not None and unchanged and time.time() < previous.next_expiry:
             loaded.previous = dataclasses.replace(previous, built_at=now, plan=plan)
         else:
             loaded.previous = catalogue.snapshot(now, time.time(), plan)

@@ -25,6 +25,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,8 @@ SAVE_EVERY_SECONDS = 10.0
 MAX_AGE_SECONDS = 86_400.0
 _ARRAYS = ("post_forum", "post_impressions", "post_clicks", "forum_impressions", "forum_clicks",
            "post_created_at")  # fmt: skip
+# With decayed counts (BANDIT_HALF_LIFE_SECONDS): when they were counted, and read.
+_TIMES = ("post_counted_at", "forum_counted_at", "as_of")
 _BAD_FILE = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 
@@ -131,6 +134,7 @@ def _arrays(snapshot: Snapshot) -> dict[str, np.ndarray]:
         "post_ids": _join(post_ids),
         "expires_at": np.asarray(snapshot.expires_at, np.float64),
         **{name: np.asarray(getattr(cands, name)) for name in _ARRAYS},
+        **{name: np.asarray(getattr(cands, name)) for name in _TIMES if cands.as_of is not None},
     }
 
 
@@ -144,7 +148,8 @@ def _snapshot(data: np.lib.npyio.NpzFile) -> Snapshot:
     if data["version"].tolist() != [FORMAT_VERSION]:
         raise ValueError(f"format version {data['version'].tolist()}, not {FORMAT_VERSION}")
     forum_ids, post_ids = _split(data["forum_ids"]), _split(data["post_ids"])
-    candidates = Candidates(**{name: data[name] for name in _ARRAYS})
+    built_at, counts = float(data["built_at"][0]), {name: data[name] for name in _ARRAYS}
+    candidates = Candidates(**counts, **_times(data, counts, built_at))
     expires_at = np.asarray(data["expires_at"], np.float64)
     if not len(post_ids) == candidates.n_posts == expires_at.shape[0]:
         raise ValueError("post ids, candidates and expiries differ in length")
@@ -152,12 +157,25 @@ def _snapshot(data: np.lib.npyio.NpzFile) -> Snapshot:
         raise ValueError("forum ids and forum counts differ in length")
     rows = np.arange(len(post_ids), dtype=np.intp)
     return Snapshot(
-        built_at=float(data["built_at"][0]), forum_ids=forum_ids,
+        built_at=built_at, forum_ids=forum_ids,
         forum_index={f: i for i, f in enumerate(forum_ids)}, post_ids=post_ids,
         post_index={p: i for i, p in enumerate(post_ids)}, rows=rows, candidate_of_row=rows,
         expires_at=expires_at, next_expiry=float(expires_at.min()) if rows.size else math.inf,
         candidates=candidates,
     )  # fmt: skip
+
+
+def _times(
+    data: np.lib.npyio.NpzFile, counts: dict[str, np.ndarray], built_at: float
+) -> dict[str, Any]:
+    """When the file's counts were counted: as saved, or (exact counts) at ``built_at``, so
+    that a policy with a half-life reads them too, as they were then."""
+    if all(name in data.files for name in _TIMES):
+        saved = {name: data[name] for name in _TIMES}
+        return {**saved, "as_of": float(saved["as_of"])}
+    n_posts, n_forums = len(counts["post_forum"]), len(counts["forum_impressions"])
+    return {"post_counted_at": np.full(n_posts, built_at),
+            "forum_counted_at": np.full(n_forums, built_at), "as_of": built_at}  # fmt: skip
 
 
 def _join(ids: list[str]) -> np.ndarray:

@@ -71,6 +71,7 @@ def statistics(settings: Settings, role: Role) -> Storage:
     return Storage(
         client, settings.key_prefix, settings.decision_log_maxlen, settings.forum_window,
         journal_replicas=settings.journal_replicas, journal_wait_ms=journal_wait_ms(settings, role),
+        half_life=settings.half_life_seconds,
     )  # fmt: skip
 
 

@@ -130,7 +130,10 @@ def apply_batch(
             todo.append((request_id, post_id, record.forums[post_id]))
     arms = _arms(served, todo)
     ttl = limits.keep + MARKER_MARGIN_SECONDS
-    applied = storage.counting.apply_events(kind, todo, ttl, arms)
+    # Decayed counts take the event at its acceptance, never ahead of this worker's clock: a
+    # web host whose clock runs ahead would otherwise push every counter it touches into
+    # the future, where the other hosts' events would weigh almost nothing.
+    applied = storage.counting.apply_events(kind, todo, ttl, arms, at=min(accepted, now))
     outcome = _outcome(storage, kind, todo, applied, served, results, now, reclick_window)
     if seen_limit is not None:
         _remember_shown(storage, kind, todo, served, (accepted, now), seen_limit)

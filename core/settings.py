@@ -33,6 +33,8 @@ DEV_ADMIN_TOKEN = "dev-admin-token"  # development only; production refuses it
 MIN_PRODUCTION_TOKEN = 16  # characters of a production token: long enough not to be guessed
 # A post's lifetime, as the API's ttl_seconds accepts it (app.schemas.MIN_TTL, MAX_TTL).
 MIN_TTL, MAX_TTL = 60, 30 * 86_400
+# The half-life of the decayed counts, when set: a minute to a year.
+MIN_HALF_LIFE, MAX_HALF_LIFE = 60, 365 * 86_400
 
 Role = Literal["web", "worker"]
 PolicyName = Literal[
@@ -181,6 +183,14 @@ class Settings(BaseSettings):
         "first this many impressions and their clicks; `0` takes every impression "
         "([event semantics](#event-semantics))",
     )  # fmt: skip
+    half_life_seconds: WholeNumber = Field(
+        0, alias="BANDIT_HALF_LIFE_SECONDS", ge=0, le=MAX_HALF_LIFE,
+        description="`0`: off. Else the policy forgets: an event's weight in every count it "
+        "reads halves every this many seconds (at least 60), so a post clicked long ago no "
+        "longer outranks one clicked now ([forgetting](#forgetting-old-clicks))",
+        json_schema_extra={"allowed": f"0, or a whole number in [{MIN_HALF_LIFE}, "
+                                      f"{MAX_HALF_LIFE}]"},
+    )  # fmt: skip
     attribution_seconds: WholeNumber = Field(
         86_400, alias="BANDIT_ATTRIBUTION_SECONDS", ge=1, le=MAX_TTL,
         description="how long a slate's events count: an event counts when it is accepted "
@@ -311,8 +321,10 @@ class Settings(BaseSettings):
         return (self.seen_seconds, self.seen_limit) if self.seen_limit else None
 
     def policy_params(self) -> dict[str, float]:
-        """The settings the served policy takes, by parameter name."""
-        return {name: getattr(self, name) for name in POLICY_SETTINGS[self.policy]}
+        """The settings the served policy takes, by parameter name (with the half-life when
+        one is set and the policy forgets)."""
+        params = {name: getattr(self, name) for name in POLICY_SETTINGS[self.policy]}
+        return with_half_life(self.policy, params, self.half_life_seconds)
 
     @model_validator(mode="before")
     @classmethod
@@ -339,6 +351,11 @@ class Settings(BaseSettings):
             _check_production_token("BANDIT_ADMIN_TOKEN", self.admin_token)
             _check_production_token("BANDIT_APP_TOKEN", self.app_token)
         _check_broker(self)
+        if 0 < self.half_life_seconds < MIN_HALF_LIFE:
+            raise ConfigError(
+                f"BANDIT_HALF_LIFE_SECONDS must be 0, or a whole number in "
+                f"[{MIN_HALF_LIFE}, {MAX_HALF_LIFE}], got {self.half_life_seconds}"
+            )
         if self.exploration != 1.0 and "exploration" not in POLICY_SETTINGS[self.policy]:
             raise ConfigError(f"BANDIT_EXPLORATION applies to two_level_ts, not {self.policy}")
         try:
@@ -408,6 +425,18 @@ POLICY_SETTINGS: dict[str, tuple[str, ...]] = {
     "explore": (),
 }
 _ENV_OF = {"prior_strength": "BANDIT_PRIOR_STRENGTH", "exploration": "BANDIT_EXPLORATION"}
+# The policies that read counts, and so take the half-life of BANDIT_HALF_LIFE_SECONDS.
+FORGETTING_POLICIES = ("two_level_ts", "flat_ts", "greedy", "epsilon_greedy")
+
+
+def with_half_life(policy: str, params: Mapping[str, Any], half_life: float) -> dict[str, Any]:
+    """``params`` of ``policy``, plus ``half_life`` when one is set (> 0) and the policy reads
+    counts: every policy of the service then reads the decayed counts it is given."""
+    if half_life > 0 and policy in FORGETTING_POLICIES:
+        return {**params, "half_life": float(half_life)}
+    return dict(params)
+
+
 _T = TypeVar("_T", bound=BaseSettings)
 DECLARATIONS: tuple[type[BaseSettings], ...] = (Settings, ServerSettings)
 

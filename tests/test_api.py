@@ -177,7 +177,8 @@ def test_the_policy_and_the_post_view_take_the_windowed_forum_counts(
         assert (view["impressions"], view["clicks"]) == (4, 3)  # every impression, always
         [listed] = client.get("/v1/forums").json["forums"]
         assert listed == view
-        counts = {"impressions": jobs[0], "clicks": jobs[1], "window": window}
+        counts = {"impressions": jobs[0], "clicks": jobs[1], "window": window,
+                  "half_life_seconds": None}  # fmt: skip
         assert view["policy_counts"] == counts
         assert view["prior_mean"] == pytest.approx(posterior["mean"])  # a new post's prior
     finally:
@@ -194,7 +195,7 @@ def test_forum_views(client: FlaskClient, catalogue: dict[str, str]) -> None:
         "clicks": 0,
         "ctr": None,
         "live_posts": 4,
-        "policy_counts": {"impressions": 0, "clicks": 0, "window": 20},
+        "policy_counts": {"impressions": 0, "clicks": 0, "window": 20, "half_life_seconds": None},
         "prior_mean": 0.5,
     }
 
@@ -205,7 +206,12 @@ def test_forum_prior_means_are_those_of_new_posts(
     """Each forum's prior mean, shrunk towards the global mean, centres its new posts' priors."""
     rt.storage.counting.apply_events("c", [(f"r{r}", "maths-0", "maths") for r in range(3)], 60)
     forums = {f["forum_id"]: f for f in client.get("/v1/forums").json["forums"]}  # type: ignore[index]
-    assert forums["maths"]["policy_counts"] == {"impressions": 3, "clicks": 3, "window": 20}
+    assert forums["maths"]["policy_counts"] == {
+        "impressions": 3,
+        "clicks": 3,
+        "window": 20,
+        "half_life_seconds": None,
+    }
     for forum_id, post_id in (("maths", "maths-1"), ("physics", "physics-0")):
         posterior = client.get(f"/v1/posts/{post_id}").json["posterior"]  # type: ignore[index]
         assert forums[forum_id]["prior_mean"] == pytest.approx(posterior["mean"])

@@ -107,6 +107,16 @@ PRODUCTION = {"BANDIT_ENV": "production", "BANDIT_ADMIN_TOKEN": "a-production-ad
         ({"BANDIT_SEEN_SECONDS": "59"}, r"BANDIT_SEEN_SECONDS .* in \[60, 2592000\], got '59'"),
         ({"BANDIT_SEEN_SECONDS": "2592001"}, "BANDIT_SEEN_SECONDS"),
         ({"BANDIT_SEEN_SECONDS": "1.5"}, "BANDIT_SEEN_SECONDS must be a whole number"),
+        (
+            {"BANDIT_HALF_LIFE_SECONDS": "59"},
+            r"BANDIT_HALF_LIFE_SECONDS must be 0, or a whole number in \[60, 31536000\], got 59",
+        ),
+        ({"BANDIT_HALF_LIFE_SECONDS": "-60"}, "BANDIT_HALF_LIFE_SECONDS must be 0, or a whole"),
+        (
+            {"BANDIT_HALF_LIFE_SECONDS": "3600.5"},
+            "BANDIT_HALF_LIFE_SECONDS must be 0, or a .*'3600.5'",
+        ),
+        ({"BANDIT_HALF_LIFE_SECONDS": "31536001"}, "BANDIT_HALF_LIFE_SECONDS must be 0, or a"),
         ({"BANDIT_DECISION_LOG_MAXLEN": "1e6"}, "BANDIT_DECISION_LOG_MAXLEN must be a whole"),
         ({"BANDIT_LOG_LEVEL": "trace"}, "BANDIT_LOG_LEVEL must be one of DEBUG, .*got 'trace'"),
         ({"BANDIT_LOG_LEVEL": " info"}, "BANDIT_LOG_LEVEL"),
@@ -258,9 +268,22 @@ def test_the_readme_table_is_the_declaration() -> None:
     assert readme[start:end] == markdown_table()
 
 
+@pytest.mark.parametrize(
+    ("policy", "raw", "half_life"),
+    [("two_level_ts", "0", None), ("two_level_ts", "60", 60.0), ("greedy", "3600", 3600.0),
+     ("flat_ts", "31536000", 31536000.0), ("random", "3600", None)],
+)  # fmt: skip
+def test_the_half_life_reaches_the_policies_that_read_counts(
+    policy: str, raw: str, half_life: float | None
+) -> None:
+    settings = Settings.from_mapping({"BANDIT_POLICY": policy, "BANDIT_HALF_LIFE_SECONDS": raw})
+    served = make_policy(policy, **settings.policy_params())
+    assert getattr(served, "half_life", None) == half_life
+
+
 def test_every_variable_is_declared_once_with_its_limits() -> None:
     names = [name for name, _ in declared()]
-    assert len(names) == len(set(names)) == 36
+    assert len(names) == len(set(names)) == 37
     for name, field in declared():
         assert field.description, name
         assert allowed(field), name

@@ -81,12 +81,15 @@ def test_a_slate_is_only_served_under_its_members_request_id() -> None:
 def test_every_script_documents_its_keys_and_args_and_is_found_from_any_directory(
     tmp_path: Path,
 ) -> None:
-    assert sorted(p.stem for p in LUA_DIR.glob("*.lua")) == sorted([*SCRIPTS, "note_changes"])
+    assert sorted(p.stem for p in LUA_DIR.glob("*.lua")) == sorted(
+        [*SCRIPTS, "note_changes", "decayed"]
+    )
     for name in SCRIPTS:
         head = (LUA_DIR / f"{name}.lua").read_text().split("\n\n")[0]
         assert "KEYS[1]" in head and "ARGV[1]" in head and f"{name}_call" in head, name
     assert "local function note_changes" in source("apply_events")
     assert "local function note_changes" not in source("serve_slate")
+    assert "local function decayed_add" in source("apply_events")
     code = "from core.storage.scripts import source; print(len(source('put_post')))"
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
     found = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env,

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 
 import redis
 
+from core.storage.decayed import CountFields
 from core.storage.keys import TOTAL_FIELDS, Keys, policy_fields
-from core.storage.records import ForumRecord, PostConflict, PostRecord, text, totals
+from core.storage.records import Decayed, ForumRecord, PostConflict, PostRecord, text, totals
 from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 # Fresh withdrawals that the serve path checks slates against (P:withdrawn) are kept this long.
@@ -107,15 +108,18 @@ def decode_cursor(cursor: str) -> bytes:
 
 class Catalogue:
     """``forum_window``: W of the windowed forum totals (picks the policy's fields);
-    ``keep_us``: how long a forum's change log keeps a change."""
+    ``keep_us``: how long a forum's change log keeps a change; ``half_life``: the half-life of
+    the decayed counts that post and forum reads add, in seconds (0: none)."""
 
     def __init__(
-        self, client: redis.Redis, keys: Keys, scripts: Scripts, forum_window: int, keep_us: int
-    ) -> None:
+        self, client: redis.Redis, keys: Keys, scripts: Scripts, forum_window: int, keep_us: int,
+        half_life: float = 0,
+    ) -> None:  # fmt: skip
         self.client = client
         self.keys = keys
         self.scripts = scripts
         self.policy_fields = policy_fields(forum_window)
+        self.decayed = CountFields.of(forum_window, half_life) if half_life else None
         self.keep_us = keep_us
 
     def register(
@@ -186,15 +190,20 @@ class Catalogue:
         pipe.execute()
         return True
 
-    def get_post(self, post_id: str) -> PostRecord | None:
-        """The post, its counts and its forum's policy counts (two round trips); None when
-        unknown or forgotten."""
+    def get_post(self, post_id: str, now: float | None = None) -> PostRecord | None:
+        """The post, its counts and its forum's policy counts, and with a half-life both
+        decayed to ``now`` (default: the local clock); two round trips. None when unknown or
+        forgotten."""
         forum_id = text(self.client.get(self.keys.post_forum(post_id)))
         if forum_id is None:
             return None
         pipe = batch(self.client)
         pipe.hgetall(self.keys.post(forum_id, post_id))
-        pipe.hmget(self.keys.stats(forum_id), f"i:{post_id}", f"c:{post_id}", *self.policy_fields)
+        fields = [f"i:{post_id}", f"c:{post_id}", *self.policy_fields]
+        if self.decayed is not None:
+            fields += [f.decode() for f in self.decayed.posts([post_id.encode()])]
+            fields += self.decayed.forum
+        pipe.hmget(self.keys.stats(forum_id), fields)
         raw, counts = pipe.execute()
         if not raw:
             return None
@@ -205,8 +214,16 @@ class Catalogue:
             created_at=float(meta.get("created_at") or 0),
             expires_at=float(meta.get("expires_at") or 0),
             deleted=meta.get("deleted") == "1",
-            impressions=imps, clicks=clicks, forum_policy_counts=totals(counts[2:]),
+            impressions=imps, clicks=clicks, forum_policy_counts=totals(counts[2:4]),
+            decayed=self._decayed(counts[4:], time.time() if now is None else now),
         )  # fmt: skip
+
+    def _decayed(self, values: list[bytes | None], now: float) -> Decayed | None:
+        """Groups of decayed values and their time, decayed to ``now``; None without a
+        half-life."""
+        if self.decayed is None:
+            return None
+        return Decayed(self.decayed.half_life, list(self.decayed.counts(values, now)))
 
     def forum_ids(self) -> list[str]:
         return forum_ids(self.client, self.keys)
@@ -229,7 +246,7 @@ class Catalogue:
         active, history, counts, live = pipe.execute()
         if active is None and not history:
             return None
-        return _forum(forum_id, counts, live)
+        return self._forum(forum_id, counts, live, now)
 
     def get_forums(self, forum_ids: Sequence[str], now: float) -> list[ForumRecord]:
         """Totals, live post counts and the policy's counts of the given forums, in one round
@@ -239,15 +256,18 @@ class Catalogue:
             self._queue_forum(pipe, forum_id, now)
         replies = pipe.execute()
         return [
-            _forum(forum_id, counts, live)
+            self._forum(forum_id, counts, live, now)
             for forum_id, counts, live in zip(forum_ids, replies[0::2], replies[1::2], strict=True)
         ]
 
     def _queue_forum(self, pipe: redis.client.Pipeline, forum_id: str, now: float) -> None:
-        pipe.hmget(self.keys.stats(forum_id), *TOTAL_FIELDS, *self.policy_fields)
+        decayed = () if self.decayed is None else self.decayed.forum
+        pipe.hmget(self.keys.stats(forum_id), *TOTAL_FIELDS, *self.policy_fields, *decayed)
         pipe.zcount(self.keys.live(forum_id), f"({now}", "+inf")
 
-
-def _forum(forum_id: str, counts: list[bytes | None], live: int) -> ForumRecord:
-    imps, clicks = totals(counts[:2])
-    return ForumRecord(forum_id, imps, clicks, int(live), totals(counts[2:]))
+    def _forum(
+        self, forum_id: str, counts: list[bytes | None], live: int, now: float
+    ) -> ForumRecord:
+        imps, clicks = totals(counts[:2])
+        decayed = self._decayed(counts[4:], now)
+        return ForumRecord(forum_id, imps, clicks, int(live), totals(counts[2:4]), decayed)

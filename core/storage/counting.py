@@ -17,6 +17,21 @@ before they existed, or while W was 0) reads as 0 impressions and 0 clicks: the 
 is then the global one until impressions within the window are counted again (a post that
 already had W impressions adds none). Changing W applies to the events counted from then on.
 
+With a half-life h (``BANDIT_HALF_LIFE_SECONDS``) the same step keeps decayed counters beside
+the exact ones (``lua/decayed.lua``): per post ``di:``/``dc:`` and their time ``dt:``, per
+forum ``_di``/``_dc``, ``_dwi``/``_dwc`` (windowed as above) and their time ``_dt``, and the
+same under each variant in an experiment's counts. A counter holds sum_i 2^(-(t - t_i)/h) over
+its events at its time t, where t_i is when the API accepted the event's batch (not when a
+worker applied it: a backlog does not make old events fresh); a reader decays it to its own
+time. Only events that count add to them, so the de-dup markers guard them as they guard the
+exact counts. They are kept only while a half-life is set: a counter's value depends on h.
+The time is an argument rather than the server's clock (``TIME`` in the script), which would
+stamp an event when a worker applies it: a backlog, or the journal's resend after an outage,
+would make hours-old events count as fresh. The attribution already judges an event by its
+acceptance; the worker caps it at its own clock (core.events). The script's writes are then
+a function of its arguments (on the Redis 6.2 in use, scripts replicate their effects, so
+``TIME`` followed by writes is allowed too: ``note_changes.lua`` relies on it).
+
 Posts whose attribution window closed after they expired or were withdrawn leave the forum's
 live (or withdrawn) set and statistics (``lua/prune_expired.lua``, run by the workers every
 minute), so those keys hold recent posts only; the forum totals, windowed ones too, keep their
@@ -26,6 +41,7 @@ snapshots and pruning iterate, and its stats hash stays as history.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 
 import redis
@@ -38,6 +54,7 @@ from core.storage.records import SlateArm
 from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 Event = tuple[str, str, str]  # (request id, post id, forum id)
+Decay = tuple[float, int]  # (the events' time in unix seconds, the half-life in seconds)
 
 # An experiment's counts outlive their last write by this much (and by the markers' ttl):
 # the last events of its slates arrive up to the attribution window plus the grace after its
@@ -48,10 +65,12 @@ EXPERIMENT_RETENTION_SECONDS = 30 * 86400
 def apply_events_call(
     keys: Keys, kind: str, forum_id: str, events: Sequence[Event], ttl: int, keep_us: int,
     window: int, outcome_cap: int = 0, arms: Mapping[str, SlateArm] | None = None,
+    decay: Decay = (0.0, 0),
 ) -> ScriptCall:  # fmt: skip
     """KEYS/ARGV of ``lua/apply_events.lua`` for the events of one forum (``forum_id``);
     ``outcome_cap`` is the cap of its outcome stream (0: no decision log); ``arms`` the
-    experiment arm of each request id whose slate an experiment served."""
+    experiment arm of each request id whose slate an experiment served; ``decay`` the
+    events' time and the half-life of the decayed counters (0: none kept)."""
     arms = arms or {}
     markers: dict[str, int] = {}
     pairs: list[EncodableT] = []
@@ -70,7 +89,8 @@ def apply_events_call(
     return ScriptCall(
         event_keys + [keys.seen(forum_id, r) for r in markers],
         [kind, ttl, keep_us, window, outcome_cap, len(experiments),
-         ttl + EXPERIMENT_RETENTION_SECONDS, *per_marker, *pairs],
+         ttl + EXPERIMENT_RETENTION_SECONDS, repr(float(decay[0])), decay[1], *per_marker,
+         *pairs],
     )  # fmt: skip
 
 
@@ -82,12 +102,14 @@ def prune_expired_call(keys: Keys, forum_id: str, before: float, limit: int) -> 
 
 
 class Counting:
-    """``forum_window`` is W of the windowed forum totals (0: none)."""
+    """``forum_window`` is W of the windowed forum totals (0: none); ``half_life`` the
+    half-life of the decayed counters, in seconds (0: none kept)."""
 
     def __init__(
         self, client: redis.Redis, keys: Keys, scripts: Scripts, log: DecisionLog,
-        forum_window: int, keep_us: int,
+        forum_window: int, keep_us: int, half_life: int = 0,
     ) -> None:  # fmt: skip
+        self.half_life = half_life
         self.client = client
         self.keys = keys
         self.scripts = scripts
@@ -97,10 +119,12 @@ class Counting:
 
     def apply_events(
         self, kind: str, events: Sequence[Event], ttl: int,
-        arms: Mapping[str, SlateArm] | None = None,
+        arms: Mapping[str, SlateArm] | None = None, at: float | None = None,
     ) -> list[int]:  # fmt: skip
         """Apply (request id, post id, forum id) events of ``kind`` ('i' or 'c'): one atomic
         step per forum, all in one round trip; seen-markers expire after ``ttl`` seconds.
+        With a half-life, the events count in the decayed counters at time ``at`` (unix
+        seconds; default now), in the same step.
         ``arms`` holds the experiment arm of the requests whose slate an experiment served:
         their events count under their variant too, in the same step, and their forum joins
         the experiment's forums (core.storage.experiment_counts).
@@ -110,6 +134,7 @@ class Counting:
         it, is appended to its forum's outcome stream in the same atomic step.
         """
         arms = arms or {}
+        decay = (time.time() if at is None else at, self.half_life)
         by_forum: dict[str, list[int]] = {}
         for i, (_, _, forum_id) in enumerate(events):
             by_forum.setdefault(forum_id, []).append(i)
@@ -119,8 +144,10 @@ class Counting:
             forum_events = [events[i] for i in indices]
             # Before the step, so that a forum's outcomes and results are always found.
             self._queue_forum(pipe, forum_id, forum_events, arms, ttl)
-            call = apply_events_call(self.keys, kind, forum_id, forum_events, ttl, self.keep_us,
-                                     self.forum_window, self.log.outcome_cap, arms)  # fmt: skip
+            call = apply_events_call(
+                self.keys, kind, forum_id, forum_events, ttl, self.keep_us, self.forum_window,
+                self.log.outcome_cap, arms, decay,
+            )  # fmt: skip
             run(self.scripts.apply_events, call, pipe)
             steps.append(len(pipe) - 1)
         replies = pipe.execute()

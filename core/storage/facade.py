@@ -30,7 +30,9 @@ class Storage:
     impression); ``changes_keep_seconds`` is how long each forum's change log keeps a change
     (a snapshot that has not read it for half of this reloads in full);
     ``journal_replicas`` replicas must acknowledge each batch the journal accepts within
-    ``journal_wait_ms`` (0: none, see :mod:`core.storage.journal`).
+    ``journal_wait_ms`` (0: none, see :mod:`core.storage.journal`); ``half_life`` is the
+    half-life of the decayed counters in seconds (0: none kept, and the snapshots and post
+    reads take the exact counts only).
     """
 
     def __init__(
@@ -42,16 +44,19 @@ class Storage:
         changes_keep_seconds: float = CHANGES_KEEP_SECONDS,
         journal_replicas: int = 0,
         journal_wait_ms: int = 100,
+        half_life: int = 0,
     ) -> None:
         self.client = client
         self.keys = keys = Keys(prefix)
         self.forum_window = forum_window
         scripts = Scripts(client)
         keep_us = int(changes_keep_seconds * 1_000_000)
-        self.snapshots = SnapshotReads(client, keys, forum_window, keep_us)
+        self.half_life = half_life
+        self.snapshots = SnapshotReads(client, keys, forum_window, keep_us, half_life)
         self.decisions = DecisionLog(client, keys, decision_log_maxlen)
-        self.catalogue = Catalogue(client, keys, scripts, forum_window, keep_us)
-        self.counting = Counting(client, keys, scripts, self.decisions, forum_window, keep_us)
+        self.catalogue = Catalogue(client, keys, scripts, forum_window, keep_us, half_life)
+        self.counting = Counting(client, keys, scripts, self.decisions, forum_window, keep_us,
+                                 half_life)  # fmt: skip
         self.experiment_counts = ExperimentCounts(client, keys, scripts)
         self.serving = Serving(client, keys, scripts, self.decisions, self.experiment_counts)
         self.shown = Shown(client, keys, scripts)

@@ -12,7 +12,11 @@ key                             type      content
                                           with a post not yet pruned; pruning forgets the others
 ``P:{f:F}:live``                zset      post id -> expiry (unix seconds) of forum F's posts
 ``P:{f:F}:stats``               hash      ``i:<post>``/``c:<post>`` counts; ``_i``/``_c`` totals;
-                                          ``_wi``/``_wc`` windowed totals (core.storage.counting)
+                                          ``_wi``/``_wc`` windowed totals (core.storage.counting);
+                                          with a half-life, decayed counts (floats) and the
+                                          time they were decayed to: ``di:<post>``/
+                                          ``dc:<post>`` at ``dt:<post>``; ``_di``/``_dc``,
+                                          ``_dwi``/``_dwc`` at ``_dt``
 ``P:{f:F}:changes``             zset      post id -> when its counts or liveness last changed
                                           (Redis clock, microseconds; about the last 10 minutes)
 ``P:{f:F}:seen:R``              set       ``i:<post>``/``c:<post>`` counted for request R;
@@ -92,8 +96,11 @@ members in the experiment's own slot ``{xres:X}``, written when a slate is serve
 ==============================  ========  ==================================================
 ``P:{f:F}:vstats:X``            hash      forum F's counts of experiment X's slates:
                                           ``V|i:<post>``, ``V|c:<post>``, ``V|_i``, ``V|_c``,
-                                          ``V|_wi``, ``V|_wc`` for each variant V, and the
-                                          same under ``*|`` summed over the variants (TTL)
+                                          ``V|_wi``, ``V|_wc`` for each variant V, with a
+                                          half-life their decayed counterparts (``V|di:<post>``,
+                                          ``V|dc:<post>``, ``V|dt:<post>``, ``V|_di``... ``V|_dt``,
+                                          as in the stats hash), and the same under ``*|``
+                                          summed over the variants (TTL)
 ``P:{f:F}:xres:X``              hash      ``V|B|i``, ``V|B|c``: impressions and clicks of
                                           variant V's members in statistics bucket B (TTL)
 ``P:{xres:X}:members``          set       members served a slate of experiment X (TTL)
@@ -150,6 +157,17 @@ def journal_shard(batch_id: str) -> int:
 def decision_shard(user_id: str) -> int:
     """The decision stream shard of the slates served to ``user_id`` (by its member tag)."""
     return int(member_tag(user_id), 16) % DECISION_SHARDS
+
+
+# The decayed forum counts of the stats hash (core.storage.counting): both kinds of totals,
+# and the time they were last decayed to.
+DECAYED_TOTAL_FIELDS = ("_di", "_dc", "_dt")
+DECAYED_WINDOW_FIELDS = ("_dwi", "_dwc", "_dt")
+
+
+def decayed_policy_fields(forum_window: int) -> tuple[str, str, str]:
+    """The decayed counterparts of :func:`policy_fields`, and their time."""
+    return DECAYED_WINDOW_FIELDS if forum_window else DECAYED_TOTAL_FIELDS
 
 
 def policy_fields(forum_window: int) -> tuple[str, str]:

@@ -14,9 +14,19 @@ class PostConflict(Exception):
 
 
 @dataclass(frozen=True)
+class Decayed:
+    """Decayed counts (core.storage.counting) as read at one time: their ``half_life``
+    (seconds) and (impressions, clicks) of each counter read, 0 for one never written."""
+
+    half_life: float
+    counts: list[tuple[float, float]]
+
+
+@dataclass(frozen=True)
 class PostRecord:
     """A post's metadata and counts, and its forum's (impressions, clicks) as the policy takes
-    them (:func:`core.storage.keys.policy_fields`)."""
+    them (:func:`core.storage.keys.policy_fields`); with a half-life, ``decayed`` holds the
+    post's and then the forum's decayed counts, at the time of the read."""
 
     post_id: str
     forum_id: str
@@ -26,28 +36,31 @@ class PostRecord:
     impressions: int
     clicks: int
     forum_policy_counts: tuple[int, int] = (0, 0)
+    decayed: Decayed | None = None
 
 
 @dataclass(frozen=True)
 class ForumRecord:
     """A forum's totals over every impression, its live posts, and its (impressions, clicks)
-    as the policy takes them."""
+    as the policy takes them, exact and, with a half-life, decayed to the time of the read."""
 
     forum_id: str
     impressions: int
     clicks: int
     live_posts: int
     policy_counts: tuple[int, int]
+    decayed: Decayed | None = None
 
 
 @dataclass(frozen=True)
 class PostStates:
-    """Some posts of one forum as they are now: expiry (NaN once withdrawn) and counts."""
+    """Some posts of one forum as they are now: expiry (NaN once withdrawn) and counts (exact,
+    or decayed ones at the reader's anchor, core.storage.snapshot_reads)."""
 
     post_ids: list[str]
     expires_at: list[float]
-    impressions: list[int]
-    clicks: list[int]
+    impressions: list[float]
+    clicks: list[float]
 
 
 @dataclass(frozen=True)
@@ -56,9 +69,9 @@ class VariantCounts:
     the forum's (impressions, clicks) as the policy takes them, and each read post's counts
     (in the order of :attr:`ForumRead.posts`)."""
 
-    policy_counts: tuple[int, int]
-    impressions: list[int]
-    clicks: list[int]
+    policy_counts: tuple[float, float]
+    impressions: list[float]
+    clicks: list[float]
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,7 @@ class ForumRead:
 
     forum_id: str
     cursor: float
-    policy_counts: tuple[int, int]
+    policy_counts: tuple[float, float]
     posts: PostStates | None
     variants: dict[str, VariantCounts] = field(default_factory=dict)
 

@@ -4,6 +4,13 @@ an experiment runs, the same counts per variant of its slates (``P:{f:F}:vstats:
 
 Every change of a post's counts or liveness is noted in its forum's change log
 (``P:{f:F}:changes``) by the step that makes it, so a refresh reads only what changed.
+
+With a half-life (``BANDIT_HALF_LIFE_SECONDS``) the reads take the decayed counters instead
+(core.storage.counting), each a value and its time, and return them as values at one time,
+the reader's ``anchor``: a counter (v, t) reads as ``v * 2 ** ((t - anchor) / h)``. Counts
+at one common time can be compared, summed and subtracted like exact counts (the variants'
+"totals - all variants + own" stays exact), change only when an event changes them, and
+the reader decays them all by one factor ``2 ** (-(now - anchor) / h)`` to its time.
 """
 
 from __future__ import annotations
@@ -16,8 +23,9 @@ from typing import Any
 import redis
 
 from core.storage.catalogue import forum_ids
-from core.storage.keys import ALL_VARIANTS, Keys, policy_fields
-from core.storage.records import ForumRead, PostStates, VariantCounts, totals
+from core.storage.decayed import CountFields
+from core.storage.keys import ALL_VARIANTS, Keys
+from core.storage.records import ForumRead, PostStates, VariantCounts
 from core.storage.scripts import batch
 
 # How long the change log remembers a change; a snapshot that has not read it for half of
@@ -46,21 +54,32 @@ class VariantRead:
 
 class SnapshotReads:
     """``forum_window`` picks the forum fields the policy takes (see core.storage.counting);
-    ``keep_us``: how long the change log keeps a change (microseconds)."""
+    ``keep_us``: how long the change log keeps a change (microseconds); with ``half_life``
+    (seconds, > 0) the counts read are the decayed ones, at the ``anchor`` of each read."""
 
     changes_overlap_us = CHANGES_OVERLAP_US
 
-    def __init__(self, client: redis.Redis, keys: Keys, forum_window: int, keep_us: int) -> None:
+    def __init__(
+        self, client: redis.Redis, keys: Keys, forum_window: int, keep_us: int,
+        half_life: float = 0,
+    ) -> None:  # fmt: skip
         self.client = client
         self.keys = keys
-        self.policy_fields = policy_fields(forum_window)
+        self.fields = CountFields.of(forum_window, half_life)
+        self.policy_fields = self.fields.forum
         self.changes_keep_us = keep_us
 
+    @property
+    def half_life(self) -> float:
+        """The half-life of the counts read, in seconds (0: exact counts)."""
+        return self.fields.half_life
+
     def read_changes(
-        self, cursors: Mapping[str, float], now: float, experiment: VariantRead | None = None
-    ) -> list[ForumRead]:
+        self, cursors: Mapping[str, float], now: float, experiment: VariantRead | None = None,
+        anchor: float = 0.0,
+    ) -> list[ForumRead]:  # fmt: skip
         """Every forum's posts that changed after its cursor, with their current state (and,
-        with ``experiment``, its variants' counts of them).
+        with ``experiment``, its variants' counts of them); decayed counts at ``anchor``.
 
         A forum missing from ``cursors`` is read in full (its live posts). Two round trips,
         plus two when new forums appear. The returned cursors lag the server's clock at the
@@ -82,8 +101,9 @@ class SnapshotReads:
         for i, forum_id in enumerate(known):
             log, counts, variant_counts = replies[3 * i : 3 * i + 3]
             changed[forum_id] = (max(cursors[forum_id], read_at), log, counts, variant_counts)
-        reads = self._changed_posts(changed, experiment)
-        return reads + self.read_forums([f for f in every if f not in cursors], now, experiment)
+        reads = self._changed_posts(changed, experiment, anchor)
+        fresh = [f for f in every if f not in cursors]
+        return reads + self.read_forums(fresh, now, experiment, anchor)
 
     def _queue_variant_forum(
         self, pipe: redis.client.Pipeline, forum_id: str, experiment: VariantRead | None
@@ -96,23 +116,27 @@ class SnapshotReads:
         fields = [f"{n}|{f}" for n in experiment.names for f in self.policy_fields]
         pipe.hmget(self.keys.variant_stats(forum_id, experiment.experiment), fields)
 
-    def _changed_posts(self, changed: Changed, experiment: VariantRead | None) -> list[ForumRead]:
+    def _changed_posts(
+        self, changed: Changed, experiment: VariantRead | None, anchor: float
+    ) -> list[ForumRead]:
         pipe = batch(self.client)
         for forum_id, (_, log, _, _) in changed.items():
             if log:
                 posts: list[Any] = [post for post, _ in log]
                 pipe.zmscore(self.keys.live(forum_id), posts)
-                pipe.hmget(self.keys.stats(forum_id), _count_fields(posts))
+                pipe.hmget(self.keys.stats(forum_id), self.fields.posts(posts))
                 self._queue_variant_posts(pipe, forum_id, posts, experiment)
         replies = iter(pipe.execute())
         reads = []
         for forum_id, (cursor, log, counts, variant_counts) in changed.items():
             states, post_counts = None, None
             if log:
-                states = _post_states([p for p, _ in log], next(replies), next(replies))
+                post_ids, live = [p for p, _ in log], next(replies)
+                states = self._post_states(post_ids, live, next(replies), anchor)
                 post_counts = next(replies)
-            variants = _variants(experiment, variant_counts, post_counts)
-            reads.append(ForumRead(forum_id, cursor, totals(counts), states, variants))
+            variants = self._variants(experiment, variant_counts, post_counts, anchor)
+            forum = next(self.fields.counts(counts, anchor))
+            reads.append(ForumRead(forum_id, cursor, forum, states, variants))
         return reads
 
     def _queue_variant_posts(
@@ -124,14 +148,15 @@ class SnapshotReads:
         if experiment is None:
             pipe.exists(self.keys.stats(forum_id))
             return
-        fields = [n.encode() + b"|" + f for n in experiment.names for f in _count_fields(posts)]
+        fields = [f for n in experiment.names for f in self.fields.posts(posts, n.encode() + b"|")]
         pipe.hmget(self.keys.variant_stats(forum_id, experiment.experiment), fields)
 
     def read_forums(
-        self, forum_ids: Sequence[str], now: float, experiment: VariantRead | None = None
-    ) -> list[ForumRead]:
+        self, forum_ids: Sequence[str], now: float, experiment: VariantRead | None = None,
+        anchor: float = 0.0,
+    ) -> list[ForumRead]:  # fmt: skip
         """The given forums in full: every live post's expiry and counts, and with
-        ``experiment`` its variants' (two round trips)."""
+        ``experiment`` its variants' (two round trips); decayed counts at ``anchor``."""
         if not forum_ids:
             return []
         pipe = batch(self.client)
@@ -147,18 +172,20 @@ class SnapshotReads:
         for forum_id, live in zip(forum_ids, lives, strict=True):
             if live:
                 posts = [post for post, _ in live]
-                pipe.hmget(self.keys.stats(forum_id), _count_fields(posts))
+                pipe.hmget(self.keys.stats(forum_id), self.fields.posts(posts))
                 self._queue_variant_posts(pipe, forum_id, posts, experiment)
         counts = iter(pipe.execute())
         reads = []
         for forum_id, live, forum, variant_forum in zip(
             forum_ids, lives, forum_counts, variant_forums, strict=True
         ):
-            states = _post_states(
-                [p for p, _ in live], [e for _, e in live], next(counts) if live else []
+            states = self._post_states(
+                [p for p, _ in live], [e for _, e in live], next(counts) if live else [], anchor
             )
-            variants = _variants(experiment, variant_forum, next(counts) if live else [])
-            reads.append(ForumRead(forum_id, cursor, totals(forum), states, variants))
+            variants = self._variants(experiment, variant_forum, next(counts) if live else [],
+                                      anchor)  # fmt: skip
+            policy_counts = next(self.fields.counts(forum, anchor))
+            reads.append(ForumRead(forum_id, cursor, policy_counts, states, variants))
         return reads
 
     def created_at(self, posts: Sequence[tuple[str, str]]) -> list[float]:
@@ -171,37 +198,33 @@ class SnapshotReads:
             pipe.hget(self.keys.post(forum_id, post_id), "created_at")
         return [float(value or 0) for value in pipe.execute()]
 
+    def _variants(
+        self, experiment: VariantRead | None, forum: list[Any], posts: list[Any] | None,
+        anchor: float,
+    ) -> dict[str, VariantCounts]:  # fmt: skip
+        """Each variant's counts from the replies of the two reads queued above."""
+        if experiment is None:
+            return {}
+        width = self.fields.width
+        found, per_name = {}, len(posts or []) // len(experiment.names)
+        for i, name in enumerate(experiment.names):
+            mine = list(
+                self.fields.counts((posts or [])[i * per_name : (i + 1) * per_name], anchor)
+            )
+            found[name] = VariantCounts(
+                next(self.fields.counts(forum[width * i : width * (i + 1)], anchor)),
+                [imps for imps, _ in mine], [clicks for _, clicks in mine],
+            )  # fmt: skip
+        return found
 
-def _count_fields(posts: Sequence[bytes]) -> list[bytes]:
-    """The stats hash fields of the posts: impressions and clicks, alternating."""
-    fields = []
-    for post in posts:
-        fields += [b"i:" + post, b"c:" + post]
-    return fields
-
-
-def _variants(
-    experiment: VariantRead | None, forum: list[Any], posts: list[Any] | None
-) -> dict[str, VariantCounts]:
-    """Each variant's counts from the replies of the two reads queued above."""
-    if experiment is None:
-        return {}
-    found, per_name = {}, len(posts or []) // len(experiment.names)
-    for i, name in enumerate(experiment.names):
-        mine = (posts or [])[i * per_name : (i + 1) * per_name]
-        found[name] = VariantCounts(
-            totals(forum[2 * i : 2 * i + 2]),
-            [int(v or 0) for v in mine[0::2]], [int(v or 0) for v in mine[1::2]],
-        )  # fmt: skip
-    return found
-
-
-def _post_states(
-    post_ids: list[bytes], expires: Sequence[float | None], counts: list[Any]
-) -> PostStates:
-    return PostStates(
-        post_ids=[p.decode() for p in post_ids],
-        expires_at=[math.nan if e is None else float(e) for e in expires],
-        impressions=[int(v or 0) for v in counts[0::2]],
-        clicks=[int(v or 0) for v in counts[1::2]],
-    )
+    def _post_states(
+        self, post_ids: list[bytes], expires: Sequence[float | None], counts: list[Any],
+        anchor: float,
+    ) -> PostStates:  # fmt: skip
+        found = list(self.fields.counts(counts, anchor))
+        return PostStates(
+            post_ids=[p.decode() for p in post_ids],
+            expires_at=[math.nan if e is None else float(e) for e in expires],
+            impressions=[imps for imps, _ in found],
+            clicks=[clicks for _, clicks in found],
+        )

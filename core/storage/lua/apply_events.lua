@@ -12,10 +12,12 @@
 -- ARGV[5]  the outcome stream's cap (XADD MAXLEN ~; 0: no decision log, nothing appended)
 -- ARGV[6]  E, the number of experiments
 -- ARGV[7]  ttl of the experiments' keys (seconds), set again whenever they are written
--- ARGV[8..7+4M] per marker (M = #KEYS - 3 - 2E, in the order of KEYS[4+2E..]): its request
+-- ARGV[8]  the events' time (unix seconds: when the API accepted their batch)
+-- ARGV[9]  the half-life h of the decayed counters (seconds; 0: none kept)
+-- ARGV[10..9+4M] per marker (M = #KEYS - 3 - 2E, in the order of KEYS[4+2E..]): its request
 --          id, the index e of its slate's experiment (0: none), the variant, the member's
 --          statistics bucket
--- ARGV[8+4M..] per event: the index of its request's marker (1-based), the post
+-- ARGV[10+4M..] per event: the index of its request's marker (1-based), the post
 -- Returns per event 0 (already counted), 1 (counted) or 2 (a click that also counted its
 -- missing impression). An impression also counts in the forum's windowed `_wi` when it is
 -- among its post's first W, and then leaves the marker `w:<post>`, so that the click of that
@@ -24,11 +26,17 @@
 -- when it counted in `_wi`/`_wc`), and in its variant and bucket's results `V|B|i`/`V|B|c`.
 -- Each event that counts, and only it, is appended to the outcome stream in this same step:
 -- a duplicate appends nothing, and no crash can count an event without its outcome.
+-- With h > 0 every count an event adds is also added, at the events' time, to its decayed
+-- counter beside it (decayed.lua): the post's, the forum's, and the variants' in vstats; a
+-- duplicate, which counts nothing, neither adds to them nor decays them.
 -- Built by core.storage.counting.apply_events_call.
 -- include: note_changes
+-- include: decayed
 local stats, changes, outcomes = KEYS[1], KEYS[2], KEYS[3]
 local kind, ttl, window = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[4])
 local cap, experiments, arm_ttl = tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local at, half_life = tonumber(ARGV[8]), tonumber(ARGV[9])
+local first_arg = 10
 local first_marker = 3 + 2 * experiments
 local markers = #KEYS - first_marker
 local touched = {}
@@ -45,7 +53,7 @@ end
 
 -- Count the event under its slate's variant, when an experiment served the slate.
 local function count_arm(marker, kind, post, windowed)
-  local base = 8 + 4 * (marker - 1)
+  local base = first_arg + 4 * (marker - 1)
   local e = tonumber(ARGV[base + 1])
   if e == 0 then
     return
@@ -60,22 +68,30 @@ local function count_arm(marker, kind, post, windowed)
     end
   end
   bump(vstats, fields)
+  if half_life > 0 then
+    for _, v in ipairs({ARGV[base + 2], '*'}) do
+      decayed_add(vstats, v .. '|', post, kind, windowed, at, half_life)
+    end
+  end
   bump(results, {ARGV[base + 2] .. '|' .. ARGV[base + 3] .. '|' .. kind})
 end
 
 local function count_impression(stats, seen, post, window)
   local n = redis.call('HINCRBY', stats, 'i:' .. post, 1)
   redis.call('HINCRBY', stats, '_i', 1)
-  if n > window then
-    return false
+  local windowed = n <= window
+  if windowed then
+    redis.call('HINCRBY', stats, '_wi', 1)
+    redis.call('SADD', seen, 'w:' .. post)
   end
-  redis.call('HINCRBY', stats, '_wi', 1)
-  redis.call('SADD', seen, 'w:' .. post)
-  return true
+  if half_life > 0 then
+    decayed_add(stats, '', post, 'i', windowed, at, half_life)
+  end
+  return windowed
 end
 
 local results, changed, marked = {}, {}, {}
-for i = 8 + 4 * markers, #ARGV, 2 do
+for i = first_arg + 4 * markers, #ARGV, 2 do
   local marker = tonumber(ARGV[i])
   local seen, post = KEYS[first_marker + marker], ARGV[i + 1]
   local applied = 0
@@ -102,12 +118,15 @@ for i = 8 + 4 * markers, #ARGV, 2 do
       if windowed then
         redis.call('HINCRBY', stats, '_wc', 1)
       end
+      if half_life > 0 then
+        decayed_add(stats, '', post, 'c', windowed, at, half_life)
+      end
       count_arm(marker, 'c', post, windowed)
     end
     changed[#changed + 1] = post
     if cap > 0 then
       redis.call('XADD', outcomes, 'MAXLEN', '~', cap, '*',
-                 'r', ARGV[8 + 4 * (marker - 1)], 'p', post, 'k', kind)
+                 'r', ARGV[first_arg + 4 * (marker - 1)], 'p', post, 'k', kind)
     end
   end
   results[#results + 1] = applied

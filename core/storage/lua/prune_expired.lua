@@ -1,6 +1,6 @@
 -- Forget up to `limit` posts of a forum that expired, and up to `limit` that were withdrawn,
 -- before `before`: they leave the live (or withdrawn) set and their counts leave the
--- statistics hash. The forum totals, windowed ones too, keep them.
+-- statistics hash, decayed ones too. The forum totals, windowed and decayed ones too, keep them.
 -- KEYS[1]  the forum's live set                P:{f:F}:live
 -- KEYS[2]  the forum's statistics              P:{f:F}:stats
 -- KEYS[3]  the forum's withdrawn posts         P:{f:F}:gone
@@ -16,7 +16,8 @@ for _, set in ipairs({live, gone}) do
   local posts = redis.call('ZRANGEBYSCORE', set, '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
   for _, post in ipairs(posts) do
     redis.call('ZREM', set, post)
-    redis.call('HDEL', stats, 'i:' .. post, 'c:' .. post)
+    redis.call('HDEL', stats, 'i:' .. post, 'c:' .. post, 'di:' .. post, 'dc:' .. post,
+               'dt:' .. post)
   end
   pruned = pruned + #posts
 end

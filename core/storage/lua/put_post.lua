@@ -15,7 +15,7 @@
 -- ARGV[8]  how long the change log keeps a change (microseconds)
 -- Returns {0} when the post was withdrawn (nothing is written), else {1, new (1/0), created_at,
 -- expires_at}. A new post (no metadata: never seen, or forgotten) starts with no counts: any
--- left in the forum's statistics by an earlier life of the id are removed.
+-- left in the forum's statistics by an earlier life of the id are removed, decayed ones too.
 -- Built by core.storage.catalogue.put_post_call.
 -- include: note_changes
 local meta, live, changes, stats, gone = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -40,7 +40,8 @@ else
   if lifetime == '' then
     lifetime = ARGV[6]
   end
-  redis.call('HDEL', stats, 'i:' .. post, 'c:' .. post)
+  redis.call('HDEL', stats, 'i:' .. post, 'c:' .. post, 'di:' .. post, 'dc:' .. post,
+             'dt:' .. post)
   redis.call('ZREM', gone, post)
 end
 local expires = tonumber(created) + tonumber(lifetime)
