@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 import redis
 
-from core.decision_files.drain import Drained, drain, merged_outcomes, sources
+from core.decision_files.drain import Drained, drain, merged_outcomes, oldest_waiting, sources
 from core.decision_files.read import read_joined
 from core.decision_files.rows import DECISIONS, JOINED, OUTCOMES
 from core.decision_files.store import Store, StoreError
@@ -167,6 +167,40 @@ def test_one_drainer_at_a_time(log_storage: Storage, tmp_path: Path) -> None:
     assert run(log_storage, store) is None
     held.release()
     assert run(log_storage, store) == Drained(slices=1, files=1, entries=1)
+
+
+def test_a_drainer_killed_holding_the_lock_holds_the_drain_up_for_its_lifetime_only(
+    log_storage: Storage, rclient: redis.Redis, tmp_path: Path
+) -> None:
+    store = Store(str(tmp_path / "log"))
+    serve(log_storage)
+    dead = log_storage.drains.lock(5)  # BANDIT_DECISION_LOG_LOCK_SECONDS at its least
+    assert dead.acquire()  # and never released: its worker was killed
+    assert 0 < rclient.pttl(log_storage.keys.drain_lock) <= 5_000
+    assert run(log_storage, store) is None
+    wait_for(lambda: not rclient.exists(log_storage.keys.drain_lock), 10, "the lock to expire")
+    assert run(log_storage, store) == Drained(slices=1, files=1, entries=1)
+
+
+def test_the_oldest_entry_waiting_is_what_the_drain_has_not_written(
+    log_storage: Storage, tmp_path: Path
+) -> None:
+    store = Store(str(tmp_path / "log"))
+    streams = sources(log_storage.decisions)
+    assert oldest_waiting(log_storage.drains, streams) == {"decisions": None, "outcomes": None}
+    first = serve(log_storage)
+    serve(log_storage)
+    log_storage.counting.apply_events("i", [(first, "p1", "f1")], 60)
+    entries = log_storage.client.xrange(log_storage.keys.decisions, count=1)
+    before_drain = int(entries[0][0].split(b"-")[0])
+    waiting = oldest_waiting(log_storage.drains, streams)  # nothing drained yet: the oldest
+    assert waiting["decisions"] == before_drain and waiting["outcomes"] is not None
+    run(log_storage, store)
+    assert oldest_waiting(log_storage.drains, streams) == {"decisions": None, "outcomes": None}
+    serve(log_storage)
+    newest = log_storage.client.xrevrange(log_storage.keys.decisions, count=1)
+    assert oldest_waiting(log_storage.drains, streams) == {
+        "decisions": int(newest[0][0].split(b"-")[0]), "outcomes": None}  # fmt: skip
 
 
 def test_a_drainer_whose_lock_expired_cannot_move_the_cursor(
