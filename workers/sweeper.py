@@ -95,12 +95,15 @@ def _batch(batch_id: str, payload: str | None) -> EventBatch | None:
 
 def prune(storage: Storage, settings: Settings, now: float) -> int:
     """Forget the posts whose attribution window and grace have passed since they expired or
-    were withdrawn (no event can count for them any more); how many were forgotten.
+    were withdrawn (no event can count for them any more), in the forums' statistics and in the
+    counts of the experiments on record (the last 100); how many were forgotten.
 
     Raises:
         redis.RedisError: Redis failed.
     """
-    pruned = storage.counting.prune_expired(now - settings.event_keep_seconds)
+    variants = {record.experiment_id: [str(v["name"]) for v in record.definition["variants"]]
+                for record in storage.experiments.history()}  # fmt: skip
+    pruned = storage.counting.prune_expired(now - settings.event_keep_seconds, experiments=variants)
     if pruned:
         log.info("forgot %d expired posts", pruned)
     return pruned

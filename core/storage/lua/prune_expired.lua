@@ -5,8 +5,13 @@
 -- KEYS[2]  the forum's statistics              P:{f:F}:stats
 -- KEYS[3]  the forum's withdrawn posts         P:{f:F}:gone
 -- KEYS[4]  the forum's change log              P:{f:F}:changes
+-- KEYS[4+k] the counts of experiment k in the forum, for each experiment that may have
+--          counted there (K of them)           P:{f:F}:vstats:X
 -- ARGV[1]  before (unix seconds)
 -- ARGV[2]  limit
+-- ARGV[2+k] experiment k's variant names, joined by '|' (no name holds it)
+-- A forgotten post's fields also leave each experiment's counts (`V|i:<post>`, `V|c:<post>`
+-- for each variant V and `*`); the variant totals keep them, as the forum's do.
 -- Returns {how many posts were forgotten, 1 when the forum now holds no post (its change log
 -- is then deleted: the forum may be forgotten) else 0}.
 -- Built by core.storage.counting.prune_expired_call.
@@ -17,6 +22,14 @@ for _, set in ipairs({live, gone}) do
   for _, post in ipairs(posts) do
     redis.call('ZREM', set, post)
     redis.call('HDEL', stats, 'i:' .. post, 'c:' .. post)
+    for k = 5, #KEYS do
+      local fields = {'*|i:' .. post, '*|c:' .. post}
+      for variant in string.gmatch(ARGV[k - 2], '[^|]+') do
+        fields[#fields + 1] = variant .. '|i:' .. post
+        fields[#fields + 1] = variant .. '|c:' .. post
+      end
+      redis.call('HDEL', KEYS[k], unpack(fields))
+    end
   end
   pruned = pruned + #posts
 end
