@@ -135,7 +135,19 @@ def add_worker(stack: Stack) -> tuple[Proc, str]:
     return worker, f"http://127.0.0.1:{port}/metrics"
 
 
-def kill_while_draining(stack: Stack, stats: redis.Redis, attempts: int = 5) -> tuple[Proc, str]:
+def kill_state(stats: redis.Redis, log: Path) -> str:
+    """What the kill left: files written beyond their stream's cursor (killed between the
+    write and the cursor's move), temporary files (killed mid-write)."""
+    at = cursors(stats)
+    ahead = [p.name for p in log.glob("*/date=*/*.parquet")
+             if int(p.stem.rsplit("-", 1)[1]) > at.get(p.parent.parent.name, 0)]  # fmt: skip
+    partial = [p.name for p in log.glob("*/date=*/.*.tmp")]
+    return f"files ahead of the cursors: {ahead}, temporary files: {partial}"
+
+
+def kill_while_draining(
+    stack: Stack, stats: redis.Redis, log: Path, attempts: int = 5
+) -> tuple[Proc, str]:
     """SIGKILL the one worker the moment it holds the drain lock with a slice to write, and
     start another; again if the lock turned out released (checked after the kill: no other
     worker runs, so a lock still there is the dead worker's). The new worker and its
@@ -148,7 +160,7 @@ def kill_while_draining(stack: Stack, stats: redis.Redis, attempts: int = 5) -> 
         held = stats.pttl("pb:{drain}:lock")
         new = add_worker(stack)
         if held > 0:
-            print(f"killed holding the drain lock ({held} ms left)")
+            print(f"killed holding the drain lock ({held} ms left); {kill_state(stats, log)}")
             return new
     raise AssertionError(f"no kill landed while the drain lock was held in {attempts} tries")
 
@@ -164,7 +176,7 @@ def test_a_worker_killed_while_draining_leaves_every_slate_once_in_the_files(
     wait_for(lambda: "decisions" in cursors(stats), FILE_SECONDS * 4, "the first drained slice")
 
     first = stack.workers[0]
-    worker, metrics_url = kill_while_draining(stack, stats)
+    worker, metrics_url = kill_while_draining(stack, stats, tmp_path / "log")
     traffic.after(3, 60)  # traffic goes on while the lock of the dead worker stands
     wait_for(lambda: lag(metrics_url).get("decisions", 0) > 0, 30, "the new worker's lag")
     wait_for(lambda: WRITTEN in worker.output(), FILE_SECONDS * 4 + LOCK_SECONDS,
