@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -135,14 +135,31 @@ def add_worker(stack: Stack) -> tuple[Proc, str]:
     return worker, f"http://127.0.0.1:{port}/metrics"
 
 
-def kill_state(stats: redis.Redis, log: Path) -> str:
-    """What the kill left: files written beyond their stream's cursor (killed between the
-    write and the cursor's move), temporary files (killed mid-write)."""
+def written_ahead(stats: redis.Redis, log: Path) -> tuple[list[str], list[str]]:
+    """Files written beyond their stream's cursor (a drainer between the write and the
+    cursor's move), and temporary files (a drainer mid-write)."""
     at = cursors(stats)
     ahead = [p.name for p in log.glob("*/date=*/*.parquet")
              if int(p.stem.rsplit("-", 1)[1]) > at.get(p.parent.parent.name, 0)]  # fmt: skip
-    partial = [p.name for p in log.glob("*/date=*/.*.tmp")]
+    return ahead, [p.name for p in log.glob("*/date=*/.*.tmp")]
+
+
+def kill_state(stats: redis.Redis, log: Path) -> str:
+    ahead, partial = written_ahead(stats, log)
     return f"files ahead of the cursors: {ahead}, temporary files: {partial}"
+
+
+def mid_write(stats: redis.Redis, log: Path) -> Callable[[], bool]:
+    """Whether a drainer is writing a slice's file or has written it and not yet moved the
+    cursor; looked for over two slices, then any drain with a slice to write will do."""
+    deadline = time.monotonic() + 2 * FILE_SECONDS
+
+    def check() -> bool:
+        if time.monotonic() > deadline:
+            return drain_pending(stats)
+        return drain_pending(stats) and any(written_ahead(stats, log))
+
+    return check
 
 
 def kill_while_draining(
@@ -154,8 +171,8 @@ def kill_while_draining(
     /metrics."""
     for _ in range(attempts):
         victim = stack.workers[-1]
-        wait_for(lambda: drain_pending(stats), FILE_SECONDS * 3, "a drain with a slice to write",
-                 step=0.001)  # fmt: skip
+        wait_for(mid_write(stats, log), FILE_SECONDS * 4, "a drain with a slice to write",
+                 step=0.0005)  # fmt: skip
         victim.kill()
         held = stats.pttl("pb:{drain}:lock")
         new = add_worker(stack)
@@ -176,7 +193,8 @@ def test_a_worker_killed_while_draining_leaves_every_slate_once_in_the_files(
     wait_for(lambda: "decisions" in cursors(stats), FILE_SECONDS * 4, "the first drained slice")
 
     first = stack.workers[0]
-    worker, metrics_url = kill_while_draining(stack, stats, tmp_path / "log")
+    log = tmp_path / "log"
+    worker, metrics_url = kill_while_draining(stack, stats, log)
     traffic.after(3, 60)  # traffic goes on while the lock of the dead worker stands
     wait_for(lambda: lag(metrics_url).get("decisions", 0) > 0, 30, "the new worker's lag")
     wait_for(lambda: WRITTEN in worker.output(), FILE_SECONDS * 4 + LOCK_SECONDS,
@@ -195,8 +213,8 @@ def test_a_worker_killed_while_draining_leaves_every_slate_once_in_the_files(
     wait_for(lambda: lag(metrics_url) == {"decisions": 0, "outcomes": 0}, 30,
              "the lag at 0 with nothing waiting")  # fmt: skip
     assert WRITTEN in first.output()  # both workers wrote files
+    assert written_ahead(stats, log) == ([], [])  # a temporary file left by the kill is gone
 
-    log = tmp_path / "log"
     decisions = ds.dataset(str(log / "decisions"), format="parquet").to_table().to_pylist()
     outcomes = ds.dataset(str(log / "outcomes"), format="parquet").to_table().to_pylist()
     served = {slate.request_id: slate.posts for slate in stream.slates}

@@ -146,10 +146,14 @@ def test_a_drainer_that_stopped_before_moving_its_cursor_rewrites_the_same_file(
     # and one killed mid-write leaves a hidden temporary file, which readers skip:
     day = next((tmp_path / "log" / "decisions").iterdir())
     (day / ".decisions-partial.parquet.0.tmp").write_bytes(b"PAR1 half a file")
+    written = next(day.glob("decisions-*.parquet"))
+    stale = day / f".{written.name}.0123abcd.tmp"  # the slice's own, as Store.write names it
+    stale.write_bytes(b"PAR1 half a file")
     for path in (tmp_path / "log").glob("**/*.parquet"):
         path.unlink()  # e.g. the rename never happened
 
     redone = run(log_storage, store)
+    assert not stale.exists()  # removed when its slice was written again
     assert redone == Drained(slices=len(files), files=len(files), entries=3)
     assert sorted(p.name for p in (tmp_path / "log").glob("**/*.parquet")) == files
     assert len(joined(store)) == 9  # three slates of three posts, none twice
