@@ -1,8 +1,9 @@
 """Every Prometheus metric of postbandit, defined once, with bounded labels only.
 
 Labels are drawn from small fixed sets (endpoint rule, method, status, policy, type, result,
-task, operation, role, queue, and the variant of the running experiment: at most 10 names an
-experiment, and ``none``): never a user id, post id, experiment id or raw path.
+task, operation, role, queue, decision-log source, and the variant of the running experiment:
+at most 10 names an experiment, and ``none``): never a user id, post id, experiment id or raw
+path.
 docs/metrics.md is the catalogue (a test keeps it in step with this module).
 
 Two exposures, two registries:
@@ -135,6 +136,12 @@ TASK_FAILURES = Counter(
     "postbandit_task_failures_total",
     "Celery task attempts that raised: retried (will run again) or failed (given up)",
     ["task", "outcome"], registry=WORKER,
+)  # fmt: skip
+DRAIN_LAG = Gauge(
+    "postbandit_decision_drain_lag_seconds",
+    "Age of the oldest decision-log entry not yet drained to the decision files, by source "
+    "(0: none waiting; absent while the drain is off)",
+    ["source"], registry=WORKER,
 )  # fmt: skip
 
 # ---- both ----------------------------------------------------------------------------------

@@ -276,6 +276,12 @@ class Settings(BaseSettings):
         description="each decision log file holds the entries of this many seconds; a slice "
         "is drained once it has passed",
     )  # fmt: skip
+    decision_log_lock_seconds: WholeNumber = Field(
+        300, alias="BANDIT_DECISION_LOG_LOCK_SECONDS", ge=5, le=3_600,
+        description="the drain lock's lifetime, renewed after each slice drained: longer "
+        "than writing one slice's files takes; a worker killed while draining holds the "
+        "drain up this long",
+    )  # fmt: skip
     seed: WholeNumber = Field(
         0, alias="BANDIT_SEED", ge=0, le=2**32 - 1,
         description="RNG seed (0: from the OS); each process adds its pid",

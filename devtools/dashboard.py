@@ -99,6 +99,11 @@ LEARNING = (
         ("max(postbandit_oldest_pending_batch_age_seconds)", "oldest batch"),
     ), "Since the oldest accepted batch not yet applied was handed to the broker (0: none"
        " waits). Grows while no worker consumes, even when the queue is short."),
+    Panel("Decision log drain lag", "s", (
+        ("max by (source) (postbandit_decision_drain_lag_seconds)", "{{source}}"),
+    ), "Age of the oldest decision-log entry not yet drained to the Parquet files (0: none"
+       " waits). Normally below a file slice plus about 35 s; above 900 s for 10 min:"
+       " PostbanditDecisionDrainLagging. No data while the drain is off."),
 )  # fmt: skip
 
 WORKERS = (

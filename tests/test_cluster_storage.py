@@ -14,7 +14,7 @@ from redis.cluster import RedisCluster
 from redis.exceptions import CrossSlotTransactionError
 
 from core.events import apply_batch
-from core.storage import PostConflict, Served, Storage, new_request_id
+from core.storage import PostConflict, Served, SlateArm, Storage, new_request_id
 from core.storage.decision_log import stream_id
 from core.storage.errors import REDIS_ERRORS
 from core.storage.experiments import canonical
@@ -168,8 +168,18 @@ def test_snapshots_read_forums_and_changes(storage: Storage) -> None:
 
 def test_pruning_forgets_expired_posts_on_every_master(storage: Storage) -> None:
     register_all(storage)
-    assert storage.counting.prune_expired(NOW + 10**6) == 2 * len(FORUMS)
+    rid = serve(storage, "carol", {f"{f}-a": f for f in FORUMS})
+    arm = {rid: SlateArm("x", "a", 3)}
+    storage.counting.apply_events("i", [(rid, f"{f}-a", f) for f in FORUMS], 600, arm)
+    vstats = [storage.keys.variant_stats(f, "x") for f in FORUMS]
+    assert storage.client.hget(vstats[0], "a|i:maths-a") == b"1"
+    pruned = storage.counting.prune_expired(NOW + 10**6, experiments={"x": ["a", "b"]})
+    assert pruned == 2 * len(FORUMS)
     assert storage.catalogue.forum_ids() == []
+    # the posts left the experiment's counts on every master, its totals stayed
+    assert [sorted(storage.client.hkeys(key)) for key in vstats] == [
+        [b"*|_i", b"*|_wi", b"a|_i", b"a|_wi"]
+    ] * len(FORUMS)
 
 
 def test_the_journal_waits_for_a_replica(storage: Storage, cluster_client: RedisCluster) -> None:

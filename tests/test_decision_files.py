@@ -13,7 +13,7 @@ import pyarrow.dataset as ds
 import pytest
 import redis
 
-from core.decision_files.drain import Drained, drain, merged_outcomes, sources
+from core.decision_files.drain import Drained, drain, merged_outcomes, oldest_waiting, sources
 from core.decision_files.read import read_joined
 from core.decision_files.rows import DECISIONS, JOINED, OUTCOMES
 from core.decision_files.store import Store, StoreError
@@ -146,10 +146,14 @@ def test_a_drainer_that_stopped_before_moving_its_cursor_rewrites_the_same_file(
     # and one killed mid-write leaves a hidden temporary file, which readers skip:
     day = next((tmp_path / "log" / "decisions").iterdir())
     (day / ".decisions-partial.parquet.0.tmp").write_bytes(b"PAR1 half a file")
+    written = next(day.glob("decisions-*.parquet"))
+    stale = day / f".{written.name}.0123abcd.tmp"  # the slice's own, as Store.write names it
+    stale.write_bytes(b"PAR1 half a file")
     for path in (tmp_path / "log").glob("**/*.parquet"):
         path.unlink()  # e.g. the rename never happened
 
     redone = run(log_storage, store)
+    assert not stale.exists()  # removed when its slice was written again
     assert redone == Drained(slices=len(files), files=len(files), entries=3)
     assert sorted(p.name for p in (tmp_path / "log").glob("**/*.parquet")) == files
     assert len(joined(store)) == 9  # three slates of three posts, none twice
@@ -167,6 +171,49 @@ def test_one_drainer_at_a_time(log_storage: Storage, tmp_path: Path) -> None:
     assert run(log_storage, store) is None
     held.release()
     assert run(log_storage, store) == Drained(slices=1, files=1, entries=1)
+
+
+def test_a_drainer_killed_holding_the_lock_holds_the_drain_up_for_its_lifetime_only(
+    log_storage: Storage, rclient: redis.Redis, tmp_path: Path
+) -> None:
+    store = Store(str(tmp_path / "log"))
+    serve(log_storage)
+    dead = log_storage.drains.lock(5)  # BANDIT_DECISION_LOG_LOCK_SECONDS at its least
+    assert dead.acquire()  # and never released: its worker was killed
+    assert 0 < rclient.pttl(log_storage.keys.drain_lock) <= 5_000
+    assert run(log_storage, store) is None
+    wait_for(lambda: not rclient.exists(log_storage.keys.drain_lock), 10, "the lock to expire")
+    assert run(log_storage, store) == Drained(slices=1, files=1, entries=1)
+
+
+def test_the_oldest_entry_waiting_is_what_the_drain_has_not_written(
+    log_storage: Storage, tmp_path: Path
+) -> None:
+    store = Store(str(tmp_path / "log"))
+    streams = sources(log_storage.decisions)
+    assert oldest_waiting(log_storage.drains, streams) == {"decisions": None, "outcomes": None}
+    first = serve(log_storage)
+    serve(log_storage)
+    log_storage.counting.apply_events("i", [(first, "p1", "f1")], 60)
+    before_drain = decision_ms(log_storage, oldest=True)
+    waiting = oldest_waiting(log_storage.drains, streams)  # nothing drained yet: the oldest
+    assert waiting["decisions"] == before_drain and waiting["outcomes"] is not None
+    run(log_storage, store)
+    assert oldest_waiting(log_storage.drains, streams) == {"decisions": None, "outcomes": None}
+    serve(log_storage)
+    assert oldest_waiting(log_storage.drains, streams) == {
+        "decisions": decision_ms(log_storage, oldest=False), "outcomes": None}  # fmt: skip
+
+
+def decision_ms(storage: Storage, oldest: bool) -> int:
+    """The time (ms) of the oldest or the newest entry over every decision stream shard."""
+    read = storage.client.xrange if oldest else storage.client.xrevrange
+    found = [
+        int(e[0][0].split(b"-")[0])
+        for k in storage.keys.decision_streams
+        if (e := read(k, count=1))
+    ]
+    return min(found) if oldest else max(found)
 
 
 def test_a_drainer_whose_lock_expired_cannot_move_the_cursor(

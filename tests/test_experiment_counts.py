@@ -14,7 +14,9 @@ from flask.testing import FlaskClient
 from app.runtime import Runtime
 from core.events import apply_batch
 from core.experiments.assignment import member_bucket
+from core.settings import Settings
 from tests.conftest import ADMIN, register
+from workers.sweeper import prune
 
 AB = [
     {"name": "a", "policy": "greedy", "weight": 1},
@@ -243,3 +245,47 @@ def test_the_sample_ratio_gauge_exists_only_while_an_experiment_runs(
     assert p_value < 0.001
     stop(client, rt, "exp1")
     assert srm_samples(client) == []
+
+
+def vstats(rt: Runtime) -> dict[str, dict[str, int]]:
+    """Every experiment's counts hash of every forum, field -> count."""
+    client = rt.storage.client
+    return {key.decode(): {f.decode(): int(v) for f, v in client.hgetall(key).items()}
+            for key in client.scan_iter("pb:{f:*}:vstats:*")}  # fmt: skip
+
+
+def test_a_pruned_post_leaves_the_counts_of_every_experiment_and_their_totals_stay(
+    client: FlaskClient, rt: Runtime, settings: Settings
+) -> None:
+    for i in range(6):  # p0 and p1 expire in a minute, the others in an hour
+        register(client, f"p{i}", f"f{i % 2}", ttl_seconds=60 if i < 2 else 3600)
+    for experiment in ("old", "new"):  # the first stopped, the second running
+        start(client, rt, experiment)
+        for m in range(12):
+            user = {"user_id": f"{experiment}-{m}", "n": 6}
+            body = client.get("/v1/recommendations", query_string=user).json
+            apply(rt, "impression", [(body["request_id"], i["post_id"]) for i in body["items"]])
+            shown = [i["post_id"] for i in body["items"]]
+            apply(rt, "click", [(body["request_id"], p) for p in {"p0", shown[-1]} & set(shown)])
+        if experiment == "old":
+            stop(client, rt, experiment)
+    before = vstats(rt)
+    results_before = [rt.storage.client.hgetall(f"pb:{{f:f{f}}}:xres:{x}")
+                      for f in range(2) for x in ("old", "new")]  # fmt: skip
+    for experiment in ("old", "new"):  # the pruned posts counted under both: the test can fail
+        for post, forum in (("p0", "f0"), ("p1", "f1")):
+            fields = before[f"pb:{{f:{forum}}}:vstats:{experiment}"]
+            assert f"*|i:{post}" in fields
+            assert any(f.endswith(f"|i:{post}") and f[0] in "ab" for f in fields)
+        assert "*|c:p0" in before[f"pb:{{f:f0}}:vstats:{experiment}"]
+
+    # The sweeper's pruning, once p0 and p1's window and grace have passed, not the others'.
+    assert prune(rt.storage, settings, time.time() + 70 + settings.event_keep_seconds) == 2
+    after = vstats(rt)
+    assert set(after) == set(before)
+    for key, fields in before.items():
+        kept = {f: n for f, n in fields.items() if not f.endswith((":p0", ":p1"))}
+        assert after[key] == kept, key  # totals (V|_i, *|_wc...) and other posts unchanged
+        assert any(":" in f for f in kept) and any("|_" in f for f in kept)
+    assert [rt.storage.client.hgetall(f"pb:{{f:f{f}}}:xres:{x}")
+            for f in range(2) for x in ("old", "new")] == results_before  # fmt: skip

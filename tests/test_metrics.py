@@ -32,7 +32,7 @@ from workers.tasks import MeteredTask
 ROOT = Path(__file__).resolve().parent.parent
 # variant: of the running experiment, at most 10 names an experiment (app.experiment_schemas).
 ALLOWED_LABELS = {"endpoint", "method", "status", "policy", "result", "type", "task", "outcome",
-                  "operation", "role", "queue", "variant"}  # fmt: skip
+                  "operation", "role", "queue", "variant", "source"}  # fmt: skip
 POLICY = "two_level_ts"
 
 

@@ -103,6 +103,7 @@ def test_the_worker_exports_its_own_metrics(stack: Stack) -> None:
     assert value(text, "postbandit_process_resident_memory_bytes") > 10_000_000
     assert value(text, "process_resident_memory_bytes") > 10_000_000
     assert "postbandit_live_posts" not in text and "postbandit_http_requests" not in text
+    assert samples(text, "postbandit_decision_drain_lag_seconds") == []  # the drain is off
     assert "_created" not in text
     web = get(f"{stack.base}/metrics").text
     assert "postbandit_events_applied_total" not in web  # each tier exports its own

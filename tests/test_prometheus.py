@@ -238,10 +238,13 @@ def test_the_promql_helpers() -> None:
 def service(redis_url: str, broker_url: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """gunicorn (2 workers) and a Celery worker with its /metrics; (web base, worker target)."""
     worker_port = free_port()
-    # The worker gets the web's PROMETHEUS_MULTIPROC_DIR too, as a shared .env gives it.
+    # The worker gets the web's PROMETHEUS_MULTIPROC_DIR too, as a shared .env gives it; it
+    # drains the decision log (the drain lag's panel and alert).
     env = service_env(redis_url, broker_url, tmp_path, BANDIT_ADMIN_TOKEN=ADMIN_TOKEN,
                       BANDIT_WORKER_METRICS_PORT=str(worker_port),
                       BANDIT_WORKER_METRICS_HOST="127.0.0.1",
+                      BANDIT_DECISION_LOG_URL=str(tmp_path / "decision-log"),
+                      BANDIT_DECISION_LOG_FILE_SECONDS="10",
                       PROMETHEUS_MULTIPROC_DIR=str(tmp_path / "web-metrics"))  # fmt: skip
     with web_and_worker(env, tmp_path) as running:
         yield running.base, f"127.0.0.1:{worker_port}"

@@ -40,7 +40,9 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
     return {
         "apply_events": apply_events_call(keys, "c", forum, events, 60, 10**8, 20, 2000, arms),
         "count_slate": count_slate_call(keys, SlateArm(post, user, 5), user, 60, 1),
-        "prune_expired": prune_expired_call(keys, forum, time.time(), 1000),
+        "prune_expired": prune_expired_call(
+            keys, forum, time.time(), 1000, {post: ["a", "b"], user + "x": ["c"]}
+        ),
         "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60, time.time()),
         "record_shown": record_shown_call(keys, user, "i", {post + "#" + rid: 1.0}, 2.0, (60, 3)),
         "claim_post_id": claim_post_id_call(keys, post, forum, 3600),
@@ -61,6 +63,8 @@ def test_every_script_call_stays_in_one_hash_slot(prefix: str, name: str) -> Non
     # So are the variants' counts and results of both experiments.
     assert Keys(prefix).variant_stats(name, name + "x") in built["apply_events"].keys
     assert Keys(prefix).forum_results(name, name) in built["apply_events"].keys
+    # Pruning a post takes it out of the variants' counts of every experiment named.
+    assert Keys(prefix).variant_stats(name, name + "x") in built["prune_expired"].keys
     for script, call in built.items():
         slots = {key_slot(key.encode()) for key in call.keys}
         assert len(slots) == 1, (script, call.keys)

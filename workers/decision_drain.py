@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from celery import Celery, signals
 
-from core.decision_files.drain import drain, sources
+from core import metrics
+from core.decision_files.drain import drain, oldest_waiting, sources
 from core.decision_files.store import Store, StoreError
 from core.settings import Settings
 from core.storage import Storage
@@ -56,12 +58,39 @@ def install(celery: Celery) -> None:
 
 def _run(celery: Celery, settings: Settings, store: Store, stop: threading.Event) -> None:
     storage: Storage = celery.postbandit_storage.get()
-    slice_ms = settings.decision_log_file_seconds * 1000
+    lag = Lag()
     while not stop.wait(interval(settings.decision_log_file_seconds)):
+        _drain_round(storage, settings, store)
+        lag.observe(storage)
+
+
+def _drain_round(storage: Storage, settings: Settings, store: Store) -> None:
+    try:
+        now_ms = storage.drains.server_ms()
+        drain(storage.drains, sources(storage.decisions), store,
+              settings.decision_log_file_seconds * 1000, now_ms,
+              lock_seconds=settings.decision_log_lock_seconds)  # fmt: skip
+    except _DRAIN_ERRORS as exc:
+        log.warning("decision log drain failed, retrying next round: %r", exc)
+    except Exception:  # a store's own errors (object storage clients): never end the thread
+        log.exception("decision log drain failed, retrying next round")
+
+
+class Lag:
+    """``postbandit_decision_drain_lag_seconds``: the age of each stream's oldest entry not
+    yet drained, as last read from Redis (any worker reads it, draining or not). A read that
+    fails keeps the last entry found, so the lag keeps growing while Redis is away; before
+    the first read the gauge has no sample."""
+
+    def __init__(self) -> None:
+        self.oldest: dict[str, int | None] = {}
+
+    def observe(self, storage: Storage) -> None:
         try:
-            now_ms = storage.drains.server_ms()
-            drain(storage.drains, sources(storage.decisions), store, slice_ms, now_ms)
-        except _DRAIN_ERRORS as exc:
-            log.warning("decision log drain failed, retrying next round: %r", exc)
-        except Exception:  # a store's own errors (object storage clients): never end the thread
-            log.exception("decision log drain failed, retrying next round")
+            self.oldest = oldest_waiting(storage.drains, sources(storage.decisions))
+        except REDIS_ERRORS as exc:
+            log.warning("decision log drain lag not read: %r", exc)
+        now_ms = time.time() * 1000
+        for source, oldest in self.oldest.items():
+            waited = 0.0 if oldest is None else max(0.0, now_ms - oldest) / 1000
+            metrics.DRAIN_LAG.labels(source).set(waited)

@@ -103,15 +103,40 @@ def _batch(batch_id: str, payload: str | None) -> EventBatch | None:
 
 def prune(storage: Storage, settings: Settings, now: float) -> int:
     """Forget the posts whose attribution window and grace have passed since they expired or
-    were withdrawn (no event can count for them any more); how many were forgotten.
+    were withdrawn (no event can count for them any more), in the forums' statistics and in the
+    counts of the experiments on record (the last 100); how many were forgotten.
 
     Raises:
         redis.RedisError: Redis failed.
     """
-    pruned = storage.counting.prune_expired(now - settings.event_keep_seconds)
+    variants = experiment_variants(storage)
+    pruned = storage.counting.prune_expired(now - settings.event_keep_seconds, experiments=variants)
     if pruned:
         log.info("forgot %d expired posts", pruned)
     return pruned
+
+
+def experiment_variants(storage: Storage) -> dict[str, list[str]]:
+    """The variant names of each experiment on record (the last 100), whose per-variant post
+    counts pruning cleans. A record that cannot be read is logged and left out: its counts
+    keep their posts until they expire, and the sweep goes on.
+
+    Raises:
+        redis.RedisError: Redis failed.
+    """
+    try:
+        records = storage.experiments.history()
+    except (ValueError, KeyError) as exc:  # a definition that is not JSON, a field missing
+        log.error("experiment records unreadable, their post counts are left to expire: %r", exc)
+        return {}
+    found = {}
+    for record in records:
+        try:
+            found[record.experiment_id] = [str(v["name"]) for v in record.definition["variants"]]
+        except (KeyError, TypeError) as exc:
+            log.error("experiment %s: no variant names in its definition: %r",
+                      record.experiment_id, exc)  # fmt: skip
+    return found
 
 
 def install(celery: Celery) -> None:

@@ -27,7 +27,7 @@ import redis
 from core.decision_files.rows import decision_table, outcome_table
 from core.decision_files.store import Store
 from core.storage import StreamEntry
-from core.storage.decision_log import DecisionLog
+from core.storage.decision_log import DecisionLog, stream_id
 from core.storage.drain_cursors import DrainCursors
 
 log = logging.getLogger(__name__)
@@ -82,16 +82,18 @@ def drain(
     now_ms: int,
     max_slices: int = 100,
     margin_ms: int = CLOSE_MARGIN_MS,
+    lock_seconds: float = LOCK_SECONDS,
 ) -> Drained | None:
     """Drain up to ``max_slices`` slices of each stream closed for ``margin_ms`` at ``now_ms``
     (the Redis clock: a later clock would drain slices that entries may still join); None
-    when another drainer holds the lock.
+    when another drainer holds the lock. The lock lives ``lock_seconds`` from its taking and
+    from each slice drained: a drainer killed meanwhile holds the others up that long.
 
     Raises:
         redis.RedisError: Redis failed; OSError: the store refused a file;
         LockLost: the lock expired meanwhile. Cursors stand where the last whole file is.
     """
-    lock = cursors.lock(LOCK_SECONDS)
+    lock = cursors.lock(lock_seconds)
     if not lock.acquire():
         return None
     try:
@@ -133,6 +135,21 @@ def _drain_source(
         cursors.advance(source.name, cursor, end, lock)
         cursor = end
         done.slices += 1
+
+
+def oldest_waiting(cursors: DrainCursors, streams: Iterable[Source]) -> dict[str, int | None]:
+    """Per stream, the time (unix ms, Redis clock) of its oldest entry not yet drained (at or
+    after its cursor; any, before the first drain), None when every entry is drained.
+
+    Raises:
+        redis.RedisError: Redis failed.
+    """
+    waiting: dict[str, int | None] = {}
+    for source in streams:
+        cursor = cursors.get(source.name)
+        first = source.read("-" if cursor is None else str(cursor), "+", 1)
+        waiting[source.name] = stream_id(first[0][0])[0] if first else None
+    return waiting
 
 
 def _next_start(source: Source, cursor: int | None, slice_ms: int) -> int | None:

@@ -12,7 +12,8 @@ file instead of adding a second one.
 
 A file appears whole or not at all: in a local directory it is written to a hidden temporary
 file (``.``-prefixed: dataset readers skip it), flushed to disk and renamed; an object store
-publishes an object only once it is completely uploaded.
+publishes an object only once it is completely uploaded. A temporary file that a drainer
+killed mid-write left behind is removed when its slice is written again.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import os
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import fsspec
 import pyarrow as pa
@@ -72,7 +74,10 @@ class Store:
             with self.fs.open(path, "wb") as out:
                 pq.write_table(table, out)
             return
-        temporary = f"{directory}/.{path.rsplit('/', 1)[1]}.{uuid.uuid4().hex}.tmp"
+        name = path.rsplit("/", 1)[1]
+        for stale in Path(directory).glob(f".{name}.*.tmp"):  # left by a drainer killed mid-write
+            stale.unlink(missing_ok=True)
+        temporary = f"{directory}/.{name}.{uuid.uuid4().hex}.tmp"
         try:
             with open(temporary, "wb") as out:
                 pq.write_table(table, out)

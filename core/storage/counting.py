@@ -35,8 +35,11 @@ a function of its arguments (on the Redis 6.2 in use, scripts replicate their ef
 Posts whose attribution window closed after they expired or were withdrawn leave the forum's
 live (or withdrawn) set and statistics (``lua/prune_expired.lua``, run by the workers every
 minute), so those keys hold recent posts only; the forum totals, windowed ones too, keep their
-counts. A forum left with no post is forgotten: it leaves ``P:forums:active``, which the
-snapshots and pruning iterate, and its stats hash stays as history.
+counts. The same step takes the post's fields out of the counts of each experiment that counted
+in the forum (``vstats:X``: the experiments the caller names, found through the forums each
+lists), whose variant totals keep them likewise. A forum left with no post is forgotten: it
+leaves ``P:forums:active``, which the snapshots and pruning iterate, and its stats hash stays
+as history.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from redis.typing import EncodableT
 from core.storage.catalogue import forum_ids
 from core.storage.decision_log import DecisionLog
 from core.storage.keys import Keys
-from core.storage.records import SlateArm
+from core.storage.records import SlateArm, text
 from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 Event = tuple[str, str, str]  # (request id, post id, forum id)
@@ -94,11 +97,17 @@ def apply_events_call(
     )  # fmt: skip
 
 
-def prune_expired_call(keys: Keys, forum_id: str, before: float, limit: int) -> ScriptCall:
-    """KEYS/ARGV of ``lua/prune_expired.lua`` for one forum."""
+def prune_expired_call(
+    keys: Keys, forum_id: str, before: float, limit: int,
+    experiments: Mapping[str, Sequence[str]] | None = None,
+) -> ScriptCall:  # fmt: skip
+    """KEYS/ARGV of ``lua/prune_expired.lua`` for one forum; ``experiments`` maps each
+    experiment whose counts the forum may hold to its variant names."""
+    experiments = experiments or {}
     forum_keys = [keys.live(forum_id), keys.stats(forum_id), keys.gone(forum_id),
                   keys.changes(forum_id)]  # fmt: skip
-    return ScriptCall(forum_keys, [before, limit])
+    forum_keys += [keys.variant_stats(forum_id, x) for x in experiments]
+    return ScriptCall(forum_keys, [before, limit, *("|".join(v) for v in experiments.values())])
 
 
 class Counting:
@@ -169,22 +178,45 @@ class Counting:
             pipe.sadd(key, forum_id)
             pipe.expire(key, ttl + EXPERIMENT_RETENTION_SECONDS)
 
-    def prune_expired(self, before: float, limit: int = 1000) -> int:
+    def prune_expired(
+        self, before: float, limit: int = 1000,
+        experiments: Mapping[str, Sequence[str]] | None = None,
+    ) -> int:  # fmt: skip
         """Forget posts that expired or were withdrawn before ``before`` (at most ``limit`` of
-        each a forum): they leave their forum's live or withdrawn set and statistics,
-        atomically per forum; then forget the forums left with no post. How many posts were
-        forgotten.
+        each a forum): they leave their forum's live or withdrawn set and statistics, and the
+        post counts of each of ``experiments`` (experiment id -> variant names) that counted
+        in the forum, atomically per forum; then forget the forums left with no post. How many
+        posts were forgotten.
 
         Without this, every post ever registered would stay in those keys for good.
         """
         forums = forum_ids(self.client, self.keys)
+        hosted = self._experiments_by_forum(experiments or {})
         pipe = batch(self.client)
         for forum_id in forums:
-            run(self.scripts.prune_expired, prune_expired_call(self.keys, forum_id, before, limit),
-                pipe)  # fmt: skip
+            call = prune_expired_call(self.keys, forum_id, before, limit, hosted.get(forum_id))
+            run(self.scripts.prune_expired, call, pipe)
         replies = pipe.execute()
         self._forget_forums([f for f, (_, idle) in zip(forums, replies, strict=True) if idle])
         return sum(int(pruned) for pruned, _ in replies)
+
+    def _experiments_by_forum(
+        self, experiments: Mapping[str, Sequence[str]]
+    ) -> dict[str, dict[str, Sequence[str]]]:
+        """forum -> {experiment -> variants} of the experiments whose counts it holds: the
+        forums each lists (``{xres:X}:forums``, added before each of its counting steps and
+        kept as long as its counts), read in one round trip."""
+        if not experiments:
+            return {}
+        pipe = batch(self.client)
+        for experiment in experiments:
+            pipe.smembers(self.keys.experiment_forums(experiment))
+        hosted: dict[str, dict[str, Sequence[str]]] = {}
+        for (experiment, variants), forums in zip(experiments.items(), pipe.execute(),
+                                                  strict=True):  # fmt: skip
+            for forum in forums:
+                hosted.setdefault(str(text(forum)), {})[experiment] = variants
+        return hosted
 
     def _forget_forums(self, forums: Sequence[str]) -> None:
         """Take forums found with no post out of the active set, then put back any that a

@@ -100,13 +100,16 @@ members in the experiment's own slot ``{xres:X}``, written when a slate is serve
                                           half-life their decayed counterparts (``V|di:<post>``,
                                           ``V|dc:<post>``, ``V|dt:<post>``, ``V|_di``... ``V|_dt``,
                                           as in the stats hash), and the same under ``*|``
-                                          summed over the variants (TTL)
+                                          summed over the variants (TTL); a
+                                          post's fields go when it is pruned, the totals
+                                          stay
 ``P:{f:F}:xres:X``              hash      ``V|B|i``, ``V|B|c``: impressions and clicks of
                                           variant V's members in statistics bucket B (TTL)
 ``P:{xres:X}:members``          set       members served a slate of experiment X (TTL)
 ``P:{xres:X}:counts``           hash      ``V|B|s`` slates and ``V|B|m`` distinct members of
                                           variant V in statistics bucket B (TTL)
-``P:{xres:X}:forums``           set       forums holding counts of experiment X (TTL)
+``P:{xres:X}:forums``           set       forums holding counts of experiment X (TTL);
+                                          pruning finds an experiment's counts through it
 ==============================  ========  ==================================================
 
 Why the served slate is keyed by member: serving checks the slate against the member's
