@@ -8,7 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster, key_slot
+from redis.retry import Retry
 
 from core.storage import Keys
 from core.storage.catalogue import claim_post_id_call
@@ -178,3 +180,61 @@ def test_a_batch_follows_a_slot_moved_to_another_master_and_counts_once(
     assert pipe.execute() == [0]
     with node_client(other) as client:
         assert client.hget(KEYS.experiment_counts("x1"), "a|0|s") == "2"
+
+
+# Keeps its node busy for ARGV[1] microseconds: shorter than the cluster's node timeout (2 s),
+# so that no failover starts, and than Redis's busy-script threshold (5 s).
+BUSY = """
+local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
+local stop = now() + tonumber(ARGV[1])
+while now() < stop do end
+return 1
+"""
+
+
+def busy(node: redis.Redis) -> redis.connection.Connection:
+    """A connection on which ``node`` runs :data:`BUSY` for a second, returned once the node
+    is busy (a PING on another connection times out); read its reply to wait for the end."""
+    connection = node.connection_pool.get_connection()
+    connection.send_command("EVAL", BUSY, 0, 1_000_000)
+    port = node.connection_pool.connection_kwargs["port"]
+    with redis.Redis(port=port, socket_timeout=0.1, retry=Retry(NoBackoff(), 0)) as probe:
+
+        def is_busy() -> bool:
+            try:
+                probe.ping()
+            except redis.TimeoutError:
+                return True
+            assert not connection.can_read(), "the busy script ended before it was seen"
+            return False
+
+        wait_until(is_busy, 30, "the node to run the busy script")
+    return connection
+
+
+def test_a_call_that_may_have_run_is_not_sent_again_unless_replayable(
+    cluster: LocalCluster, scripts: Scripts
+) -> None:
+    """The master of an experiment's counts is busy past the client's timeout: the slate
+    count, which it runs once it is free, fails the batch and is not sent again (counted
+    once, not twice); the claim, replayable, on the same master is sent again and succeeds."""
+    counts = KEYS.experiment_counts("x1")
+    master = cluster.master_of(counts)
+    client = RedisCluster.from_url(cluster.url, socket_timeout=0.3)
+    arm = SlateArm("x1", "a", 0)
+    with redis.Redis(port=master.port, socket_timeout=5, decode_responses=True) as node:
+        pipe = batch(client)  # type: ignore[arg-type]
+        run(scripts.count_slate, count_slate_call(KEYS, arm, "u0", 600, 1), pipe)
+        assert pipe.execute() == [1]  # connected to the master, which has the script now
+        blocked = busy(node)
+        try:
+            pipe = batch(client)  # type: ignore[arg-type]
+            run(scripts.count_slate, count_slate_call(KEYS, arm, "u1", 600, 1), pipe)
+            with pytest.raises(redis.TimeoutError):
+                pipe.execute()
+        finally:
+            assert blocked.read_response() == 1
+            node.connection_pool.release(blocked)
+            client.close()
+        wait_until(lambda: node.hget(counts, "a|0|m") == "2", 30, "the late slate count")
+        assert node.hgetall(counts) == {"a|0|s": "2", "a|0|m": "2"}
