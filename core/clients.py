@@ -23,6 +23,7 @@ from redis.sentinel import Sentinel
 
 from core.settings import SENTINEL_SCHEME, Settings, sentinel_addresses
 from core.storage import Storage
+from core.storage.scripts import load_on_connect
 
 Role = Literal["web", "worker"]
 
@@ -67,7 +68,8 @@ def statistics(settings: Settings, role: Role) -> Storage:
         # the hash tags of core.storage.keys, and core.storage.scripts.batch runs its batches.
         client = cast(redis.Redis, cluster_client(settings.redis_url, settings, role))
     else:
-        client = redis_client(settings.redis_url, settings, role)
+        client = redis.Redis.from_url(settings.redis_url, redis_connect_func=load_on_connect,
+                                      **_options(settings, role))  # fmt: skip
     return Storage(
         client, settings.key_prefix, settings.decision_log_maxlen, settings.forum_window,
         journal_replicas=settings.journal_replicas, journal_wait_ms=journal_wait_ms(settings, role),

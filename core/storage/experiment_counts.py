@@ -27,7 +27,7 @@ import redis
 from core.experiments.assignment import STAT_BUCKETS
 from core.storage.keys import Keys
 from core.storage.records import SlateArm, text
-from core.storage.scripts import ScriptCall, Scripts, batch
+from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 IntArray = npt.NDArray[np.int64]
 
@@ -67,7 +67,7 @@ class ExperimentCounts:
     ) -> None:
         """Queue counting (``slates`` 1) or taking back (-1) one slate of ``arm``'s variant."""
         call = count_slate_call(self.keys, arm, user_id, ttl, slates)
-        self.scripts.count_slate(keys=call.keys, args=call.args, client=pipe)
+        run(self.scripts.count_slate, call, pipe)
 
     def forums(self, experiment_id: str) -> list[str]:
         """The forums holding counts of the experiment, in id order."""

@@ -6,20 +6,26 @@ place. A script holding the line ``-- include: note_changes`` gets ``lua/note_ch
 prepended.
 
 Every multi-step batch of commands and script calls goes through :func:`batch` and :func:`run`,
-which work the same on one Redis and on a Redis Cluster (whose pipelines refuse EVALSHA and
-TIME): see :class:`ClusterBatch` for what the cluster changes.
+which work the same on one Redis and on a Redis Cluster: a script call goes as EVALSHA, with
+no check before it that the script is loaded (:class:`Batch`; on a cluster see
+:class:`~core.storage.cluster_batch.ClusterBatch`, which also says what the cluster changes).
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 from pathlib import Path
 from typing import Any, NamedTuple, cast
 
 import redis
-from redis.cluster import ClusterPipeline, RedisCluster
+from redis.cluster import RedisCluster
 from redis.commands.core import Script
+from redis.connection import Connection
+from redis.exceptions import NoScriptError, ResponseError
 from redis.typing import EncodableT
+
+from core.storage.cluster_batch import ClusterBatch
 
 LUA_DIR = Path(__file__).parent / "lua"
 SCRIPTS = (
@@ -71,68 +77,90 @@ class Scripts:
         self.count_slate = client.register_script(source("count_slate"))
 
 
+# The scripts that a batch may run a second time when it cannot know whether the first run
+# happened (its connection lost after the call was written): running one twice leaves what
+# running it once does. apply_events counts each event once by its request's seen-marker;
+# serve_slate, withdraw_post and claim_post_id write the same values again; record_shown
+# writes the same entries (a replay is a no-op); prune_expired finds nothing more to
+# forget. count_slate adds to its counts and is not among them: such a call's error is the
+# batch's (the caller degrades), never a second count.
+REPLAYABLE = frozenset(
+    {"apply_events", "claim_post_id", "prune_expired", "record_shown", "serve_slate",
+     "withdraw_post"}
+)  # fmt: skip
+_REPLAYABLE_SHAS = frozenset(hashlib.sha1(source(name).encode()).hexdigest() for name in REPLAYABLE)
+
+
+def load_on_connect(connection: Connection) -> None:
+    """A ``redis_connect_func`` for a client of one Redis: the connection's usual hand-shake,
+    then every script loaded (one round trip more per new connection), so that batches on a
+    Redis that restarted, and so lost its scripts, find them on their new connections."""
+    connection.on_connect()
+    scripts = [("SCRIPT", "LOAD", source(name)) for name in SCRIPTS]
+    connection.send_packed_command(connection.pack_commands(scripts))
+    for _ in scripts:
+        connection.read_response()
+
+
 def batch(client: redis.Redis) -> redis.client.Pipeline:
     """A non-transactional pipeline for commands and script calls (:func:`run`): its
     ``execute()`` returns every reply in the order queued, and raises the first error.
 
-    On one Redis, one pipeline (one round trip); on a Redis Cluster, a :class:`ClusterBatch`.
+    On one Redis, a :class:`Batch` (one round trip); on a Redis Cluster, a
+    :class:`~core.storage.cluster_batch.ClusterBatch`.
     """
     if isinstance(client, RedisCluster):
         # Typed as a pipeline so that call sites stay as they are; it answers what they use.
         return cast(redis.client.Pipeline, ClusterBatch(client))
-    return client.pipeline(transaction=False)
+    return Batch(client)
 
 
 def run(script: Script, call: ScriptCall, pipe: redis.client.Pipeline) -> None:
     """Queue one call of ``script`` on ``pipe`` (a pipeline of :func:`batch`)."""
     if isinstance(pipe, ClusterBatch):
-        pipe.eval_script(script, call)
+        pipe.run_script(script, call.keys, call.args, script.sha in _REPLAYABLE_SHAS)
+    elif isinstance(pipe, Batch):
+        pipe.run_script(script, call)
     else:
         script(keys=call.keys, args=call.args, client=pipe)
 
 
-class ClusterBatch:
-    """A batch on a Redis Cluster, executed in steps, in the order queued: each run of
-    commands, and each run of script calls, is one cluster pipeline (one round trip to each
-    node it touches, those nodes in parallel), and TIME is a command of its own.
+class Batch(redis.client.Pipeline):
+    """A non-transactional pipeline on one Redis whose script calls go as EVALSHA with no
+    ``SCRIPT EXISTS`` before them (redis-py's own pipeline asks every time): one round trip.
 
-    So everything queued before a script call has completed when it runs, and it has
-    completed before what is queued after it: the order a single pipeline gives between
-    steps, at the cost of a round trip per step. Script calls are sent as EVAL with their
-    text (cluster pipelines refuse EVALSHA): a node that never saw the script, such as a
-    replica just promoted, still runs it. TIME reads one node's clock.
+    A call that finds its script missing (NOSCRIPT) did not run: the scripts are loaded and
+    those calls run again, in the order queued, in a second round trip, after the rest of the
+    batch. That is the order of a batch only when the scripts were flushed while its
+    connection lived (``SCRIPT FLUSH``): a Redis that restarted gives new connections, which
+    load every script first with :func:`load_on_connect` (as the services' clients do).
     """
 
-    def __init__(self, client: RedisCluster) -> None:
-        self.client = client
-        self._steps: list[tuple[str, ClusterPipeline | None]] = []
+    def __init__(self, client: redis.Redis) -> None:
+        super().__init__(client.connection_pool, client.response_callbacks, False, None)
+        self._redis = client
+        self._calls: dict[int, tuple[Script, ScriptCall]] = {}
 
-    def _pipe(self, kind: str) -> ClusterPipeline:
-        if not self._steps or self._steps[-1][0] != kind:
-            self._steps.append((kind, self.client.pipeline()))
-        pipe = self._steps[-1][1]
-        assert pipe is not None  # only TIME steps have none
-        return pipe
+    def run_script(self, script: Script, call: ScriptCall) -> None:
+        self._calls[len(self.command_stack)] = (script, call)
+        self.execute_command("EVALSHA", script.sha, len(call.keys), *call.keys, *call.args)
 
-    def __getattr__(self, name: str) -> Any:
-        """Any other command, queued in the current run of commands."""
-        return getattr(self._pipe("commands"), name)
-
-    def __len__(self) -> int:
-        """How many commands are queued (each script call and TIME one), as a pipeline's."""
-        return sum(1 if pipe is None else len(pipe) for _, pipe in self._steps)
-
-    def time(self) -> ClusterBatch:
-        self._steps.append(("time", None))
-        return self
-
-    def eval_script(self, script: Script, call: ScriptCall) -> None:
-        self._pipe("scripts").execute_command("EVAL", script.script, len(call.keys),
-                                              *call.keys, *call.args)  # fmt: skip
-
-    def execute(self) -> list[Any]:
-        replies: list[Any] = []
-        for _, pipe in self._steps:
-            replies += [self.client.time()] if pipe is None else pipe.execute()
-        self._steps.clear()
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        calls, self._calls = self._calls, {}
+        replies = super().execute(raise_on_error=False)
+        missing = [i for i in calls if isinstance(replies[i], NoScriptError)]
+        if missing:
+            again = self._redis.pipeline(transaction=False)
+            for script in {calls[i][0] for i in missing}:
+                again.script_load(script.script)
+            for i in missing:
+                script, call = calls[i]
+                again.evalsha(script.sha, len(call.keys), *call.keys, *call.args)
+            for i, reply in zip(missing, again.execute(raise_on_error=False)[-len(missing):],
+                                strict=True):  # fmt: skip
+                replies[i] = reply
+        if raise_on_error:
+            for reply in replies:
+                if isinstance(reply, ResponseError):
+                    raise reply
         return replies
