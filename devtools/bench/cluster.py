@@ -35,7 +35,7 @@ KEY_PATTERNS = {
     "served": ("pb:{u:*}:served:*", ""),
     "seen": ("pb:{f:*}:seen:*", ":seen:seed"),
     "clicked": ("pb:{u:*}:clicked:*", ""),
-    "decisions": ("pb:decisions", ""),
+    "decisions": ("pb:{decisions:*}", ""),
     "outcomes": ("pb:{f:*}:outcomes", ""),
 }
 
