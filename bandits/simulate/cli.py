@@ -212,8 +212,10 @@ def _freshness(args: argparse.Namespace) -> None:
     """Print the evidence, or with ``--write`` put it in that document's section.
 
     Raises:
-        ValueError: for ``--render`` without ``--write``.
+        ValueError: for ``--render`` without ``--write``, or ``--minutes`` <= 0.
     """
+    if args.minutes is not None and not args.minutes > 0:
+        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
     if args.write is None:
         if args.render is not None:
             raise ValueError("--render needs --write DOC: the document to rewrite")
