@@ -50,7 +50,8 @@ Results = dict[str, dict[str, list[Outcome]]]
 @dataclass(frozen=True)
 class Target:
     """One target of the evidence: ``row`` against ``reference`` in ``world``; ``kind``
-    is ``"beats"`` (by more than two standard errors) or ``"costs"`` (at most 2 %)."""
+    is ``"beats"`` (by more than two standard errors) or ``"costs"`` (at most 2 %), or
+    ``"reports"``: a cost the issue asks to see without bounding it (read as "costs")."""
 
     name: str
     world: str
@@ -121,7 +122,8 @@ class FreshnessPlan:
             Target("stationary: forgetting costs <= 2 %", "forum", self.forget, BASE, "costs"),
             Target("fatigue: seen-limit > none by 2 SE, repeats cut >= half", "forum-fatigue",
                    self.seen, BASE, "beats", repeat_cut=True),
-            Target("stationary: seen-limit costs <= 2 %", "forum", self.seen, BASE, "costs"),
+            Target("stationary: the seen-limit's cost (shown, no bound set)", "forum", self.seen,
+                   BASE, "reports"),
         ]  # fmt: skip
         return [t for t in wanted if t.world in self.worlds]
 
@@ -306,8 +308,24 @@ def targets_table(plan: FreshnessPlan, results: Results) -> str:
         if v.cut is not None:
             measured += f"; repeating slates cut by {100 * v.cut:.0f} %"
         status = "not measured" if v.met is None else "met" if v.met else "**missed**"
+        if t.kind == "reports" and v.met is not None:
+            status = "within 2 %" if v.met else "more than 2 %"
+        if t.kind != "beats" and v.met and _cost_not_excluded(v.paired, _mean(t, results)):
+            status += " (a 2 % cost is within 2 SE)"
         rows.append([t.name, t.world, f"`{t.row}` - `{t.reference}`: {measured}", status])
     return report.markdown_table(["target", "world", "row - reference", "status"], rows)
+
+
+def _cost_not_excluded(p: Paired, reference: float) -> bool:
+    """Whether a cost of 2 % of ``reference`` lies within two standard errors of ``p``."""
+    return bool(p.diff - 2 * p.se <= -RESOLVE * reference)
+
+
+def _mean(target: Target, results: Results) -> float:
+    """Mean clicks per visit of the target's reference, on the seeds both rows have."""
+    groups = results[target.world]
+    ref = report.values(common(groups[target.reference], groups[target.row])[0], per_visit)
+    return float(ref.mean()) if ref.shape[0] else 0.0
 
 
 def repeat_cut(row: list[Outcome], ref: list[Outcome], limit: int) -> float:
@@ -333,8 +351,7 @@ def seeds_needed(plan: FreshnessPlan, results: Results) -> str:
     for t in plan.targets():
         groups = results[t.world]
         p = compare(groups[t.row], groups[t.reference])
-        ref = report.values(common(groups[t.reference], groups[t.row])[0], per_visit)
-        mean = float(ref.mean()) if ref.shape[0] else 0.0
+        mean = _mean(t, results)
         sd = p.se * math.sqrt(p.n) if p.n > 1 else math.nan
         share = 100 * sd / mean if mean else math.nan
         need = needed_seeds(p, mean) if p.n > 1 else "unknown"

@@ -83,7 +83,11 @@ def test_targets_are_met_or_missed_from_the_paired_differences() -> None:
     assert verdicts["stationary: forgetting costs <= 2 %"].met is True
     fatigue = verdicts["fatigue: seen-limit > none by 2 SE, repeats cut >= half"]
     assert fatigue.cut == pytest.approx(1.0) and fatigue.met is False  # fewer clicks
-    assert verdicts["stationary: seen-limit costs <= 2 %"].met is True  # -1 % only
+    assert verdicts["stationary: the seen-limit's cost (shown, no bound set)"].met is True
+    table = freshness.targets_table(plan, saved.results).splitlines()
+    assert [row.rsplit("|", 2)[1].strip() for row in table[2:]] == [
+        "met", "met", "**missed**", "within 2 %"
+    ]  # fmt: skip
 
 
 def _verdicts(plan: FreshnessPlan, saved: FreshSaved) -> list[freshness.Verdict]:
@@ -102,6 +106,11 @@ def test_noisy_gains_beyond_two_standard_errors_are_met_and_big_costs_missed() -
                           plan.seen: base})  # fmt: skip
     verdicts = {v.target.world + v.target.row: v for v in _verdicts(plan, saved)}
     assert verdicts["forum" + plan.forget].met is False  # -3 %: more than 2 % lost
+    saved = _saved(plan, {"two_level_ts": base, plan.forget: [100, 108, 91, 103],
+                          plan.seen: base})  # fmt: skip
+    rows = freshness.targets_table(plan, saved.results).splitlines()
+    # -0.74 % ± 0.74 %: met, but a 2 % cost is not excluded
+    assert rows[3].endswith("| met (a 2 % cost is within 2 SE) |")
 
 
 def test_a_saved_run_renders_the_same_section_again(tmp_path: Path) -> None:

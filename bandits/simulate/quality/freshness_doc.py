@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -60,7 +61,8 @@ def main(args: argparse.Namespace) -> str:
         write_section(doc, section(saved))
         return f"rendered the Freshness section of {doc} from {args.render}, no runs"
     plan = plan_from(args)
-    header = header_lines(command_line(args))
+    loadavg = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    header = [*header_lines(command_line(args)), f"- load average when the runs began: {loadavg}"]
     began = time.perf_counter()
     results = run_plan(plan, args.jobs, args.minutes)
     saved = FreshSaved(plan, results, header, (time.perf_counter() - began) / 60, args.minutes)
@@ -73,7 +75,8 @@ def command_line(args: argparse.Namespace) -> str:
     """The command as it was given (the options this module reads)."""
     parts = [COMMAND, f"--write {args.write}"]
     for option in ("seeds", "first_seed", "visits", "members", "minutes", "jobs"):
-        parts.append(f"--{option.replace('_', '-')} {getattr(args, option)}")
+        if getattr(args, option) is not None:
+            parts.append(f"--{option.replace('_', '-')} {getattr(args, option)}")
     parts += [f"--world {w}" for w in args.world or ()]
     return " ".join(parts)
 
@@ -113,16 +116,17 @@ def section(saved: FreshSaved) -> str:
         "`bin/quality` keeps this section as it is. Do not edit by hand.",
         "",
         *saved.provenance,
-        f"- wall time: {saved.minutes:.1f} min{budget}; runs: {done} of {planned} planned",
-        f"- sizes: {plan.visits:,} visits, {plan.members:,} members per run (the forum world "
-        "of the section above, with its freshness options as named below)",
+        f"- wall time: {saved.minutes:.1f} min{budget}; runs: {done} of {planned} planned; "
+        f"{_run_seconds(results)}",
+        f"- sizes: {plan.visits:,} visits, {plan.members:,} members per run (the world of "
+        '"Forum homepage" above, with the freshness options named below)',
         f"- evaluation seeds {seeds.start}-{seeds.stop - 1}, planned; design seeds 1000 and up "
         "(never evaluated here)",
-        f"- forgetting: half-life {plan.half_life:g} visits (and {plan.half_life / 2:g}, "
-        f"{plan.half_life * 2:g}); seen-limit {plan.seen_limit} impressions without a click "
+        f"- forgetting: half-life {plan.half_life:,g} visits (and {plan.half_life / 2:,g}, "
+        f"{plan.half_life * 2:,g}); seen-limit {plan.seen_limit} impressions without a click "
         f"within {plan.seen_window:,} visits",
         "",
-        TEXT.format(limit=plan.seen_limit, h=plan.half_life),
+        TEXT.format(limit=plan.seen_limit, h=plan.half_life, share=plan.half_life / 50),
         "",
         _shortfall(plan, results, done, planned),
         "",
@@ -130,6 +134,15 @@ def section(saved: FreshSaved) -> str:
         END,
     ]
     return "\n".join(line for line in lines) + "\n"
+
+
+def _run_seconds(results: Results) -> str:
+    """The median wall time of one run: about 20 s on an idle core at the full size, more
+    when the machine is shared."""
+    seconds = [o.seconds for groups in results.values() for outs in groups.values() for o in outs]
+    if not seconds:
+        return "no run finished"
+    return f"median {float(np.median(seconds)):.0f} s of wall time per run and process"
 
 
 def _shortfall(plan: FreshnessPlan, results: Results, done: int, planned: int) -> str:
@@ -154,10 +167,10 @@ would compare different denominators); every difference is paired by seed, ± it
 error. "Slates repeating" is the share of slates holding a post the member had already been
 shown at least {limit} times.
 
-The half-life is in visits of the simulated forum, where a post lives 5,000 visits: {h:g}
-visits is 40 % of a post's life. An operator sets `BANDIT_HALF_LIFE_SECONDS` to the same
-share of the time a post stays on the homepage, or to {h:g} / (homepage requests per
-second): at 1 request a second, {h:g} s. The seen-limit of these runs is the service's
+The half-life is in visits of the simulated forum, where a post lives 5,000 visits: {h:,g}
+visits is {share:.0f} % of a post's life. An operator sets `BANDIT_HALF_LIFE_SECONDS` to the
+same share of the time a post stays on the homepage, or to {h:,g} / (homepage requests per
+second): at 1 request a second, {h:,g} s. The seen-limit of these runs is the service's
 default (`BANDIT_SEEN_LIMIT` = {limit})."""
 
 
