@@ -91,10 +91,6 @@ def _frozen(array: _ArrayT) -> _ArrayT:
     return array
 
 
-#: The cached properties that depend on ``post_forum`` and the number of forums only.
-_LAYOUT = ("forum_post_counts", "posts_by_forum", "forum_starts")
-
-
 @dataclass(frozen=True, eq=False, init=False)
 class Candidates:
     """Statistics of P candidate posts spread over F forums.
@@ -180,15 +176,12 @@ class Candidates:
         post_counted_at: FloatArray | None = None,
         forum_counted_at: FloatArray | None = None,
         as_of: float | None = None,
-        layout: Candidates | None = None,
     ) -> Candidates:
         """Candidates from arrays the caller built and owns: no validation, no copies.
 
         For the simulator, which rebuilds candidates after every decision from its own,
         valid counters. The arrays must be intp / float64 and satisfy everything the
-        constructor checks, and must not be mutated afterwards. ``layout``: earlier
-        candidates with the same ``post_forum`` (the same posts in the same forums), whose
-        grouping of posts by forum is reused instead of computed again.
+        constructor checks, and must not be mutated afterwards.
         """
         self = object.__new__(cls)
         fields = {
@@ -204,10 +197,6 @@ class Candidates:
         }
         for name, value in fields.items():
             object.__setattr__(self, name, value)
-        if layout is not None:
-            for name in _LAYOUT:
-                if name in layout.__dict__:
-                    self.__dict__[name] = layout.__dict__[name]
         return self
 
     def _check_relations(self) -> None:

@@ -116,7 +116,6 @@ class PolicyRecommender:
         self._gone = np.zeros(0, np.intp)
         self._pending_imps = np.zeros(0)
         self._pending_clicks = np.zeros(0)
-        self._posts_changed = True
 
     @property
     def candidates(self) -> Candidates | None:
@@ -138,12 +137,10 @@ class PolicyRecommender:
         self._alive[ids] = True
         self._created[ids] = self._now if created_at is None else created_at
         self._counted_at[ids] = self._now
-        self._posts_changed = True
 
     def expire_posts(self, ids: IntArray) -> None:
         """Expired posts are never recommended again (until the next refresh drops them)."""
         self._alive[ids] = False
-        self._posts_changed = True
         known = ids[ids < self._cand_of.shape[0]]
         gone = self._cand_of[known]
         self._gone = np.concatenate([self._gone, gone[gone >= 0]])
@@ -239,39 +236,30 @@ class PolicyRecommender:
         """Counters ``index`` (distinct) of (imps, clicks, at) after ``events`` (impressions,
         clicks per counter) at the time of the last decision (:func:`decayed_update`)."""
         assert self.half_life is not None
-        # Both counters share their time: one update of the (2, n) stack (it broadcasts).
-        values = np.stack((imps[index], clicks[index]))
-        (new_imps, new_clicks), now = decayed_update(
-            values, at[index], self._now, self.half_life, np.stack(events)
+        add_imps, add_clicks = events
+        new_imps, now = decayed_update(imps[index], at[index], self._now, self.half_life, add_imps)
+        new_clicks, _ = decayed_update(
+            clicks[index], at[index], self._now, self.half_life, add_clicks
         )
         return new_imps, np.minimum(new_clicks, new_imps), now
 
     def _refresh(self) -> None:
-        previous = None if self._posts_changed else self._cands
-        created: FloatArray | None
-        if previous is None:
-            ids = np.flatnonzero(self._alive)
-            post_forum, created = self._forum[ids], self._created[ids]
-            self._cand_of = np.full(self._alive.shape[0], -1, np.intp)
-            self._cand_of[ids] = np.arange(ids.shape[0])
-        else:  # the same posts as the last snapshot: reuse what depends on them only
-            ids, post_forum = self._ids, previous.post_forum
-            created = previous.post_created_at
+        ids = np.flatnonzero(self._alive)
         # Fresh copies of counters that record() keeps valid, so validation is skipped.
         self._cands = Candidates.unchecked(
-            post_forum=post_forum,
+            post_forum=self._forum[ids],
             post_impressions=self._imps[ids],
             post_clicks=self._clicks[ids],
             forum_impressions=self._forum_imps.copy(),
             forum_clicks=self._forum_clicks.copy(),
-            post_created_at=created,
+            post_created_at=self._created[ids],
             post_counted_at=self._counted_at[ids],
             forum_counted_at=self._forum_counted_at.copy(),
             as_of=float(self._now),
-            layout=previous,
         )
         self._ids = ids
-        self._posts_changed = False
+        self._cand_of = np.full(self._alive.shape[0], -1, np.intp)
+        self._cand_of[ids] = np.arange(ids.shape[0])
         self._gone = np.zeros(0, np.intp)
         self._pending_imps = np.zeros(ids.shape[0])
         self._pending_clicks = np.zeros(ids.shape[0])
