@@ -171,7 +171,8 @@ The half-life is in visits of the simulated forum, where a post lives 5,000 visi
 visits is {share:.0f} % of a post's life. An operator sets `BANDIT_HALF_LIFE_SECONDS` to the
 same share of the time a post stays on the homepage, or to {h:,g} / (homepage requests per
 second): at 1 request a second, {h:,g} s. The seen-limit of these runs is the service's
-default (`BANDIT_SEEN_LIMIT` = {limit})."""
+default (`BANDIT_SEEN_LIMIT` = {limit}). The half-life, the seen-limit and the worlds were
+fixed before the evaluation seeds were first run; nothing was tuned on them."""
 
 
 def save(saved: FreshSaved, path: Path) -> None:
