@@ -3,6 +3,7 @@ document untouched, rendered again from its saved outcomes, kept by bin/quality.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -158,6 +159,18 @@ def test_bad_options_are_refused(
     with pytest.raises(SystemExit):
         cli.main(["freshness", *argv])
     assert message in capsys.readouterr().err
+
+
+def test_saved_outcomes_with_a_run_twice_or_a_run_not_planned_are_refused(tmp_path: Path) -> None:
+    plan = FreshnessPlan(worlds=("forum",), seeds=2)
+    path = tmp_path / "saved.json"
+    freshness_doc.save(_saved(plan, {"two_level_ts": [100, 101]}), path)
+    data = json.loads(path.read_text())
+    for runs, message in ((data["runs"] * 2, "saved twice"),
+                          ([dict(data["runs"][0], seed=7)], "does not have")):  # fmt: skip
+        path.write_text(json.dumps(dict(data, runs=runs)))
+        with pytest.raises(ValueError, match=message):
+            freshness_doc.load(path)
 
 
 def test_a_file_that_is_not_saved_outcomes_is_refused(tmp_path: Path) -> None:

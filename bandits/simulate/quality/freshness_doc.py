@@ -242,6 +242,8 @@ def _results(plan: FreshnessPlan, runs: list[dict[str, Any]]) -> Results:
         group = results.get(run["world"], {}).get(run["label"])
         if group is None or run["seed"] not in plan.seed_range():
             raise ValueError(f"a run the plan does not have: {run['world']}, {run['label']}")
+        if any(o.seed == run["seed"] for o in group):
+            raise ValueError(f"a run saved twice: {run['world']}, {run['label']}, {run['seed']}")
         group.append(_outcome(run))
     for groups in results.values():
         for outs in groups.values():
