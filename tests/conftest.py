@@ -82,7 +82,10 @@ def config(redis_url: str, broker_url: str, tmp_path: Path) -> dict[str, Any]:
 def app(config: dict[str, Any]) -> Iterator[Flask]:
     flask_app = create_app(config)
     yield flask_app
-    flask_app.extensions["postbandit"].snapshots.stop()
+    runtime: Runtime = flask_app.extensions["postbandit"]
+    runtime.snapshots.stop()
+    runtime.storage.client.close()  # else their sockets close at exit, with a ResourceWarning
+    runtime.broker.close()
 
 
 @pytest.fixture

@@ -16,6 +16,7 @@ from bandits.simulate import freshness, report
 from bandits.simulate.environments import ForumConfig
 from bandits.simulate.members import SEEN_WINDOW, SeenLimit
 from bandits.simulate.quality import command as quality_command
+from bandits.simulate.quality import freshness_doc
 from bandits.simulate.recommenders import FORUM_WINDOW
 from bandits.simulate.runner import (
     AgentSpec,
@@ -207,6 +208,22 @@ def run_simulation(args: argparse.Namespace) -> str:
     return "\n".join(text)
 
 
+def _freshness(args: argparse.Namespace) -> None:
+    """Print the evidence, or with ``--write`` put it in that document's section.
+
+    Raises:
+        ValueError: for ``--render`` without ``--write``, or ``--minutes`` <= 0.
+    """
+    if args.minutes is not None and not args.minutes > 0:
+        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
+    if args.write is None:
+        if args.render is not None:
+            raise ValueError("--render needs --write DOC: the document to rewrite")
+        print(freshness.run_freshness(args))
+        return
+    freshness_doc.say(freshness_doc.main(args))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     parser = build_parser()
@@ -215,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "quality":
             quality_command.main(args)
         elif args.command == "freshness":
-            print(freshness.run_freshness(args))
+            _freshness(args)
         elif args.command == "bench":
             from bandits.simulate.bench import write_bench
 

@@ -8,6 +8,7 @@ comparison is paired by seed. Nothing here knows how a slate is chosen.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -180,15 +181,28 @@ class ForumWorld:
     def ctr_at(self, posts: IntArray, t: int, repeats: npt.ArrayLike = 0) -> FloatArray:
         """True CTRs of ``posts`` at visit ``t`` for a member who has already been shown
         each of them ``repeats`` times (see :class:`ForumConfig`)."""
-        ctr = self.post_ctr[posts]
         forum = self.post_forum[posts]
         if self.logit_drift is not None:
-            ctr = special.expit(special.logit(ctr) + self.logit_drift[t, forum])
+            ctr = special.expit(self._post_logit[posts] + self.logit_drift[t, forum])
+        else:
+            ctr = self.post_ctr[posts]
         if self.config.age_half_life > 0:
             ctr = ctr * np.exp2((self.born[posts] - t) / self.forum_half_life[forum])
         if self.config.fatigue < 1:
             ctr = ctr * self.config.fatigue ** np.asarray(repeats, np.float64)
         return np.asarray(ctr, np.float64)
+
+    @cached_property
+    def _post_logit(self) -> FloatArray:
+        return np.asarray(special.logit(self.post_ctr), np.float64)
+
+    @cached_property
+    def subscribed(self) -> npt.NDArray[np.bool_]:
+        """Members x forums: whether the member subscribes to the forum."""
+        mask = np.zeros((self.config.members, self.config.forums), bool)
+        members = np.repeat(np.arange(self.config.members), np.diff(self.sub_start))
+        mask[members, self.sub_forums] = True
+        return mask
 
     def subscriptions(self, member: int) -> IntArray:
         """Forum indices the member subscribes to (sorted, distinct)."""

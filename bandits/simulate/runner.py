@@ -24,6 +24,7 @@ from bandits.simulate.environments import (
 from bandits.simulate.members import SEEN_WINDOW, CountArray, MemberHistory, SeenLimit
 from bandits.simulate.recommenders import (
     FORUM_WINDOW,
+    BoolArray,
     MabwiserTS,
     PolicyRecommender,
     Recommender,
@@ -304,7 +305,7 @@ def _serve(
     seen = world.seen_uniforms[t, :k] < world.position_weight[:k]
     clicked = seen & (world.click_uniforms[t, :k] < ctr)
     tally.expected[t] = np.sum(world.position_weight[:k] * ctr)
-    tally.oracle[t] = _oracle(world, t, live, subs, read, history.shown[member])
+    tally.oracle[t] = _oracle(world, t, live, world.subscribed[member], read, history.shown[member])
     rec.record(shown[seen], clicked[seen])
     history.record(member, t, shown, seen)
     history.click(member, shown[clicked])
@@ -316,17 +317,15 @@ def _oracle(
     world: ForumWorld,
     t: int,
     live: tuple[int, int],
-    subs: IntArray,
+    subscribed: BoolArray,
     read: IntArray,
     shown: CountArray,
 ) -> float:
-    """Expected clicks of the best slate: the eligible live posts (subscribed, not clicked)
-    with the highest true CTRs at visit ``t`` for this member (``shown``: the member's
-    impressions per post so far, for fatigue). The seen-limit is the homepage's choice,
-    not the world's, so the oracle ignores it."""
+    """Expected clicks of the best slate: the eligible live posts (in the member's forums,
+    ``subscribed``; not clicked) with the highest true CTRs at visit ``t`` for this member
+    (``shown``: the member's impressions per post so far, for fatigue). The seen-limit is
+    the homepage's choice, not the world's, so the oracle ignores it."""
     lo, hi = live
-    subscribed = np.zeros(world.config.forums, bool)
-    subscribed[subs] = True
     keep = subscribed[world.post_forum[lo:hi]]
     keep[read - lo] = False
     posts = np.flatnonzero(keep) + lo
@@ -343,11 +342,26 @@ def run_jobs(
 
     Progress lines go to ``progress`` (stderr by default). Results keep the job order.
     """
+    outcomes = run_jobs_until(jobs, processes, None, progress)
+    return [out for out in outcomes if out is not None]
+
+
+def run_jobs_until(
+    jobs: Sequence[Job],
+    processes: int = 2,
+    deadline: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Outcome | None]:
+    """:func:`run_jobs`, except that a job not started by ``deadline`` (``time.time()``;
+    ``None``: no deadline) is skipped and gives ``None``. Jobs start in the given order."""
     report = progress or _stderr
     began = time.perf_counter()
-    results: dict[int, Outcome] = {}
-    for done, (i, out) in enumerate(_execute(jobs, processes), start=1):
+    results: dict[int, Outcome | None] = {}
+    items = [(i, job, deadline) for i, job in enumerate(jobs)]
+    for done, (i, out) in enumerate(_execute(items, processes), start=1):
         results[i] = out
+        if out is None:
+            continue
         report(
             f"[{done:>4}/{len(jobs)}] {out.label:<34} seed {out.seed:>3}  "
             f"regret {out.final_regret:>9.1f}  ctr {out.ctr:.4f}  "
@@ -356,17 +370,22 @@ def run_jobs(
     return [results[i] for i in range(len(jobs))]
 
 
-def _execute(jobs: Sequence[Job], processes: int) -> Iterable[tuple[int, Outcome]]:
+_Item = tuple[int, Job, float | None]
+
+
+def _execute(items: list[_Item], processes: int) -> Iterable[tuple[int, Outcome | None]]:
     if processes <= 1:
-        for i, job in enumerate(jobs):
-            yield i, run_job(job)
+        yield from map(_run_indexed, items)
         return
     with multiprocessing.get_context("fork").Pool(processes) as pool:
-        yield from pool.imap_unordered(_run_indexed, list(enumerate(jobs)))
+        yield from pool.imap_unordered(_run_indexed, items)
 
 
-def _run_indexed(item: tuple[int, Job]) -> tuple[int, Outcome]:
-    return item[0], run_job(item[1])
+def _run_indexed(item: _Item) -> tuple[int, Outcome | None]:
+    index, job, deadline = item
+    if deadline is not None and time.time() > deadline:
+        return index, None
+    return index, run_job(job)
 
 
 def _stderr(line: str) -> None:

@@ -131,7 +131,7 @@ def test_needed_seeds_follow_from_the_paired_spread():
 def test_the_freshness_command_reports_every_recommender_and_target():
     args = argparse.Namespace(
         world=["forum", "forum-fatigue"], visits=150, members=20, half_life=100.0,
-        seen_limit=2, seen_window=1000, seeds=2, first_seed=0, jobs=1,
+        seen_limit=2, seen_window=1000, seeds=2, first_seed=0, jobs=1, minutes=None,
     )  # fmt: skip
     text = freshness.run_freshness(args)
     for label in ("two_level_ts half_life=50", "recent", "greedy", "seen_limit=2", "Targets"):

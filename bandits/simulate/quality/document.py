@@ -8,6 +8,8 @@ from pathlib import Path
 from bandits.simulate import report
 from bandits.simulate.quality.classic import render_classic, render_delay
 from bandits.simulate.quality.forum import render_forum
+from bandits.simulate.quality.freshness_doc import BEGIN as FRESHNESS_BEGIN
+from bandits.simulate.quality.freshness_doc import END as FRESHNESS_END
 from bandits.simulate.quality.lowctr import render_lowctr
 from bandits.simulate.quality.markdown import status
 from bandits.simulate.quality.outcomes import Saved
@@ -33,10 +35,16 @@ def document(saved: Saved, doc: Path, img: Path) -> str:
 
 def kept_section(doc: Path) -> str:
     """The recorded run against the service (``forum --target``), kept from the old ``doc``:
-    it needs a running service, so ``bin/quality`` does not make it again."""
+    it needs a running service, so ``bin/quality`` does not make it again. The Freshness
+    section (``freshness --write``, between its markers, after the service section) is kept
+    the same way: ``bin/quality`` does not run it."""
     old = doc.read_text() if doc.exists() else ""
     start = old.find(SERVICE_HEADING)
-    return "" if start < 0 else "\n" + old[start:]
+    kept = "" if start < 0 else "\n" + old[start:]
+    begin, end = old.find(FRESHNESS_BEGIN), old.find(FRESHNESS_END)
+    if begin >= 0 and end > begin and FRESHNESS_BEGIN not in kept:
+        kept += "\n" + old[begin : end + len(FRESHNESS_END)] + "\n"
+    return kept
 
 
 def render(plan: Plan, results: Results, paths: tuple[Path, Path], header: list[str]) -> str:
