@@ -8,9 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster, key_slot
-from redis.retry import Retry
 
 from core.storage import Keys
 from core.storage.catalogue import claim_post_id_call
@@ -19,6 +17,7 @@ from core.storage.records import SlateArm
 from core.storage.scripts import Scripts, batch, run
 from devtools.redis_cluster import LocalCluster, wait_until
 from devtools.redis_server import RedisServer
+from tests.busy_redis import busy
 
 pytestmark = pytest.mark.cluster
 KEYS = Keys("pb")
@@ -180,36 +179,6 @@ def test_a_batch_follows_a_slot_moved_to_another_master_and_counts_once(
     assert pipe.execute() == [0]
     with node_client(other) as client:
         assert client.hget(KEYS.experiment_counts("x1"), "a|0|s") == "2"
-
-
-# Keeps its node busy for ARGV[1] microseconds: shorter than the cluster's node timeout (2 s),
-# so that no failover starts, and than Redis's busy-script threshold (5 s).
-BUSY = """
-local function now() local t = redis.call('TIME') return t[1] * 1000000 + t[2] end
-local stop = now() + tonumber(ARGV[1])
-while now() < stop do end
-return 1
-"""
-
-
-def busy(node: redis.Redis) -> redis.connection.Connection:
-    """A connection on which ``node`` runs :data:`BUSY` for a second, returned once the node
-    is busy (a PING on another connection times out); read its reply to wait for the end."""
-    connection = node.connection_pool.get_connection()
-    connection.send_command("EVAL", BUSY, 0, 1_000_000)
-    port = node.connection_pool.connection_kwargs["port"]
-    with redis.Redis(port=port, socket_timeout=0.1, retry=Retry(NoBackoff(), 0)) as probe:
-
-        def is_busy() -> bool:
-            try:
-                probe.ping()
-            except redis.TimeoutError:
-                return True
-            assert not connection.can_read(), "the busy script ended before it was seen"
-            return False
-
-        wait_until(is_busy, 30, "the node to run the busy script")
-    return connection
 
 
 def test_a_call_that_may_have_run_is_not_sent_again_unless_replayable(
