@@ -217,7 +217,10 @@ class _Draws:
             self.count += int(posts.size)
 
     def arrays(self) -> tuple[IntArray, FloatArray, FloatArray, FloatArray]:
-        """(posts, scores, alpha, beta) of everything drawn."""
+        """(posts, scores, alpha, beta) of everything drawn (empty before any post was)."""
+        if not self.parts:
+            none = np.zeros(0, np.float64)
+            return np.zeros(0, np.intp), none, none, none
         if len(self.parts) > 1:
             posts, scores, alpha, beta = (np.concatenate(c) for c in zip(*self.parts, strict=True))
             self.parts = [(posts, scores, alpha, beta)]

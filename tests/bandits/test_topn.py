@@ -351,3 +351,20 @@ def test_pruned_slates_keep_every_invariant_and_agree_with_the_rest_drawn(req):
     if trace.path != "policy":
         full = full_slate_from(sampler, trace, n, kwargs, rng)
         np.testing.assert_array_equal(np.sort(full), np.sort(slate.posts))
+
+
+def test_a_request_whose_first_draw_finds_no_eligible_post_draws_on():
+    """Every post the first draw would take is excluded: the next draws still fill the slate
+    (the ranking of nothing drawn was an IndexError)."""
+    cands = world(np.random.default_rng(11), 10_000, 20)
+    sampler = TopNSampler.build(make_policy("two_level_ts"), cands, min_candidates=0)
+    # 9,000 excluded leave 1,000 eligible: the first draw takes the first 800 posts by upper
+    # bound and the first 3,200 by seed score (hot forums aside), all excluded here.
+    first = np.union1d(sampler.by_hi[:800], sampler.by_seed[:3_200])
+    rest = np.setdiff1d(np.arange(cands.n_posts), first)
+    exclude = np.concatenate([first, rest[: 9_000 - first.shape[0]]])
+    rng = np.random.default_rng(12)
+    for _ in range(20):
+        slate, trace = sampler.select_traced(10, rng, exclude=exclude)
+        check_slate(slate, cands, 10, {"exclude": exclude}, "two_level_ts")
+        assert trace.eligible == 1_000
