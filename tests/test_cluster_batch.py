@@ -17,7 +17,7 @@ from core.storage.records import SlateArm
 from core.storage.scripts import Scripts, batch, run
 from devtools.redis_cluster import LocalCluster, wait_until
 from devtools.redis_server import RedisServer
-from tests.busy_redis import busy
+from tests.busy_redis import count_a_slate_late
 
 pytestmark = pytest.mark.cluster
 KEYS = Keys("pb")
@@ -186,24 +186,8 @@ def test_a_call_that_may_have_run_is_not_sent_again_unless_replayable(
 ) -> None:
     """The master of an experiment's counts is busy past the client's timeout: the slate
     count, which it runs once it is free, fails the batch and is not sent again (counted
-    once, not twice); the claim, replayable, on the same master is sent again and succeeds."""
-    counts = KEYS.experiment_counts("x1")
-    master = cluster.master_of(counts)
+    once, not twice)."""
+    master = cluster.master_of(KEYS.experiment_counts("x1"))
     client = RedisCluster.from_url(cluster.url, socket_timeout=0.3)
-    arm = SlateArm("x1", "a", 0)
     with redis.Redis(port=master.port, socket_timeout=5, decode_responses=True) as node:
-        pipe = batch(client)  # type: ignore[arg-type]
-        run(scripts.count_slate, count_slate_call(KEYS, arm, "u0", 600, 1), pipe)
-        assert pipe.execute() == [1]  # connected to the master, which has the script now
-        blocked = busy(node)
-        try:
-            pipe = batch(client)  # type: ignore[arg-type]
-            run(scripts.count_slate, count_slate_call(KEYS, arm, "u1", 600, 1), pipe)
-            with pytest.raises(redis.TimeoutError):
-                pipe.execute()
-        finally:
-            assert blocked.read_response() == 1
-            node.connection_pool.release(blocked)
-            client.close()
-        wait_until(lambda: node.hget(counts, "a|0|m") == "2", 30, "the late slate count")
-        assert node.hgetall(counts) == {"a|0|s": "2", "a|0|m": "2"}
+        count_a_slate_late(client, node, scripts)  # type: ignore[arg-type]

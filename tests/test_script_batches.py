@@ -12,8 +12,7 @@ from core.storage.catalogue import claim_post_id_call
 from core.storage.experiment_counts import count_slate_call
 from core.storage.records import SlateArm
 from core.storage.scripts import Scripts, batch, load_on_connect, run
-from devtools.redis_cluster import wait_until
-from tests.busy_redis import busy
+from tests.busy_redis import count_a_slate_late
 
 KEYS = Keys("pb")
 ARM = SlateArm("x1", "a", 0)
@@ -98,21 +97,5 @@ def test_a_batch_whose_replies_came_too_late_is_not_sent_again(redis_url: str) -
     cluster (tests/test_cluster_batch.py): a client that retried on timeouts would count it
     twice."""
     client = redis.Redis.from_url(redis_url, socket_timeout=0.3)
-    scripts = Scripts(client)
-    counts = KEYS.experiment_counts("x1")
     with redis.Redis.from_url(redis_url, socket_timeout=5, decode_responses=True) as node:
-        pipe = batch(client)
-        run(scripts.count_slate, count_slate_call(KEYS, ARM, "u0", 600, 1), pipe)
-        assert pipe.execute() == [1]  # the script is loaded
-        blocked = busy(node)
-        try:
-            pipe = batch(client)
-            run(scripts.count_slate, count_slate_call(KEYS, ARM, "u1", 600, 1), pipe)
-            with pytest.raises(redis.TimeoutError):
-                pipe.execute()
-        finally:
-            assert blocked.read_response() == 1
-            node.connection_pool.release(blocked)
-            client.close()
-        wait_until(lambda: node.hget(counts, "a|0|m") == "2", 30, "the late slate count")
-        assert node.hgetall(counts) == {"a|0|s": "2", "a|0|m": "2"}
+        count_a_slate_late(client, node, Scripts(client))
