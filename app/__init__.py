@@ -7,7 +7,17 @@ from typing import Any
 
 from flask import Flask
 
-from app import cli, errors, experiment_views, logs, monitoring, runtime, service, views
+from app import (
+    cli,
+    encoding,
+    errors,
+    experiment_views,
+    logs,
+    monitoring,
+    runtime,
+    service,
+    views,
+)
 from app.schemas import MAX_BODY_BYTES
 from core.settings import Settings
 
@@ -20,6 +30,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     settings = Settings.from_env() if config is None else Settings.from_mapping(config)
     app = Flask(__name__)
+    app.json = encoding.OrjsonProvider(app)
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
     logs.init_app(app, settings.log_level)
     errors.init_app(app)
