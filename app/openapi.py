@@ -145,6 +145,7 @@ def document() -> dict[str, Any]:
     }  # fmt: skip
 
 
+@cache  # every request asks; the app's rules and their methods are few
 def query_names(method: str, rule: str) -> frozenset[str]:
     """The query parameters of the operation at a Flask URL rule (``/v1/posts/<post_id>``):
     those of its query model; none when it has no model or is not described."""

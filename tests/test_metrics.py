@@ -242,3 +242,30 @@ def test_the_worker_entry_point_keeps_prometheus_client_out_of_multiprocess_mode
                          text=True, timeout=60, check=False)  # fmt: skip
     assert run.returncode == 0, run.stderr
     assert list(tmp.iterdir()) == []
+
+
+def test_labels_give_the_librarys_children_once_resolved() -> None:
+    registry = CollectorRegistry()
+    counter = metrics.Counter("t_requests", "t", ["endpoint", "status"], registry=registry)
+    histogram = metrics.Histogram(
+        "t_seconds", "t", ["endpoint"], buckets=(0.1, 1.0), registry=registry
+    )
+    first = counter.labels("/a", "200")
+    assert counter.labels("/a", "200") is first
+    assert counter.labels(endpoint="/a", status="200") is first  # by name: the library's
+    assert counter.labels("/a", "500") is not first
+    first.inc()
+    counter.labels("/a", "200").inc(2)
+    histogram.labels("/a").observe(0.5)
+    text = generate_latest(registry).decode()
+    assert 't_requests_total{endpoint="/a",status="200"} 3.0' in text
+    assert 't_requests_total{endpoint="/a",status="500"} 0.0' in text
+    assert 't_seconds_bucket{endpoint="/a",le="1.0"} 1.0' in text
+    with pytest.raises(ValueError, match="Incorrect label count"):
+        counter.labels("/a")
+
+
+def test_every_metric_resolves_its_children_once() -> None:
+    defined = [m for m in vars(metrics).values() if isinstance(m, MetricWrapperBase)]
+    assert metrics.RECOMMENDATIONS in defined and metrics.HTTP_LATENCY in defined
+    assert all(isinstance(m, metrics._Children) for m in defined)
