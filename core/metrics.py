@@ -45,18 +45,22 @@ class _Children:
     """``labels(*values)`` from a dict after the first call with the same values: the request
     path calls it several times per request, and prometheus-client checks and converts the
     values and takes a lock on every call (1.5-2 µs). The children are the library's own, kept
-    for the life of the metric (nothing here removes one); labels by name go to the library."""
+    for the life of the metric (nothing here removes one); labels by name, or not hashable, go
+    to the library each time."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._children: dict[tuple[Any, ...], Self] = {}
         super().__init__(*args, **kwargs)
 
     def labels(self, *values: Any, **named: Any) -> Self:
-        if named:
-            return super().labels(*values, **named)  # type: ignore[misc]
-        child = self._children.get(values)
+        try:
+            child = None if named else self._children.get(values)
+        except TypeError:  # a value that is not hashable: the library takes its str
+            return super().labels(*values)  # type: ignore[misc]
         if child is None:
-            child = self._children[values] = super().labels(*values)  # type: ignore[misc]
+            child = super().labels(*values, **named)  # type: ignore[misc]
+            if not named:
+                self._children[values] = child
         return child
 
 

@@ -19,6 +19,7 @@ from flask.json.provider import DefaultJSONProvider
 from hypothesis import strategies as st
 
 from app import decisions
+from app.encoding import OrjsonProvider
 from bandits import Slate
 from core.logs import JsonFormatter, dumps
 
@@ -113,6 +114,24 @@ def test_a_body_is_the_bytes_flasks_provider_wrote(app: Flask, body: object) -> 
         ours = app.json.response(body).get_data()
         theirs = DefaultJSONProvider(app).response(body).get_data()
     assert ours == theirs and ours.isascii() and ours.endswith(b"\n")
+
+
+@hypothesis.settings(max_examples=300, database=None, deadline=None)
+@hypothesis.given(st.floats(allow_nan=False, allow_infinity=False))
+def test_a_float_in_a_body_is_the_same_number(number: float) -> None:
+    """Only its spelling may differ (``0.000015`` for ``1.5e-05``)."""
+    bare = Flask(__name__)
+    with bare.app_context():
+        body = OrjsonProvider(bare).response({"mean": number}).get_data()
+    assert json.loads(body)["mean"] == number
+
+
+def test_the_providers_settings_still_apply(app: Flask) -> None:
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    with app.app_context():
+        body = app.json.response({"b": "é", "a": 1}).get_data()
+    assert body == '{"b":"é","a":1}\n'.encode()
 
 
 def test_a_body_with_a_value_json_cannot_encode_is_an_error_as_before(app: Flask) -> None:

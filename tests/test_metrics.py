@@ -263,6 +263,7 @@ def test_labels_give_the_librarys_children_once_resolved() -> None:
     assert 't_seconds_bucket{endpoint="/a",le="1.0"} 1.0' in text
     with pytest.raises(ValueError, match="Incorrect label count"):
         counter.labels("/a")
+    assert counter.labels(["/b"], "200") is counter.labels("['/b']", "200")  # not hashable
 
 
 def test_every_metric_resolves_its_children_once() -> None:
