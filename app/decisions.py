@@ -58,8 +58,9 @@ def fields(
     served by ``variant`` of ``experiment`` when given.
 
     Per-post values are stored as parallel compact JSON arrays, encoded by orjson straight
-    from the slate's numpy arrays (shortest round-trip floats, as ``json.dumps`` writes
-    them; a float that is not finite would be ``null``): encoding them is the one cost the
+    from the slate's numpy arrays (the shortest text that reads back as the same float, as
+    with ``json.dumps``, though a float below 1e-4 may be spelt without an exponent; a float
+    that is not finite would be ``null``): encoding them is the one cost the
     decision log adds to the request path. The experiment, variant and propensities are
     fields only when there are any.
     """

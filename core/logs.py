@@ -7,11 +7,12 @@ multiprocess files on import, and the master must not do that before ``on_starti
 made their directory.
 
 Lines are encoded with orjson (about a tenth of the standard encoder's time). They hold what
-the standard library's ``json.dumps(entry, default=str)`` wrote, compact, with one difference:
-a float that is not finite (NaN, infinity) is ``null``, where the standard encoder wrote
-``NaN``, which is not JSON. What orjson cannot encode (an integer past 64 bits, a dict with
-keys that are not strings) is written by the standard encoder. Every line is ASCII, non-ASCII
-text escaped (``\\u00e9``) as the standard encoder does, whatever stdout's encoding.
+the standard library's ``json.dumps(entry, default=str)`` wrote, compact (a float below 1e-4
+may be spelt without an exponent: ``0.000015`` for ``1.5e-05``, the same number), with one
+difference: a float that is not finite (NaN, infinity) is ``null``, where the standard
+encoder wrote ``NaN``, which is not JSON. What orjson cannot encode (an integer past 64 bits,
+a dict with keys that are not strings) is written by the standard encoder. Every line is ASCII,
+non-ASCII text escaped (``\\u00e9``) as the standard encoder does, whatever stdout's encoding.
 """
 
 from __future__ import annotations
