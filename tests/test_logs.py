@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from app import create_app
+from core.logs import configure
 from core.settings import ConfigError, Settings
 from tests.conftest import ADMIN, register
 
@@ -80,3 +82,22 @@ def test_log_level_is_configurable(make_client: Make, capsys: pytest.CaptureFixt
 def test_an_unknown_log_level_is_refused() -> None:
     with pytest.raises(ConfigError, match="BANDIT_LOG_LEVEL"):
         Settings.from_mapping({"BANDIT_LOG_LEVEL": "chatty"})
+
+
+def test_a_configured_process_still_formats_a_classic_format() -> None:
+    """The records skip the caller's frame, but a %-format that asks for it, or for the
+    process and thread, still formats."""
+    configure("INFO")
+    rec = logging.getLogger("x").makeRecord("x", logging.INFO, "f.py", 7, "hello", (), None)
+    classic = logging.Formatter("%(process)d %(thread)d %(threadName)s %(lineno)d %(message)s")
+    assert classic.format(rec).endswith(" 7 hello")
+    captured: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = captured.append  # type: ignore[method-assign]
+    logging.getLogger("y").addHandler(handler)
+    try:
+        logging.getLogger("y").warning("hi")
+    finally:
+        logging.getLogger("y").removeHandler(handler)
+    text = logging.Formatter("%(process)d %(filename)s:%(lineno)d %(funcName)s %(message)s")
+    assert text.format(captured[0]).endswith("(unknown file):0 (unknown function) hi")
