@@ -269,3 +269,26 @@ def test_the_quick_cluster_mode_runs_and_writes_nothing(
         assert re.search(rf"\| {side} \| served \| [1-9][\d,]* \| [1-9]", out)
     assert "Masters needed:" in out
     assert DOC.read_text() == before
+
+
+def test_the_request_python_tool_times_every_part() -> None:
+    """devtools/bench/request_python.py against its own redis-server, in its own process (it
+    puts prometheus-client in multiprocess mode before importing it)."""
+    import subprocess
+    import sys
+
+    run = subprocess.run(
+        [sys.executable, "-m", "devtools.bench.request_python", "--candidates", "30",
+         "--requests", "50"],
+        cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=300,
+        check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    timed = dict(
+        (line.split("µs", 1)[1].strip(), float(line.split()[0]))
+        for line in run.stdout.splitlines()
+        if "µs" in line
+    )
+    assert {"whole request (test client)", "decision-log entry", "response body (jsonify)",
+            "JSON log line (logging + formatter)"} <= set(timed)  # fmt: skip
+    assert len(timed) == 10 and all(us > 0 for us in timed.values())
