@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import math
 import re
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -274,9 +276,6 @@ def test_the_quick_cluster_mode_runs_and_writes_nothing(
 def test_the_request_python_tool_times_every_part() -> None:
     """devtools/bench/request_python.py against its own redis-server, in its own process (it
     puts prometheus-client in multiprocess mode before importing it)."""
-    import subprocess
-    import sys
-
     run = subprocess.run(
         [sys.executable, "-m", "devtools.bench.request_python", "--candidates", "30",
          "--requests", "50"],
