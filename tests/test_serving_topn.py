@@ -230,3 +230,38 @@ def test_a_failed_build_leaves_the_policy_to_raise_in_the_request() -> None:
     cands = world(np.random.default_rng(12), 4_000, 10)
     arm = Arm(make_policy("two_level_ts", half_life=60.0))
     assert build_samplers([arm], lambda _: cands, {}) == {}
+
+
+def test_a_new_plan_keeps_the_bounds_only_for_an_equal_policy() -> None:
+    """A refresh whose serving state changed rebuilds the arms' policies: an equal policy
+    keeps the previous bounds (under the new policy object, which requests compare by
+    identity), another policy gets its own."""
+    cands = world(np.random.default_rng(13), 4_000, 10)
+    before = build_samplers([Arm(make_policy("two_level_ts"))], lambda _: cands, {})
+    equal = Arm(make_policy("two_level_ts"))
+    kept = build_samplers([equal], lambda _: cands, before)[None]
+    assert kept.policy is equal.policy and kept.post_hi is before[None].post_hi
+    other = Arm(make_policy("two_level_ts", exploration=0.5))
+    rebuilt = build_samplers([other], lambda _: cands, before)[None]
+    assert rebuilt.policy is other.policy and rebuilt.post_hi is not before[None].post_hi
+    assert not np.array_equal(rebuilt.post_hi, before[None].post_hi)
+    moved = world(np.random.default_rng(14), 4_000, 10)  # new candidates: new bounds
+    assert build_samplers([equal], lambda _: moved, before)[None].cands is moved
+
+
+def test_a_sampler_of_another_policy_is_never_used() -> None:
+    """``Snapshot.select`` draws with the arm's own policy when the sampler it holds for the
+    arm's variant was built for another policy object."""
+    cands = world(np.random.default_rng(15), 4_000, 10)
+    built = build_samplers([Arm(make_policy("two_level_ts"))], lambda _: cands, {})
+    rows = np.arange(4_000)
+    snap = Snapshot(
+        built_at=0.0, forum_ids=[f"f{i}" for i in range(10)], forum_index={},
+        post_ids=[f"p{i}" for i in range(4_000)], post_index={}, rows=rows,
+        candidate_of_row=rows, expires_at=np.full(4_000, np.inf), next_expiry=np.inf,
+        candidates=cands, samplers=built,
+    )  # fmt: skip
+    arm = Arm(make_policy("two_level_ts", exploration=0.5))
+    slate = snap.select(arm, 10, np.random.default_rng(16), per_forum_cap=2)
+    same = arm.policy.select(cands, 10, np.random.default_rng(16), per_forum_cap=2)
+    np.testing.assert_array_equal(slate.posts, same.posts)
