@@ -48,6 +48,13 @@ class Plan:
             return self.default
         return self.arms[self.allocation.assign(self.experiment, user_id)]
 
+    @property
+    def serving(self) -> list[Arm]:
+        """The arms that :meth:`arm` can return: the variants' while an experiment runs."""
+        if self.experiment is None or self.allocation is None:
+            return [self.default]
+        return list(self.arms.values())
+
 
 def build_plan(state: ServingState, configured: Policy, half_life: float = 0) -> Plan:
     """The plan of ``state``; ``configured`` serves when nothing was promoted. With a

@@ -46,14 +46,13 @@ class Runtime:
 def make_runtime(settings: Settings) -> Runtime:
     storage = clients.statistics(settings, "web")
     policy = make_policy(settings.policy, **settings.policy_params())
+    refresher = Refresher(storage, Plans(policy, settings.half_life_seconds))
     return Runtime(
         settings=settings,
         storage=storage,
         broker=clients.broker(settings, "web"),
         snapshots=SnapshotCache(
-            Refresher(storage, Plans(policy, settings.half_life_seconds)),
-            settings.refresh_seconds,
-            snapshot_file(settings),
+            refresher, settings.refresh_seconds, snapshot_file(settings), refresher.with_samplers
         ),
         policy=policy,
         celery=make_celery(settings, role="web"),

@@ -15,7 +15,7 @@ from app.errors import Conflict, NotFound, Unavailable
 from app.plans import Arm
 from app.runtime import Runtime
 from app.schemas import EventBatch, PostIn, RecommendationBody
-from app.snapshot import Snapshot
+from app.snapshot_data import Snapshot
 from app.variant_arrays import valid
 from bandits import Slate, beta_summary, forum_posterior, post_posterior
 from core import metrics, queue
@@ -100,11 +100,11 @@ Choice = tuple[Slate, list[dict[str, Any]]]
 def _choose(
     rt: Runtime, snap: Snapshot, arm: Arm, query: RecommendationBody, hidden: list[str], now: float
 ) -> Choice:
-    """The slate of the arm's policy and its items (post, forum, rank)."""
+    """The slate of the arm's policy (Snapshot.select) and its items (post, forum, rank)."""
     allowed = None if query.forums is None else snap.forum_indices(query.forums)
     excluded = snap.excluded([*query.exclude, *hidden], now)
-    slate = arm.policy.select(
-        snap.candidates_of(arm.variant), query.n, rt.rng, allowed_forums=allowed, exclude=excluded,
+    slate = snap.select(
+        arm, query.n, rt.rng, allowed_forums=allowed, exclude=excluded,
         per_forum_cap=rt.settings.per_forum_cap or None,
     )  # fmt: skip
     items = [

@@ -20,13 +20,15 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from app.plans import Plan, Plans
+from app.plans import Arm, Plan, Plans
+from app.samplers import build_samplers
+from app.snapshot_data import Snapshot
 from app.variant_arrays import VariantArrays, count_times, valid, variant_read
 from bandits import Candidates
 from core import metrics
@@ -42,71 +44,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FULL_RELOAD_SECONDS = 300.0
-_NO_POSTS = np.zeros(0, np.intp)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Candidates and their statistics as of ``built_at`` (unix seconds, when the read began).
-
-    Candidate ``i`` is row ``rows[i]`` of the catalogue's append-only ``post_ids``;
-    ``candidate_of_row`` maps back (-1: not a candidate). ``post_index`` and ``forum_index``
-    are shared with the refresh thread, which only adds to them, so lookups are bounded by
-    this snapshot's sizes.
-    """
-
-    built_at: float
-    forum_ids: list[str]
-    forum_index: dict[str, int]
-    post_ids: list[str]
-    post_index: dict[str, int]
-    rows: np.ndarray
-    candidate_of_row: np.ndarray
-    expires_at: np.ndarray
-    next_expiry: float
-    candidates: Candidates
-    plan: Plan | None = None  # None: read from the snapshot file, the configured policy serves
-    # While an experiment runs: each variant's candidates, learnt from its own slates only.
-    variant_candidates: Mapping[str, Candidates] = field(default_factory=dict)
-
-    def candidates_of(self, variant: str | None) -> Candidates:
-        """The candidates as ``variant`` of the running experiment sees them (app.variant_arrays);
-        the totals outside an experiment."""
-        if variant is None:
-            return self.candidates
-        return self.variant_candidates.get(variant, self.candidates)
-
-    @property
-    def size(self) -> int:
-        return self.candidates.n_posts
-
-    @property
-    def live_forums(self) -> int:
-        """Forums with at least one post in the snapshot."""
-        return int(np.count_nonzero(self.candidates.forum_post_counts))
-
-    def items(self, candidates: np.ndarray) -> list[tuple[str, str]]:
-        """(post id, forum id) of each of the candidates."""
-        rows = self.rows[candidates].tolist()
-        forums = self.candidates.post_forum[candidates].tolist()
-        post_ids, forum_ids = self.post_ids, self.forum_ids
-        return [(post_ids[r], forum_ids[f]) for r, f in zip(rows, forums, strict=True)]
-
-    def forum_indices(self, forum_ids: Iterable[str]) -> np.ndarray:
-        """Indices of the given forums that the snapshot knows (others are ignored)."""
-        n_forums = self.candidates.n_forums
-        found = [self.forum_index.get(f, n_forums) for f in forum_ids]
-        return np.array([i for i in found if i < n_forums], dtype=np.intp)
-
-    def excluded(self, post_ids: Iterable[str], now: float) -> np.ndarray | None:
-        """Candidate indices of ``post_ids`` and of candidates expired by ``now``; None if none."""
-        n_rows = self.candidate_of_row.shape[0]
-        rows = [r for r in map(self.post_index.get, post_ids) if r is not None and r < n_rows]
-        listed = self.candidate_of_row[rows] if rows else _NO_POSTS
-        listed = listed[listed >= 0]
-        if now >= self.next_expiry:
-            listed = np.concatenate([listed, np.flatnonzero(self.expires_at <= now)])
-        return listed if listed.size else None
 
 
 class Catalogue:
@@ -288,10 +225,24 @@ class Refresher:
         # Decayed counts fall with time: each refresh builds their snapshot again, at its time.
         unchanged = not catalogue.changed and catalogue.anchor is None
         if previous is not None and unchanged and time.time() < previous.next_expiry:
-            loaded.previous = dataclasses.replace(previous, built_at=now, plan=plan)
+            snapshot = dataclasses.replace(previous, built_at=now, plan=plan)
         else:
-            loaded.previous = catalogue.snapshot(now, time.time(), plan)
+            snapshot = catalogue.snapshot(now, time.time(), plan)
+        loaded.previous = self.with_samplers(snapshot, previous)
         return loaded.previous
+
+    def with_samplers(self, snapshot: Snapshot, previous: Snapshot | None = None) -> Snapshot:
+        """``snapshot`` with the pruned draws of the arms its plan serves (app.samplers),
+        keeping those of ``previous`` whose candidates and policy it kept. A snapshot without
+        a plan (read from the snapshot file) is served by the configured policy of ``plans``;
+        without ``plans``, nothing is built (every request draws with its policy)."""
+        if snapshot.plan is not None:
+            arms = snapshot.plan.serving
+        else:
+            arms = [] if self.plans is None else [Arm(self.plans.configured)]
+        old = {} if previous is None else previous.samplers
+        samplers = build_samplers(arms, snapshot.candidates_of, old)
+        return dataclasses.replace(snapshot, samplers=samplers)
 
     def _take(self, catalogue: Catalogue, reads: list[ForumRead]) -> None:
         new = catalogue.new_posts(reads)
@@ -311,15 +262,18 @@ class SnapshotCache:
 
     The thread is started in the process that first asks (:meth:`start`, or the first
     :meth:`get`), so it survives gunicorn's fork. Every good snapshot is offered to ``file``,
-    which keeps the last one on disk for processes that start while Redis is down.
+    which keeps the last one on disk for processes that start while Redis is down; a snapshot
+    read back from it goes through ``prepare`` (:meth:`Refresher.with_samplers`) first.
     """
 
     def __init__(
-        self, load: Callable[[], Snapshot], interval: float, file: SnapshotFile | None = None
-    ) -> None:
+        self, load: Callable[[], Snapshot], interval: float, file: SnapshotFile | None = None,
+        prepare: Callable[[Snapshot], Snapshot] | None = None,
+    ) -> None:  # fmt: skip
         self._load = load
         self._interval = interval
         self._file = file
+        self._prepare = prepare
         self._snapshot: Snapshot | None = None
         self._file_tried = False
         self._refreshing = threading.Lock()
@@ -371,6 +325,8 @@ class SnapshotCache:
             return
         self._file_tried = True
         snapshot = self._file.load()
+        if snapshot is not None and self._prepare is not None:
+            snapshot = self._prepare(snapshot)
         with self._refreshing:
             if snapshot is None or self._snapshot is not None:
                 return

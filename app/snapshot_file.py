@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from app.snapshot import Snapshot
+from app.snapshot_data import Snapshot
 from bandits import Candidates
 from core.settings import Settings
 

@@ -60,18 +60,18 @@ Falls back to ``policy.select`` (before any draw, so the choice does not depend 
 draw) when the policy is not ``two_level_ts`` / ``flat_ts``, or fewer than ``min_candidates``
 posts are eligible (default 4,000; below that the full draw is cheaper than the bookkeeping).
 
-How the service adopts it (not wired yet). Where a snapshot builds the ``Candidates`` of a
-variant (app/snapshot.py, app/plans.py), build ``TopNSampler.build(arm.policy, cands)`` once
-per (candidates, arm policy) on the refresh thread, keep it next to the candidates, and in
-``app.service._choose`` call ``sampler.select(query.n, rt.rng, allowed_forums=...,
-exclude=..., per_forum_cap=...)`` instead of ``arm.policy.select(cands, ...)``: the same
-arguments, errors and :class:`~bandits.slate.Slate`. ``build`` accepts every policy (the
-others get a sampler that delegates), so the service needs no case of its own. The sampler
-is immutable, so greenlets share it. Its build cost (docs/benchmarks.md, bandits section:
-tens of ms at 20,000-100,000 candidates, mostly the Beta quantiles and one sort) is paid
-per refresh on the refresh thread: keep the previous sampler when the snapshot kept the
-previous ``Candidates`` (nothing changed). ``select_traced`` gives the path taken
-(pruned / full / policy), which a counter labelled by path can watch.
+How the service uses it. Each snapshot of a web process builds ``TopNSampler.build(arm.policy,
+cands)`` on its refresh thread for every arm it serves (the default arm, or each variant's
+on that variant's candidates: app/samplers.py), keeps it next to the candidates
+(``app.snapshot_data.Snapshot.samplers``) and keeps the previous sampler when the snapshot
+kept the previous candidates and policy; ``app.service._choose`` draws through
+``Snapshot.select``, which calls ``sampler.select(n, rng, allowed_forums=...,
+exclude=..., per_forum_cap=...)``: the same arguments, errors and
+:class:`~bandits.slate.Slate` as ``policy.select``. Only samplers that can prune are kept
+(others draw with ``policy.select`` directly). The sampler is immutable, so greenlets share
+it. Its build cost (docs/benchmarks.md, bandits section: tens of ms at 20,000-100,000
+candidates, mostly the Beta quantiles and one sort) is paid per refresh on the refresh
+thread. ``select_traced`` gives the path taken (pruned / full / policy).
 """
 
 from __future__ import annotations

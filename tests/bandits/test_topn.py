@@ -5,9 +5,11 @@ Four kinds of evidence, with fixed seeds:
 * the bound's ingredient: ``upper_quantile`` is an upper quantile (checked with scipy);
 * the coupling of the module docstring, request by request: the posts left undrawn all have
   ``hi < T``, and drawing them afterwards (with the request's own forum CTRs) never changes
-  the slate (at most ``R * delta`` differences are expected: about 0.2 here);
+  the slate (over the first 400 requests of each of the 8 cases at most 8 * 400 * delta =
+  0.32 differences are expected in all);
 * the slate distribution: per-post slate frequencies and top-slot frequencies over R pruned
-  and R full requests, compared by a chi-square homogeneity statistic whose 1 - 1e-4
+  requests (the same run as the coupling's, one per case) and R full requests (shared with
+  the naive pruning's check), compared by a chi-square homogeneity statistic whose 1 - 1e-4
   quantile is the tolerance (delta = 1e-4 moves each frequency by at most 1e-4, far below
   the sampling error at R = 1,500). A naive pruning (only the best posts by mean) fails the
   same check, so it can fail (the coupling check is the sharper one: it also fails for a
@@ -15,6 +17,8 @@ Four kinds of evidence, with fixed seeds:
 * a property test (hypothesis) over random candidates and requests: the invariants of
   ``policy.select`` and the coupling, with delta = 1e-10.
 """
+
+import functools
 
 import numpy as np
 import pytest
@@ -28,6 +32,8 @@ from bandits.topn import upper_quantile
 from tests.bandits.test_slate_policies import check_slate, random_candidates
 
 R = 1_500
+#: Requests of each case whose slate is also checked against the coupled full draw.
+COUPLED = 400
 
 
 def world(rng, n_posts, n_forums, *, new=0, top=0, max_imps=2_000):
@@ -74,19 +80,16 @@ def assert_same_distribution(pruned, full, n_posts):
         assert statistic < tolerance, (statistic, tolerance)
 
 
+# One world of 4,100 posts with clear winners and new posts with wide priors, and the same
+# policy, for four kinds of request: their full draws share one Beta draw per request.
+SHARED = dict(n_posts=4_100, n_forums=20, top=12, new=150)
 CASES = {
     # name: (world kwargs, policy params, select kwargs, sampler kwargs)
-    "clear top": (dict(n_posts=4_000, n_forums=20, top=5), {}, {}, {}),
-    "new posts with wide priors": (dict(n_posts=4_000, n_forums=20, new=150), {}, {}, {}),
-    "exclusions remove the top": (
-        dict(n_posts=4_100, n_forums=20, top=12),
-        {},
-        {"exclude": np.arange(12)},
-        {},
-    ),
-    "per-forum cap binds": (dict(n_posts=4_000, n_forums=20, top=12), {}, {"per_forum_cap": 2}, {}),
+    "clear top and new posts": (SHARED, {}, {}, {}),
+    "exclusions remove the top": (SHARED, {}, {"exclude": np.arange(12)}, {}),
+    "per-forum cap binds": (SHARED, {}, {"per_forum_cap": 2}, {}),
     "allowed forums, hot forums often": (
-        dict(n_posts=3_000, n_forums=30, new=100),
+        SHARED,
         {},
         {"allowed_forums": np.arange(12)},
         {"min_candidates": 0, "forum_tail": 0.2},
@@ -120,27 +123,110 @@ def case(name, seed):
     return cands, policy, select_kwargs, TopNSampler.build(policy, cands, **sampler_kwargs)
 
 
+def full_draws(policy, cands, requests, rng, rounds=R):
+    """Slate and top-slot counts per post of ``rounds`` full draws for each of ``requests``
+    (select kwargs): each round draws every post once (``policy._score``, as
+    ``policy.select`` does) and ranks that draw for every request as ``policy.select`` ranks
+    it, ineligible posts at ``-inf`` (:func:`test_shared_full_draws_are_policy_select`)."""
+    counts = [(np.zeros(cands.n_posts), np.zeros(cands.n_posts)) for _ in requests]
+    for _ in range(rounds):
+        scores, alpha, beta = policy._score(cands, None, rng)
+        for (in_slate, at_top), kwargs in zip(counts, requests, strict=True):
+            posts = ranked(policy, cands, scores, alpha, beta, kwargs, rng)
+            in_slate[posts] += 1
+            at_top[posts[0]] += 1
+    return counts
+
+
+def ranked(policy, cands, scores, alpha, beta, kwargs, rng, n=10):
+    """The slate of one full draw for a request, ranked as ``policy.select`` ranks it."""
+    eligible = np.ones(cands.n_posts, bool)
+    if kwargs.get("allowed_forums") is not None:
+        eligible = np.isin(cands.post_forum, kwargs["allowed_forums"])
+    if kwargs.get("exclude") is not None:
+        eligible[kwargs["exclude"]] = False
+    scores = np.where(eligible, scores, -np.inf)
+    cap = kwargs.get("per_forum_cap")
+    forums = None if cap is None else cands.post_forum
+    pos = policy._rank(scores, forums, _Request(n, cap, int(eligible.sum())), rng)
+    return policy._order(pos, alpha, beta)
+
+
+@functools.cache
+def full_frequencies(name):
+    """Case ``name``'s R full draws' counts: one run for every case of the shared world (and
+    the naive pruning's check), one per case for the others."""
+    cands, policy, kwargs, _ = case(name, 1)
+    if CASES[name][0] is not SHARED:
+        return full_draws(policy, cands, [kwargs], np.random.default_rng(3))[0]
+    shared = [n for n, c in CASES.items() if c[0] is SHARED]
+    counts = full_draws(policy, cands, [CASES[n][2] for n in shared], np.random.default_rng(3))
+    return dict(zip(shared, counts, strict=True))[name]
+
+
+def test_shared_full_draws_are_policy_select():
+    """The ranking of one full draw for each request is ``policy.select``'s, post for post,
+    from the same generator state (allowed forums excepted: ``select`` then draws only their
+    posts, which have the same distribution)."""
+    cands, policy, _, _ = case("clear top and new posts", 1)
+    for kwargs in ({}, {"exclude": np.arange(12)}, {"per_forum_cap": 2}):
+        for seed in range(5):
+            rng, same = np.random.default_rng(seed), np.random.default_rng(seed)
+            scores, alpha, beta = policy._score(cands, None, rng)
+            posts = ranked(policy, cands, scores, alpha, beta, kwargs, rng)
+            np.testing.assert_array_equal(posts, policy.select(cands, 10, same, **kwargs).posts)
+
+
 @pytest.mark.parametrize("name", CASES)
-def test_pruned_slates_are_distributed_as_the_full_draws(name):
-    cands, policy, kwargs, sampler = case(name, 1)
+def test_pruned_slates_are_distributed_as_the_full_draws_and_coupled_to_them(name):
+    """One run of R pruned requests per case gives both checks of the module docstring: the
+    first COUPLED requests also draw the posts they left undrawn (with the request's own
+    forum CTRs, from another generator) and must keep their slate; the R slates' frequencies
+    are compared with R full draws'."""
+    cands, _, kwargs, sampler = case(name, 1)
     assert sampler.active
-    rng_pruned, rng_full = np.random.default_rng(2), np.random.default_rng(3)
-    assert_same_distribution(
-        lambda: sampler.select(10, rng_pruned, **kwargs),
-        lambda: policy.select(cands, 10, rng_full, **kwargs),
-        cands.n_posts,
-    )
+    rng, rest_rng = np.random.default_rng(2), np.random.default_rng(6)
+    in_slate, at_top = np.zeros(cands.n_posts), np.zeros(cands.n_posts)
+    differences, paths, bounds, hot = 0, set(), [], 0
+    for round_ in range(R):
+        slate, trace = sampler.select_traced(10, rng, **kwargs)
+        in_slate[slate.posts] += 1
+        at_top[slate.posts[0]] += 1
+        paths.add(trace.path)
+        hot += trace.path == "pruned" and trace.hot_forums > 0
+        bounds.append(trace.bound)
+        if round_ < COUPLED:
+            assert trace.drawn == trace.posts.size <= trace.eligible == slate.eligible
+            full = full_slate_from(sampler, trace, 10, kwargs, rest_rng)
+            differences += not np.array_equal(np.sort(full), np.sort(slate.posts))
+    assert max(bounds) <= sampler.delta
+    assert differences == 0  # COUPLED * delta = 0.04 expected at most
+    if name == "flat posterior (every post new)":
+        assert paths == {"full"}
+    else:
+        assert "pruned" in paths
+    if name == "allowed forums, hot forums often":
+        assert hot > 10
+    for a, b in zip((in_slate, at_top), full_frequencies(name), strict=True):
+        statistic, tolerance = chi_square(a, b)
+        assert statistic < tolerance, (statistic, tolerance)
 
 
 def test_a_naive_pruning_fails_the_same_check():
     # Only the 100 best posts by posterior mean: the new posts' wide priors are lost.
-    cands, policy, _, _ = case("new posts with wide priors", 1)
+    cands, policy, _, _ = case("clear top and new posts", 1)
     mean = cands.post_clicks / np.maximum(cands.post_impressions, 1)
-    others = np.argsort(-mean)[100:]
-    rng_naive, rng_full = np.random.default_rng(2), np.random.default_rng(3)
-    naive = frequencies(lambda: policy.select(cands, 10, rng_naive, exclude=others), cands.n_posts)
-    full = frequencies(lambda: policy.select(cands, 10, rng_full), cands.n_posts)
-    statistic, tolerance = chi_square(naive[0], full[0])
+    best = np.sort(np.argsort(-mean)[:100])
+    # The same draw as excluding every other post, at the cost of drawing 100 posts.
+    kept = Candidates(
+        post_forum=cands.post_forum[best], post_impressions=cands.post_impressions[best],
+        post_clicks=cands.post_clicks[best], forum_impressions=cands.forum_impressions,
+        forum_clicks=cands.forum_clicks,
+    )  # fmt: skip
+    rng_naive = np.random.default_rng(2)
+    naive = np.zeros(cands.n_posts)
+    naive[best] = frequencies(lambda: policy.select(kept, 10, rng_naive), best.size)[0]
+    statistic, tolerance = chi_square(naive, full_frequencies("clear top and new posts")[0])
     assert statistic > 10 * tolerance
 
 
@@ -169,29 +255,6 @@ def full_slate_from(sampler, trace, n, kwargs, rng):
     forums = None if cap is None else cands.post_forum[posts]
     pos = policy._rank(scores, forums, _Request(n, cap, posts.size), rng)
     return posts[policy._order(pos, alpha, beta)]
-
-
-@pytest.mark.parametrize("name", CASES)
-def test_drawing_the_rest_afterwards_never_changes_the_slate(name):
-    _, _, kwargs, sampler = case(name, 4)
-    rng, rest_rng = np.random.default_rng(5), np.random.default_rng(6)
-    differences, paths, bounds, hot = 0, set(), [], 0
-    for _ in range(400):
-        slate, trace = sampler.select_traced(10, rng, **kwargs)
-        paths.add(trace.path)
-        hot += trace.path == "pruned" and trace.hot_forums > 0
-        bounds.append(trace.bound)
-        assert trace.drawn == trace.posts.size <= trace.eligible == slate.eligible
-        full = full_slate_from(sampler, trace, 10, kwargs, rest_rng)
-        differences += not np.array_equal(np.sort(full), np.sort(slate.posts))
-    assert max(bounds) <= sampler.delta
-    assert differences == 0  # 400 * delta = 0.04 expected
-    if name == "flat posterior (every post new)":
-        assert paths == {"full"}
-    else:
-        assert "pruned" in paths
-    if name == "allowed forums, hot forums often":
-        assert hot > 10
 
 
 def test_pruning_draws_a_small_share_of_many_candidates():
