@@ -26,13 +26,21 @@ local function post_of(entry)
   return cut and string.sub(entry, 1, cut - 1) or entry
 end
 
-for i = 6, #ARGV, 2 do
-  local entry, at = ARGV[i], ARGV[i + 1]
-  local before = kind == 'c' and redis.call('ZSCORE', shown, entry)
-  if not before or tonumber(before) < tonumber(at) then
-    redis.call('ZADD', shown, at, entry)
+-- One variadic ZADD per 500 entries (GT for clicks: a time only moves forward), rather than
+-- a call per entry.
+local option = kind == 'c' and 'GT' or nil
+for first = 6, #ARGV, 1000 do
+  local scored = {}
+  for i = first, math.min(first + 998, #ARGV - 1), 2 do
+    scored[#scored + 1] = ARGV[i + 1]
+    scored[#scored + 1] = ARGV[i]
+    touched[post_of(ARGV[i])] = true
   end
-  touched[post_of(entry)] = true
+  if option then
+    redis.call('ZADD', shown, option, unpack(scored))
+  else
+    redis.call('ZADD', shown, unpack(scored))
+  end
 end
 redis.call('ZREMRANGEBYSCORE', shown, '-inf', '(' .. since)
 local over = redis.call('ZCARD', shown) - keep
@@ -58,13 +66,21 @@ for i = 1, #entries, 2 do
     end
   end
 end
+local at_limit, below = {}, {}
 for post in pairs(touched) do
   local served = times[post] or {}
   if #served >= limit then
-    redis.call('ZADD', limited, tonumber(served[#served - limit + 1]) + window, post)
+    at_limit[#at_limit + 1] = tonumber(served[#served - limit + 1]) + window
+    at_limit[#at_limit + 1] = post
   else
-    redis.call('ZREM', limited, post)
+    below[#below + 1] = post
   end
+end
+for first = 1, #at_limit, 1000 do
+  redis.call('ZADD', limited, unpack(at_limit, first, math.min(first + 999, #at_limit)))
+end
+for first = 1, #below, 500 do
+  redis.call('ZREM', limited, unpack(below, first, math.min(first + 499, #below)))
 end
 redis.call('ZREMRANGEBYSCORE', limited, '-inf', '(' .. now)
 redis.call('EXPIRE', shown, window)
