@@ -175,7 +175,8 @@ def submit_events(rt: Runtime, event_type: str, batch: EventBatch) -> int:
         Unavailable: Redis or the broker did not take the batch (nothing was accepted).
     """
     now = time.time()
-    message = queue.EventBatch(event_type, [[e.request_id, e.post_id] for e in batch.events], now)
+    events = [[e["request_id"], e["post_id"]] for e in batch.events]
+    message = queue.EventBatch(event_type, events, now)
     batch_id = uuid.uuid4().hex
     try:
         rt.storage.journal.add(batch_id, message.to_json(), now)

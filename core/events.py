@@ -134,24 +134,32 @@ def apply_batch(
     # web host whose clock runs ahead would otherwise push every counter it touches into
     # the future, where the other hosts' events would weigh almost nothing.
     applied = storage.counting.apply_events(kind, todo, ttl, arms, at=min(accepted, now))
-    outcome = _outcome(storage, kind, todo, applied, served, results, now, reclick_window)
-    if seen_limit is not None:
-        _remember_shown(storage, kind, todo, served, (accepted, now), seen_limit)
+    outcome = _outcome(kind, todo, applied, served, results)
+    _remember(storage, kind, todo, served, (accepted, now), (seen_limit, reclick_window))
     return outcome
 
 
-def _remember_shown(
+def _remember(
     storage: Storage, kind: str, todo: list[tuple[str, str, str]], served: dict[str, Served],
-    times: tuple[float, float], limit: tuple[int, int],
+    times: tuple[float, float], limits: tuple[tuple[int, int] | None, int],
 ) -> None:  # fmt: skip
-    """Record the attributable events for the seen-limit; ``times`` is (accepted, now)."""
-    accepted, now = times
+    """Record the attributable events for the seen-limit, and clicks for re-recommendation
+    filtering (in the seen-limit's step when it is on); ``times`` is (accepted, now),
+    ``limits`` (the seen-limit or None, the re-click window).
+
+    Idempotent, so done for duplicates too: a retry after a crash between the counting step
+    and this one still records them."""
+    (accepted, now), (seen_limit, reclick) = times, limits
     if kind == "i":
-        shown = [(served[rid].user_id, post_id, rid) for rid, post_id, _ in todo]
-        storage.shown.remember_impressions(shown, now, limit)
+        if seen_limit is not None:
+            shown = [(served[rid].user_id, post_id, rid) for rid, post_id, _ in todo]
+            storage.shown.remember_impressions(shown, now, seen_limit)
+        return
+    clicks = [(served[rid].user_id, post_id) for rid, post_id, _ in todo]
+    if seen_limit is not None:
+        storage.shown.remember_clicks(clicks, accepted, now, seen_limit, reclick)
     else:
-        clicks = [(served[rid].user_id, post_id) for rid, post_id, _ in todo]
-        storage.shown.remember_clicks(clicks, accepted, now, limit)
+        storage.serving.remember_clicks(clicks, now, reclick)
 
 
 def _arms(served: dict[str, Served], todo: list[tuple[str, str, str]]) -> dict[str, SlateArm]:
@@ -165,14 +173,11 @@ def _arms(served: dict[str, Served], todo: list[tuple[str, str, str]]) -> dict[s
 
 
 def _outcome(
-    storage: Storage,
     kind: str,
     todo: list[tuple[str, str, str]],
     applied: list[int],
     served: dict[str, Served],
     results: Counter[str],
-    now: float,
-    reclick_window: int,
 ) -> Outcome:
     by_policy: Counter[str] = Counter()
     implied: Counter[str] = Counter()
@@ -187,9 +192,4 @@ def _outcome(
         if status == 2:
             implied[served[request_id].policy] += 1
             by_variant[variant, "impression"] += 1
-    if kind == "c":
-        # Idempotent, so done for duplicates too: a retry after a crash between the two
-        # steps still records the click for re-recommendation filtering.
-        clicks = [(served[rid].user_id, post_id) for rid, post_id, _ in todo]
-        storage.serving.remember_clicks(clicks, now, reclick_window)
     return Outcome(results, by_policy, implied, by_variant)

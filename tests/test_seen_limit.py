@@ -241,3 +241,33 @@ def test_the_posts_at_the_limit_follow_the_rule_whatever_the_order_and_the_repea
     stored = rclient.zrangebyscore(storage.keys.limited("m"), at, "+inf")
     expected = at_limit_model(slates, impressions, clicks, limit, at - base)
     assert {post.decode() for post in stored} == expected
+
+
+@pytest.mark.parametrize("seen_limit", [(DAY, LIMIT), None])
+def test_clicks_are_noted_for_the_reclick_window_with_the_seen_limit_on_or_off(
+    storage: Storage, rclient: redis.Redis, seen_limit: tuple[int, int] | None
+) -> None:
+    """With the seen-limit on, its step notes the clicked posts (one script call a member);
+    off, three commands a member do: the same set, scores, trimming and expiry either way."""
+    clicked = storage.keys.clicked("u1")
+    rclient.zadd(clicked, {"old": NOW - 700, "kept": NOW - 500})
+    slate = new_request_id("u1", NOW - 60)
+    storage.serving.serve(Served(slate, "u1", "random", {"p": "f1", "q": "f1"}), DAY)
+    events = [[slate, "p"], [slate, "q"], [slate, "p"]]
+    for applied_at in (NOW, NOW + 5):  # a replay moves the clicks' time to its own, as before
+        apply_batch(storage, "click", events, applied_at, DAY, 600, accepted_at=NOW - 30,
+                    seen_limit=seen_limit)  # fmt: skip
+        got = dict(rclient.zrange(clicked, 0, -1, withscores=True))
+        assert got == {b"kept": NOW - 500, b"p": applied_at, b"q": applied_at}
+        assert 595 <= rclient.ttl(clicked) <= 600
+    assert rclient.exists(storage.keys.shown("u1")) == (seen_limit is not None)
+
+
+def test_a_reclick_window_of_zero_notes_nothing_and_drops_the_clicked_posts(
+    storage: Storage, rclient: redis.Redis
+) -> None:
+    rclient.zadd(storage.keys.clicked("u1"), {"old": NOW - 10})
+    slate = new_request_id("u1", NOW - 60)
+    storage.serving.serve(Served(slate, "u1", "random", {"p": "f1"}), DAY)
+    apply_batch(storage, "click", [[slate, "p"]], NOW, DAY, 0, seen_limit=(DAY, LIMIT))
+    assert not rclient.exists(storage.keys.clicked("u1"))

@@ -116,7 +116,7 @@ def exercise(storage: Storage) -> None:
     storage.shown.remember_impressions(
         [(u, "maths-a", r) for u, r in zip(("u1", "u2", "u3"), rids, strict=True)], now, (3, 600)
     )
-    storage.shown.remember_clicks([("u2", "maths-a")], now, now, (3, 600))
+    storage.shown.remember_clicks([("u2", "maths-a")], now, now, (3, 600), reclick=600)
     hidden = Served(new_request_id("u1"), "u1", "explore", {"sports-b": "sports"})
     assert storage.serving.serve(hidden, 600, {"r": hidden.request_id}, (now - 60, now - 60))
     storage.serving.lookup(rids)

@@ -44,7 +44,7 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
             keys, forum, time.time(), 1000, {post: ["a", "b"], user + "x": ["c"]}
         ),
         "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60, time.time()),
-        "record_shown": record_shown_call(keys, user, "i", {post + "#" + rid: 1.0}, 2.0, (60, 3)),
+        "record_shown": record_shown_call(keys, user, "c", {post: 1.0}, 2.0, (60, 3), 600),
         "claim_post_id": claim_post_id_call(keys, post, forum, 3600),
         "put_post": put_post_call(keys, post, forum, time.time(), (None, 60.0, 3600.0), 60, 10**8),
         "withdraw_post": withdraw_post_call(keys, post, forum, time.time(), 3600, 10**8),
@@ -63,6 +63,8 @@ def test_every_script_call_stays_in_one_hash_slot(prefix: str, name: str) -> Non
     # So are the variants' counts and results of both experiments.
     assert Keys(prefix).variant_stats(name, name + "x") in built["apply_events"].keys
     assert Keys(prefix).forum_results(name, name) in built["apply_events"].keys
+    # A click's seen-limit step notes it for the re-click window too.
+    assert Keys(prefix).clicked(name) in built["record_shown"].keys
     # Pruning a post takes it out of the variants' counts of every experiment named.
     assert Keys(prefix).variant_stats(name, name + "x") in built["prune_expired"].keys
     for script, call in built.items():

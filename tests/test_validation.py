@@ -127,6 +127,10 @@ def test_recommendations_body_must_be_json(client: FlaskClient) -> None:
         ({"events": [EVENT, EVENT, {**EVENT, "post_id": 7}]}, "events[2].post_id", "valid string"),
         ({"events": [{**EVENT, "post_id": "p" * 65}]}, "events[0].post_id", "at most 64"),
         ({"events": [{**EVENT, "extra": 1}]}, "events[0].extra", "unknown field"),
+        ({"events": [{**EVENT, "request_id": "r 1"}]}, "events[0].request_id", "match pattern"),
+        # An event that is not an object is named, not taken for the body.
+        ({"events": [EVENT, 7]}, "events[1]", "should be an object"),
+        ({"events": [EVENT, [EVENT]]}, "events[1]", "should be an object"),
         ({"events": [EVENT], "more": 1}, "more", "unknown field"),
         ([EVENT], "body", "JSON object"),
     ],

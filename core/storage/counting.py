@@ -148,34 +148,38 @@ class Counting:
         for i, (_, _, forum_id) in enumerate(events):
             by_forum.setdefault(forum_id, []).append(i)
         pipe = batch(self.client)
-        steps = []
+        # Before the steps, so that a forum's outcomes and results are always found; all
+        # queued first, so that a cluster runs the batch in two steps, not two per forum.
+        self._queue_forums(pipe, by_forum, events, arms, ttl)
+        first_step = len(pipe)
         for forum_id, indices in by_forum.items():
-            forum_events = [events[i] for i in indices]
-            # Before the step, so that a forum's outcomes and results are always found.
-            self._queue_forum(pipe, forum_id, forum_events, arms, ttl)
             call = apply_events_call(
-                self.keys, kind, forum_id, forum_events, ttl, self.keep_us, self.forum_window,
-                self.log.outcome_cap, arms, decay,
+                self.keys, kind, forum_id, [events[i] for i in indices], ttl, self.keep_us,
+                self.forum_window, self.log.outcome_cap, arms, decay,
             )  # fmt: skip
             run(self.scripts.apply_events, call, pipe)
-            steps.append(len(pipe) - 1)
-        replies = pipe.execute()
+        replies = pipe.execute()[first_step:]
         results = [0] * len(events)
-        for indices, step in zip(by_forum.values(), steps, strict=True):
-            for i, status in zip(indices, replies[step], strict=True):
+        for indices, reply in zip(by_forum.values(), replies, strict=True):
+            for i, status in zip(indices, reply, strict=True):
                 results[i] = int(status)
         return results
 
-    def _queue_forum(
-        self, pipe: redis.client.Pipeline, forum_id: str, events: Sequence[Event],
-        arms: Mapping[str, SlateArm], ttl: int,
+    def _queue_forums(
+        self, pipe: redis.client.Pipeline, by_forum: Mapping[str, Sequence[int]],
+        events: Sequence[Event], arms: Mapping[str, SlateArm], ttl: int,
     ) -> None:  # fmt: skip
-        if self.log.outcome_cap > 0:
-            self.log.queue_forum(pipe, forum_id)
-        experiments = {arms[r].experiment for r, _, _ in events if r in arms}
-        for experiment in sorted(experiments):
+        """Note the forums in the decision log's set of outcome streams (one SADD), and in
+        the forums of each experiment whose slates the events are from."""
+        if self.log.outcome_cap > 0 and by_forum:
+            self.log.queue_forums(pipe, list(by_forum))
+        hosts: dict[str, set[str]] = {}
+        for request_id, _, forum_id in events:
+            if request_id in arms:
+                hosts.setdefault(arms[request_id].experiment, set()).add(forum_id)
+        for experiment in sorted(hosts):
             key = self.keys.experiment_forums(experiment)
-            pipe.sadd(key, forum_id)
+            pipe.sadd(key, *sorted(hosts[experiment]))
             pipe.expire(key, ttl + EXPERIMENT_RETENTION_SECONDS)
 
     def prune_expired(

@@ -21,7 +21,7 @@ event, duplicates too).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import redis
@@ -64,9 +64,10 @@ class DecisionLog:
         """The length each forum's outcome stream is capped at (0: no log)."""
         return self.maxlen * OUTCOMES_PER_DECISION
 
-    def queue_forum(self, pipe: redis.client.Pipeline, forum_id: str) -> None:
-        """Queue the note that ``forum_id``'s outcome stream may hold outcomes."""
-        pipe.sadd(self.keys.outcome_forums, forum_id)
+    def queue_forums(self, pipe: redis.client.Pipeline, forum_ids: Sequence[str]) -> None:
+        """Queue the note that the outcome streams of ``forum_ids`` (at least one) may hold
+        outcomes: one command."""
+        pipe.sadd(self.keys.outcome_forums, *forum_ids)
 
     def outcome_streams(self) -> list[str]:
         """The keys of every outcome stream that may hold entries."""

@@ -161,10 +161,13 @@ class Serving:
 
     def remember_clicks(self, clicks: Sequence[tuple[str, str]], now: float, window: int) -> None:
         """Record (user id, post id) clicks so the posts are not recommended again in ``window``."""
-        pipe = batch(self.client)
+        by_member: dict[str, dict[str, float]] = {}
         for user_id, post_id in clicks:
+            by_member.setdefault(user_id, {})[post_id] = now
+        pipe = batch(self.client)
+        for user_id, posts in by_member.items():
             key = self.keys.clicked(user_id)
-            pipe.zadd(key, {post_id: now})
+            pipe.zadd(key, posts)
             pipe.zremrangebyscore(key, "-inf", now - window)
             pipe.expire(key, window)
         pipe.execute()

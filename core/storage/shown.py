@@ -62,16 +62,20 @@ def impression_entry(post_id: str, request_id: str) -> str:
 
 def record_shown_call(
     keys: Keys, user_id: str, kind: str, entries: dict[str, float], now: float,
-    limit: tuple[int, int],
+    limit: tuple[int, int], reclick: int | None = None,
 ) -> ScriptCall:  # fmt: skip
     """KEYS/ARGV of ``lua/record_shown.lua`` for one member: ``kind`` 'i' (entries
     impression entry -> served at) or 'c' (post -> click accepted at); ``limit`` is (window
-    seconds, the seen-limit)."""
+    seconds, the seen-limit); ``reclick`` ('c' only) the re-click window, when the same step
+    is to note the clicked posts for it (None: not)."""
     seconds, seen_limit = limit
-    args: list[EncodableT] = [now, seconds, seen_limit, SHOWN_KEEP, kind]
+    noted = kind == "c" and reclick is not None
+    args: list[EncodableT] = [now, seconds, seen_limit, SHOWN_KEEP, kind,
+                              reclick if noted and reclick is not None else ""]  # fmt: skip
     for entry, at in entries.items():
         args += [entry, at]
-    return ScriptCall([keys.shown(user_id), keys.limited(user_id)], args)
+    member_keys = [keys.shown(user_id), keys.limited(user_id)]
+    return ScriptCall(member_keys + [keys.clicked(user_id)] * noted, args)
 
 
 class Shown:
@@ -101,23 +105,27 @@ class Shown:
 
     def remember_clicks(
         self, clicks: Sequence[tuple[str, str]], accepted_at: float, now: float,
-        limit: tuple[int, int],
+        limit: tuple[int, int], reclick: int | None = None,
     ) -> None:  # fmt: skip
         """Record (user id, post id) clicks accepted at ``accepted_at``: the posts' earlier
-        impressions no longer count (an earlier click's time is moved forward, never back)."""
+        impressions no longer count (an earlier click's time is moved forward, never back).
+        With ``reclick``, the same step also notes them as
+        :meth:`~core.storage.serving.Serving.remember_clicks` does (at ``now``, for
+        ``reclick`` seconds)."""
         entries: dict[str, dict[str, float]] = {}
         for user_id, post_id in clicks:
             entries.setdefault(user_id, {})[post_id] = accepted_at
-        self._record("c", entries, now, limit)
+        self._record("c", entries, now, limit, reclick)
 
     def _record(
-        self, kind: str, entries: dict[str, dict[str, float]], now: float, limit: tuple[int, int]
-    ) -> None:
+        self, kind: str, entries: dict[str, dict[str, float]], now: float,
+        limit: tuple[int, int], reclick: int | None = None,
+    ) -> None:  # fmt: skip
         """One step per member, all in one round trip."""
         if not entries:
             return
         pipe = batch(self.client)
         for user_id, members in entries.items():
-            call = record_shown_call(self.keys, user_id, kind, members, now, limit)
+            call = record_shown_call(self.keys, user_id, kind, members, now, limit, reclick)
             run(self.scripts.record_shown, call, pipe)
         pipe.execute()

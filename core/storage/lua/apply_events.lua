@@ -76,12 +76,16 @@ local function count_arm(marker, kind, post, windowed)
   bump(results, {ARGV[base + 2] .. '|' .. ARGV[base + 3] .. '|' .. kind})
 end
 
+-- The forum's totals this step adds to, written once at its end (one HINCRBY a field rather
+-- than one an event).
+local totals = {_i = 0, _wi = 0, _c = 0, _wc = 0}
+
 local function count_impression(stats, seen, post, window)
   local n = redis.call('HINCRBY', stats, 'i:' .. post, 1)
-  redis.call('HINCRBY', stats, '_i', 1)
+  totals._i = totals._i + 1
   local windowed = n <= window
   if windowed then
-    redis.call('HINCRBY', stats, '_wi', 1)
+    totals._wi = totals._wi + 1
     redis.call('SADD', seen, 'w:' .. post)
   end
   if half_life > 0 then
@@ -114,9 +118,9 @@ for i = first_arg + 4 * markers, #ARGV, 2 do
     end
     if kind == 'c' then
       redis.call('HINCRBY', stats, 'c:' .. post, 1)
-      redis.call('HINCRBY', stats, '_c', 1)
+      totals._c = totals._c + 1
       if windowed then
-        redis.call('HINCRBY', stats, '_wc', 1)
+        totals._wc = totals._wc + 1
       end
       if half_life > 0 then
         decayed_add(stats, '', post, 'c', windowed, at, half_life)
@@ -130,6 +134,11 @@ for i = first_arg + 4 * markers, #ARGV, 2 do
     end
   end
   results[#results + 1] = applied
+end
+for _, field in ipairs({'_i', '_wi', '_c', '_wc'}) do
+  if totals[field] > 0 then
+    redis.call('HINCRBY', stats, field, totals[field])
+  end
 end
 if #changed > 0 then
   note_changes(changes, changed, tonumber(ARGV[3]))
