@@ -281,11 +281,13 @@ def _subscriptions(
 
 
 #: The named forum worlds of the freshness evidence: today's stationary world, then ageing,
-#: fatigue and drift each alone and all three together.
+#: fatigue and drift each alone, ageing and drift together (the world forgetting is for) and
+#: all three together.
 FRESHNESS_WORLDS: dict[str, ForumConfig] = {
     "forum": ForumConfig(),
     "forum-ageing": ForumConfig(age_half_life=1_500.0),
     "forum-fatigue": ForumConfig(fatigue=0.5),
     "forum-drift": ForumConfig(drift=1.0),
+    "forum-ageing-drift": ForumConfig(age_half_life=1_500.0, drift=1.0),
     "forum-fresh": ForumConfig(age_half_life=1_500.0, fatigue=0.5, drift=1.0),
 }

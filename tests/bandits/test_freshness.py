@@ -137,4 +137,9 @@ def test_the_freshness_command_reports_every_recommender_and_target():
     for label in ("two_level_ts half_life=50", "recent", "greedy", "seen_limit=2", "Targets"):
         assert label in text
     assert "fatigue: seen-limit > none by 2 SE" in text
-    assert set(FRESHNESS_WORLDS) >= {"forum-ageing", "forum-drift", "forum-fresh"}
+    assert set(FRESHNESS_WORLDS) >= {
+        "forum-ageing",
+        "forum-drift",
+        "forum-ageing-drift",
+        "forum-fresh",
+    }

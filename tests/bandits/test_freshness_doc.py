@@ -74,7 +74,7 @@ def test_bin_quality_keeps_the_section_with_or_without_a_service_run(tmp_path: P
 
 
 def test_targets_are_met_or_missed_from_the_paired_differences() -> None:
-    plan = FreshnessPlan(worlds=("forum", "forum-fatigue", "forum-fresh"), seeds=4)
+    plan = FreshnessPlan(worlds=("forum", "forum-fatigue", "forum-ageing-drift"), seeds=4)
     base = [100, 110, 90, 105]
     saved = _saved(plan, {"two_level_ts": base, plan.forget: [c + 10 for c in base],
                           plan.seen: [c - 1 for c in base]})  # fmt: skip
@@ -96,12 +96,12 @@ def _verdicts(plan: FreshnessPlan, saved: FreshSaved) -> list[freshness.Verdict]
 
 
 def test_noisy_gains_beyond_two_standard_errors_are_met_and_big_costs_missed() -> None:
-    plan = FreshnessPlan(worlds=("forum", "forum-fresh"), seeds=4)
+    plan = FreshnessPlan(worlds=("forum", "forum-ageing-drift"), seeds=4)
     base = [100, 110, 90, 105]
     saved = _saved(plan, {"two_level_ts": base, plan.forget: [111, 119, 102, 113],
                           plan.seen: base})  # fmt: skip
     verdicts = {v.target.world + v.target.row: v for v in _verdicts(plan, saved)}
-    assert verdicts["forum-fresh" + plan.forget].met is True  # +10.5 ± 0.9
+    assert verdicts["forum-ageing-drift" + plan.forget].met is True  # +10.5 ± 0.9
     assert verdicts["forum" + plan.forget].met is True  # a gain costs nothing
     saved = _saved(plan, {"two_level_ts": base, plan.forget: [97, 107, 87, 102],
                           plan.seen: base})  # fmt: skip
@@ -124,7 +124,7 @@ def test_a_saved_run_renders_the_same_section_again(tmp_path: Path) -> None:
         "### Targets",
         "fatigue: seen-limit > none by 2 SE",
         "`two_level_ts seen_limit=3`",
-        "half_life=1000",
+        "half_life=2000",
         "recent",
         "greedy",
         "runs: 28 of 28 planned",
