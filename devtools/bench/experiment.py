@@ -17,9 +17,11 @@ import time
 from dataclasses import dataclass
 
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.bench.catalogue import Catalogue
 from devtools.bench.phases import grow
+from devtools.bench.probes import SNAPSHOT_METRIC
 from devtools.bench.report import commit, machine
 from devtools.bench.rounds import Round, pooled_ratio, serving_round
 from devtools.bench.stack import ADMIN_TOKEN, Stack, loadavg
@@ -82,14 +84,16 @@ def stop_experiment(base: str, experiment_id: str) -> None:
 
 def wait_served(base: str, in_experiment: bool, timeout: float = 30) -> None:
     """Wait until ``SETTLED`` recommendations in a row, each on a new connection, come with a
-    variant (``in_experiment``) or without one.
+    variant (``in_experiment``) or without one, and every web process that holds a snapshot
+    holds one read after this call began (a streak may come from one process alone while
+    another still serves its older plan; a process with no snapshot yet reads the new one).
 
     Raises:
         TimeoutError: not within ``timeout`` seconds.
     """
-    deadline = time.monotonic() + timeout
+    after, deadline = time.time(), time.monotonic() + timeout
     streak = 0
-    while streak < SETTLED:
+    while streak < SETTLED or not _snapshots_after(base, after):
         if time.monotonic() > deadline:
             raise TimeoutError(f"recommendations did not settle (experiment={in_experiment})")
         answer = requests.get(
@@ -101,6 +105,14 @@ def wait_served(base: str, in_experiment: bool, timeout: float = 30) -> None:
         streak = streak + 1 if has_variant == in_experiment else 0
         if streak == 0:
             time.sleep(0.05)
+
+
+def _snapshots_after(base: str, after: float) -> bool:
+    """Whether every web process that exports a snapshot time read it after ``after``."""
+    text = requests.get(f"{base}/metrics", timeout=5).text
+    times = [sample.value for family in text_string_to_metric_families(text)
+             if family.name == SNAPSHOT_METRIC for sample in family.samples]  # fmt: skip
+    return min(times, default=math.inf) >= after
 
 
 def compare(stack: Stack, size: int, rounds: int, seconds: float, connections: int) -> Comparison:
