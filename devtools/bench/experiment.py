@@ -17,11 +17,10 @@ import time
 from dataclasses import dataclass
 
 import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from devtools.bench.catalogue import Catalogue
 from devtools.bench.phases import grow
-from devtools.bench.probes import SNAPSHOT_METRIC
+from devtools.bench.probes import snapshot_times
 from devtools.bench.report import commit, machine
 from devtools.bench.rounds import Round, pooled_ratio, serving_round
 from devtools.bench.stack import ADMIN_TOKEN, Stack, loadavg
@@ -109,10 +108,7 @@ def wait_served(base: str, in_experiment: bool, timeout: float = 30) -> None:
 
 def _snapshots_after(base: str, after: float) -> bool:
     """Whether every web process that exports a snapshot time read it after ``after``."""
-    text = requests.get(f"{base}/metrics", timeout=5).text
-    times = [sample.value for family in text_string_to_metric_families(text)
-             if family.name == SNAPSHOT_METRIC for sample in family.samples]  # fmt: skip
-    return min(times, default=math.inf) >= after
+    return min(snapshot_times(base).values(), default=math.inf) >= after
 
 
 def compare(stack: Stack, size: int, rounds: int, seconds: float, connections: int) -> Comparison:

@@ -19,17 +19,19 @@ SNAPSHOT_METRIC = "postbandit_snapshot_timestamp_seconds"
 PROBE_TIMEOUT = 10.0
 
 
+def snapshot_times(base: str, session: requests.Session | None = None) -> dict[str, float]:
+    """When each web process's snapshot began reading Redis, by pid (a process that holds no
+    snapshot yet is absent)."""
+    text = (session or requests).get(f"{base}/metrics", timeout=5).text
+    return {s.labels["pid"]: s.value for family in text_string_to_metric_families(text)
+            if family.name == SNAPSHOT_METRIC for s in family.samples}  # fmt: skip
+
+
 def snapshot_time(base: str, pids: list[int], session: requests.Session | None = None) -> float:
     """When the oldest snapshot of the web processes ``pids`` began reading Redis (0 while a
     process has none)."""
-    text = (session or requests).get(f"{base}/metrics", timeout=5).text
-    times = dict.fromkeys(map(str, pids), 0.0)
-    for family in text_string_to_metric_families(text):
-        if family.name == SNAPSHOT_METRIC:
-            times.update(
-                {s.labels["pid"]: s.value for s in family.samples if s.labels["pid"] in times}
-            )
-    return min(times.values())
+    times = snapshot_times(base, session)
+    return min(times.get(str(pid), 0.0) for pid in pids)
 
 
 def wait_for_snapshots(base: str, pids: list[int], after: float, timeout: float = 120) -> float:
