@@ -39,12 +39,15 @@ HOUR = 3600.0
 R = 1_200
 
 
-def populate(storage: Storage, n_posts: int, n_forums: int, seed: int) -> list[str]:
+def populate(
+    storage: Storage, n_posts: int, n_forums: int, seed: int, *, decayed: bool = False
+) -> list[str]:
     """Posts ``p0..`` registered through the storage layer, with counts written into their
     forums' stats hashes (the layout of core/storage/keys.py: ``i:``/``c:`` per post, totals
     ``_i``/``_c``, windowed ``_wi``/``_wc``) rather than as millions of events: 1-5 % over
     50-2,000 impressions, five clear winners (10 % of 5,000) and 100 new posts; the forums
-    also hold the counts of 50,000 older impressions."""
+    also hold the counts of 50,000 older impressions. With ``decayed``, the same counts as
+    decayed counters updated now (``di:``/``dc:``/``dt:``, ``_dwi``/``_dwc``/``_dt``)."""
     rng, now = np.random.default_rng(seed), time.time()
     forum = rng.integers(0, n_forums, n_posts)
     imps = rng.integers(50, 2_001, n_posts)
@@ -62,6 +65,10 @@ def populate(storage: Storage, n_posts: int, n_forums: int, seed: int) -> list[s
         window = int(np.minimum(imps[mine], 20).sum()) + 1_000
         fields.update({"_i": int(imps[mine].sum()) + 50_000, "_c": int(clicks[mine].sum()) + 1_500,
                        "_wi": window, "_wc": round(window * 0.03)})  # fmt: skip
+        if decayed:
+            fields.update({f"d{name}": value for name, value in fields.items() if name[1] == ":"})
+            fields.update({f"dt:p{i}": now for i in mine if imps[i]})
+            fields.update({"_dwi": window, "_dwc": round(window * 0.03), "_dt": now})
         pipe.hset(storage.keys.stats(f"f{f}"), mapping=fields)
     pipe.execute()
     return post_ids
@@ -183,7 +190,9 @@ def test_with_a_half_life_the_sampler_reads_the_decayed_counts(config: dict[str,
     app = create_app({**config, "BANDIT_HALF_LIFE_SECONDS": "3600"})
     try:
         rt: Runtime = app.extensions["postbandit"]
-        populate(rt.storage, 4_000, 10, seed=9)
+        # Decayed counts as informative as the exact ones: a flat posterior (no decayed counts
+        # at all) would leave the build's probe nothing to prune (bandits.topn).
+        populate(rt.storage, 4_000, 10, seed=9, decayed=True)
         now = time.time()
         rt.storage.catalogue.put_post("seen", "f0", now, now + HOUR, retention=600)
         rt.storage.counting.apply_events("i", [("r1", "seen", "f0")], 600, at=now - HOUR)
@@ -236,7 +245,7 @@ def test_a_new_plan_keeps_the_bounds_only_for_an_equal_policy() -> None:
     """A refresh whose serving state changed rebuilds the arms' policies: an equal policy
     keeps the previous bounds (under the new policy object, which requests compare by
     identity), another policy gets its own."""
-    cands = world(np.random.default_rng(13), 4_000, 10)
+    cands = world(np.random.default_rng(13), 4_000, 10, top=12)  # bounds that prune
     before = build_samplers([Arm(make_policy("two_level_ts"))], lambda _: cands, {})
     equal = Arm(make_policy("two_level_ts"))
     kept = build_samplers([equal], lambda _: cands, before)[None]
@@ -245,7 +254,7 @@ def test_a_new_plan_keeps_the_bounds_only_for_an_equal_policy() -> None:
     rebuilt = build_samplers([other], lambda _: cands, before)[None]
     assert rebuilt.policy is other.policy and rebuilt.post_hi is not before[None].post_hi
     assert not np.array_equal(rebuilt.post_hi, before[None].post_hi)
-    moved = world(np.random.default_rng(14), 4_000, 10)  # new candidates: new bounds
+    moved = world(np.random.default_rng(14), 4_000, 10, top=12)  # new candidates: new bounds
     assert build_samplers([equal], lambda _: moved, before)[None].cands is moved
 
 

@@ -98,7 +98,7 @@ CASES = {
         dict(n_posts=3_000, n_forums=5, new=3_000),
         {},
         {},
-        {"min_candidates": 0},
+        {"min_candidates": 0, "probe_draws": 0},  # step 4 (build would delegate: see below)
     ),
     "flat_ts": (dict(n_posts=3_000, n_forums=10, new=60), None, {}, {"min_candidates": 0}),
     "exploration 0.3, order by sample": (
@@ -341,6 +341,25 @@ def test_invalid_select_arguments_are_rejected_as_by_policy_select(call, message
         call(sampler, np.random.default_rng(0))
 
 
+def test_a_flat_posterior_is_left_to_policy_select_where_pruning_cannot_pay():
+    """Every post new: the build's probe draws see that nearly every request would end in the
+    full draw (step 4) after the bookkeeping, so the sampler delegates; with structure in the
+    counts (clear winners, or most posts measured) it prunes. The probe has its own generator:
+    two builds agree, and a request's slate is policy.select's, draw for draw."""
+    flat = world(np.random.default_rng(1), 4_000, 5, new=4_000)
+    policy = make_policy("two_level_ts")
+    sampler = TopNSampler.build(policy, flat)
+    assert not sampler.active and not TopNSampler.build(policy, flat).active
+    rng_a, rng_b = np.random.default_rng(4), np.random.default_rng(4)
+    slate, trace = sampler.select_traced(10, rng_a)
+    assert trace.path == "policy"
+    np.testing.assert_array_equal(slate.posts, policy.select(flat, 10, rng_b).posts)
+    assert TopNSampler.build(policy, flat, probe_draws=0).active  # the check skipped
+    structured = world(np.random.default_rng(1), 4_000, 5, top=12, new=100)
+    assert TopNSampler.build(policy, structured).active
+    assert TopNSampler.build(make_policy("flat_ts"), structured).active
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -349,6 +368,8 @@ def test_invalid_select_arguments_are_rejected_as_by_policy_select(call, message
         ({"forum_tail": 0.9}, r"forum_tail must be in \[1e-09, 0.5\]"),
         ({"min_candidates": -1}, r"min_candidates must be an integer >= 0"),
         ({"min_candidates": 1.5}, r"min_candidates must be an integer >= 0"),
+        ({"probe_draws": -1}, r"probe_draws must be an integer >= 0"),
+        ({"probe_draws": True}, r"probe_draws must be an integer >= 0"),
     ],
 )
 def test_invalid_build_parameters_are_rejected(kwargs, message):
