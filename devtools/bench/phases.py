@@ -48,6 +48,8 @@ class Serving:
     recommend_unloaded: WrkResult
     bare_cpu_ms: float  # CPU time of the gunicorn workers and Redis per request
     recommend_cpu_ms: float
+    bare_redis_ms: float = 0.0  # the part of it spent in Redis (the statistics store)
+    recommend_redis_ms: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -117,19 +119,22 @@ def measure_serving(stack: Stack, size: int, cfg: Settings) -> Serving:
     load = loadavg()
     half = cfg.seconds / 2
     runs: dict[str, list[WrkResult]] = {BARE: [], RECOMMEND: []}
-    cpu = dict.fromkeys(runs, 0.0)
-    servers = [*stack.web_pids(), *stack.store_pids()]
+    web_cpu, store_cpu = dict.fromkeys(runs, 0.0), dict.fromkeys(runs, 0.0)
+    web, store = stack.web_pids(), stack.store_pids()
     for path in (BARE, RECOMMEND, RECOMMEND, BARE):
-        before = cpu_seconds(servers)
+        before = cpu_seconds(web), cpu_seconds(store)
         runs[path].append(load_path(stack, path, half, cfg.connections))
-        cpu[path] += cpu_seconds(servers) - before
+        web_cpu[path] += cpu_seconds(web) - before[0]
+        store_cpu[path] += cpu_seconds(store) - before[1]
     bare, recommend = merge(runs[BARE]), merge(runs[RECOMMEND])
     return Serving(
         candidates=size, load=load, bare=bare, recommend=recommend,
         bare_unloaded=load_path(stack, BARE, cfg.unloaded_seconds, 1),
         recommend_unloaded=load_path(stack, RECOMMEND, cfg.unloaded_seconds, 1),
-        bare_cpu_ms=1000 * cpu[BARE] / bare.requests,
-        recommend_cpu_ms=1000 * cpu[RECOMMEND] / recommend.requests,
+        bare_cpu_ms=1000 * (web_cpu[BARE] + store_cpu[BARE]) / bare.requests,
+        recommend_cpu_ms=1000 * (web_cpu[RECOMMEND] + store_cpu[RECOMMEND]) / recommend.requests,
+        bare_redis_ms=1000 * store_cpu[BARE] / bare.requests,
+        recommend_redis_ms=1000 * store_cpu[RECOMMEND] / recommend.requests,
     )  # fmt: skip
 
 
