@@ -123,7 +123,9 @@ class Stack:
         return [s.process.pid for s in servers if s is not None and s.process is not None]
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BANDIT_", "PROMETHEUS_"))}
+        # An outer GUNICORN_CMD_ARGS would override gunicorn.conf.py unseen: only gunicorn_args go.
+        dropped = ("BANDIT_", "PROMETHEUS_", "GUNICORN_CMD_ARGS")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
         if self.nodes is not None:
             env["BANDIT_REDIS_CLUSTER"] = "true"
         env.update(
