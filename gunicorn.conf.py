@@ -121,7 +121,17 @@ def post_worker_init(worker: Any) -> None:
 
 
 def pre_request(worker: Any, req: Any) -> None:
-    """Start the request's deadline (REQUEST_SECONDS), cancelled in post_request."""
+    """Start the request's deadline (REQUEST_SECONDS) under gevent, cancelled in post_request.
+
+    Only a gevent worker can interrupt a request where it waits, so only it gets one. The
+    other classes (``bin/bench workers`` measures them through ``GUNICORN_CMD_ARGS``) have what
+    gunicorn gives them: a sync worker busy for ``timeout`` seconds misses its heartbeat and
+    the master kills it; a gthread worker's heartbeat comes from its main thread, so a thread
+    held by a slow body is bounded by nothing but the client (gunicorn's ``timeout`` then only
+    proves the process alive), and a Redis call by the Redis socket timeout the app sets.
+    """
+    if type(worker).__module__ != "gunicorn.workers.ggevent":
+        return
     import gevent
 
     # Raised where the request's greenlet waits when time is up: a TimeoutError reading the body

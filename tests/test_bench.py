@@ -291,3 +291,27 @@ def test_the_request_python_tool_times_every_part() -> None:
     assert {"whole request (test client)", "decision-log entry", "response body (jsonify)",
             "JSON log line (logging + formatter)"} <= set(timed)  # fmt: skip
     assert len(timed) == 10 and all(us > 0 for us in timed.values())
+
+
+@pytest.mark.e2e
+def test_the_quick_workers_mode_measures_every_class_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Each class serves both endpoints with gunicorn.conf.py; the slow clients hold both sync
+    workers (so none answers), gevent still answers beside them."""
+    before = DOC.read_text()
+    assert bench_main(["workers", "--quick"]) == 0
+    out = capsys.readouterr().out
+    rows = {
+        (m[1], m[2]): (float(m[3].replace(",", "")), float(m[4].replace(",", "")))
+        for m in re.finditer(
+            r"^\| (sync|gthread|gevent) \| (/healthz|recommendations) \| ([\d,]+) \| [\d.]+ / "
+            r"[\d.]+ \| [\d.]+ \| 0 / 0 \| ([\d,]+) \|",
+            out,
+            re.M,
+        )
+    }
+    assert len(rows) == 6 and all(fast > 0 for fast, _ in rows.values()), out
+    assert rows["sync", "recommendations"][1] == 0 and rows["sync", "/healthz"][1] == 0, out
+    assert rows["gevent", "recommendations"][1] > 0 and rows["gevent", "/healthz"][1] > 0, out
+    assert DOC.read_text() == before

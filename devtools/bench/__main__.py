@@ -6,6 +6,8 @@ bin/bench profile         # py-spy profile of a web worker under load (see profi
 bin/bench profile --cluster --label cluster   # the same, statistics on a local cluster
 bin/bench experiment      # serving without and with a 3-variant experiment (experiment.py)
 bin/bench cluster         # one Redis against a 3-master cluster, capacity model (cluster.py)
+bin/bench workers         # gunicorn's sync, gthread and gevent workers, keep-alive and slow
+                          # clients (workers.py), about 5 minutes
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from devtools.bench import cluster, experiment, profile
+from devtools.bench import cluster, experiment, profile, workers
 from devtools.bench.catalogue import Catalogue
 from devtools.bench.phases import (
     Ingest,
@@ -65,9 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a short smoke run, not written")
     parser.add_argument("--no-write", action="store_true", help="print only")
-    parser.add_argument(
-        "what", nargs="?", choices=["all", "profile", "experiment", "cluster"], default="all"
-    )
+    modes = ["all", "profile", "experiment", "cluster", "workers"]
+    parser.add_argument("what", nargs="?", choices=modes, default="all")
     parser.add_argument("--candidates", type=int, default=4000, help="profile: live posts")
     parser.add_argument("--seconds", type=float, default=10, help="profile: seconds sampled")
     parser.add_argument("--label", default="current", help="names the section (and plot) written")
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.what == "experiment":
             return experiment_mode(stack, args.quick, args.no_write, command)
+        if args.what == "workers":
+            return workers_mode(stack, args.quick, args.no_write, command)
         cfg = Settings(seconds=3, unloaded_seconds=2, ingest_events=22_000, probes=10) \
             if args.quick else Settings()  # fmt: skip
         results = sweep(stack, (200, 4000) if args.quick else SIZES, cfg, command)
@@ -114,6 +117,15 @@ def experiment_mode(stack: Stack, quick: bool, no_write: bool, command: str) -> 
     print(text)
     if not (quick or no_write):
         replace_section(DOC, "experiment", text)
+    return 0
+
+
+def workers_mode(stack: Stack, quick: bool, no_write: bool, command: str) -> int:
+    """The worker classes one after another on one stack (see workers.py)."""
+    text = workers.run(stack, workers.QUICK if quick else workers.FULL, command)
+    print(text)
+    if not (quick or no_write):
+        replace_section(DOC, "workers", text)
     return 0
 
 

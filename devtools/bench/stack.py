@@ -68,6 +68,9 @@ class Stack:
     ``cluster`` the statistics live on a local Redis Cluster (3 masters, 3 replicas, no
     persistence, as the single Redis has none) and the broker on a Redis of its own; with
     ``own_broker`` too on one Redis, so that what the statistics store does is counted alone.
+    ``gunicorn_args`` go to gunicorn through ``GUNICORN_CMD_ARGS`` (they override
+    gunicorn.conf.py, which stays the one configuration: ``--worker-class sync``, say);
+    :meth:`restart_web` starts the web tier again with other ones.
     """
 
     workdir: Path
@@ -79,6 +82,7 @@ class Stack:
     nodes: LocalCluster | None = None
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     port: int = 0
+    gunicorn_args: str = ""
 
     @property
     def base(self) -> str:
@@ -119,7 +123,9 @@ class Stack:
         return [s.process.pid for s in servers if s is not None and s.process is not None]
 
     def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BANDIT_", "PROMETHEUS_"))}
+        # An outer GUNICORN_CMD_ARGS would override gunicorn.conf.py unseen: only gunicorn_args go.
+        dropped = ("BANDIT_", "PROMETHEUS_", "GUNICORN_CMD_ARGS")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(dropped)}
         if self.nodes is not None:
             env["BANDIT_REDIS_CLUSTER"] = "true"
         env.update(
@@ -130,6 +136,8 @@ class Stack:
             PORT=str(self.port), BIND_HOST="127.0.0.1", WEB_CONCURRENCY=str(self.web_workers),
             PROMETHEUS_MULTIPROC_DIR=str(self.workdir / "web-metrics"),
         )  # fmt: skip
+        if self.gunicorn_args:
+            env["GUNICORN_CMD_ARGS"] = self.gunicorn_args
         return env
 
     def start(self) -> Stack:
@@ -142,13 +150,28 @@ class Stack:
             self.broker = RedisServer(data_dir=self.workdir / "broker").start()
         self.port = free_port()
         for name, command in procfile().items():
-            with (self.workdir / f"{name}.log").open("ab") as log:  # the child keeps its copy
-                self.procs[name] = subprocess.Popen(
-                    ["bash", "-c", f"exec {command}"], env=self.env(), cwd=ROOT, stdout=log,
-                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                )  # fmt: skip
+            self._spawn(name, command)
         self._wait_ready()
         return self
+
+    def _spawn(self, name: str, command: str) -> None:
+        with (self.workdir / f"{name}.log").open("ab") as log:  # the child keeps its copy
+            self.procs[name] = subprocess.Popen(
+                ["bash", "-c", f"exec {command}"], env=self.env(), cwd=ROOT, stdout=log,
+                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            )  # fmt: skip
+
+    def restart_web(self, gunicorn_args: str) -> None:
+        """Stop the web tier (gunicorn's graceful shutdown) and start it again, on the same
+        port and Redis, with ``gunicorn_args``; returns once it is ready again.
+
+        Raises:
+            RuntimeError: it did not come back (its log is web.log in the workdir).
+        """
+        self._stop_proc(self.procs["web"])
+        self.gunicorn_args = gunicorn_args
+        self._spawn("web", procfile()["web"])
+        self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -176,16 +199,22 @@ class Stack:
         """The Celery worker process (a threads pool runs in the one process)."""
         return [self.procs["worker"].pid, *children(self.procs["worker"].pid)]
 
+    @staticmethod
+    def _stop_proc(proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
     def stop(self) -> None:
         for proc in self.procs.values():
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            self._stop_proc(proc)
         for server in (self.redis, self.broker, self.nodes):
             if server is not None:
                 server.stop()
