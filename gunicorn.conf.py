@@ -141,6 +141,20 @@ def pre_request(worker: Any, req: Any) -> None:
 
 
 def post_request(worker: Any, req: Any, environ: Any, resp: Any) -> None:
+    """Cancel the request's deadline; under gevent, then yield to the worker's other
+    greenlets before this connection's next request (``gevent.sleep(0)``).
+
+    The response is written by then. The yield is there by measurement: with 8 keep-alive
+    wrk connections on a bare endpoint, the p99 was 82-142 ms without it and 9-28 ms with it,
+    at the same req/s (alternated runs, docs/benchmarks.md). Why a greenlet that waits on its
+    socket for the next request waits so long now and then is not established; with the
+    yield, the next request has usually arrived when the greenlet resumes, and it is read
+    without a wait.
+    """
     deadline = getattr(req, "postbandit_deadline", None)
-    if deadline is not None:
-        deadline.close()
+    if deadline is None:
+        return
+    deadline.close()
+    import gevent
+
+    gevent.sleep(0)

@@ -149,3 +149,33 @@ def test_a_server_setting_refusal_is_one_line_without_a_traceback() -> None:
     assert (
         done.stderr == "gunicorn.conf.py: PORT must be a whole number in [1, 65535], got '80.5'\n"
     )
+
+
+HOOKS = """
+import os, runpy
+os.environ.update(WEB_CONCURRENCY="1", BANDIT_ENV="development")
+import gevent
+conf = runpy.run_path({conf!r})
+Worker = type("Worker", (), {{"__module__": {module!r}}})
+worker, req, ran = Worker(), type("Req", (), {{}})(), []
+conf["pre_request"](worker, req)
+gevent.spawn(ran.append, "other greenlet")
+conf["post_request"](worker, req, {{}}, None)
+print(ran)
+"""
+
+
+@pytest.mark.parametrize(
+    ("module", "ran"),
+    [("gunicorn.workers.ggevent", "['other greenlet']"), ("gunicorn.workers.sync", "[]")],
+)
+def test_after_a_request_a_gevent_worker_runs_its_other_ready_greenlets_first(
+    module: str, ran: str
+) -> None:
+    """gunicorn.conf.py's post_request yields under gevent (the p99 it cut is in
+    docs/benchmarks.md), and only there: a sync worker has no hub to yield to."""
+    code = HOOKS.format(conf=str(ROOT / "gunicorn.conf.py"), module=module)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=EXIT_WITHIN, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ran
