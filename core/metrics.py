@@ -106,8 +106,8 @@ EXPERIMENT_SLATES = Counter(
 )  # fmt: skip
 SEEN_LIMITED = Counter(
     "postbandit_seen_limited_slates_total",
-    "Slates chosen again because they held a post shown to the member as often as the "
-    "seen-limit allows", ["policy"], registry=WEB,
+    "Slates chosen while the seen-limit hid from the member a post shown to them as often "
+    "as it allows", ["policy"], registry=WEB,
 )  # fmt: skip
 EVENTS_RECEIVED = Counter(
     "postbandit_events_received_total", "Events accepted (202) and queued for the workers",

@@ -43,7 +43,7 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
         "prune_expired": prune_expired_call(
             keys, forum, time.time(), 1000, {post: ["a", "b"], user + "x": ["c"]}
         ),
-        "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60, time.time()),
+        "serve_slate": serve_slate_call(keys, served, 60),
         "record_shown": record_shown_call(keys, user, "c", {post: 1.0}, 2.0, (60, 3), 600),
         "claim_post_id": claim_post_id_call(keys, post, forum, 3600),
         "put_post": put_post_call(keys, post, forum, time.time(), (None, 60.0, 3600.0), 60, 10**8),
@@ -81,7 +81,7 @@ def test_a_brace_in_the_prefix_is_refused() -> None:
 def test_a_slate_is_only_served_under_its_members_request_id() -> None:
     served = Served(new_request_id("alice"), "bob", "two_level_ts", {"p": "f"})
     with pytest.raises(ValueError, match="not issued to this member"):
-        serve_slate_call(Keys("pb"), served, 60, None)
+        serve_slate_call(Keys("pb"), served, 60)
 
 
 def test_every_script_documents_its_keys_and_args_and_is_found_from_any_directory(
