@@ -67,8 +67,9 @@ def _serve(
 
     One round trip before the choice reads the posts the member clicked recently or was shown
     as often as the seen-limit allows, and the fresh withdrawals (the snapshot cannot know
-    any); one after it remembers the slate (core.storage.serving says what the read cannot
-    see). When the read fails, the slate is chosen without them and not remembered: degraded.
+    any); the slate is then handed to this process's writer (app.slate_writer), which writes
+    it behind the response (core.storage.serving says what the read cannot see). When the read
+    fails, the slate is chosen without them and not remembered: degraded.
     """
     try:
         hidden = _hidden(rt, snap, arm, query.user_id, now)
@@ -76,10 +77,7 @@ def _serve(
         return _choose(rt, snap, arm, query, [], now)[1], _redis_failed("remember_served", exc)
     slate, items = _choose(rt, snap, arm, query, hidden, now)
     if items:
-        try:
-            _remember(rt, arm, (query.user_id, request_id, now), (slate, items))
-        except REDIS_ERRORS as exc:
-            return items, _redis_failed("remember_served", exc)
+        _remember(rt, arm, (query.user_id, request_id, now), (slate, items))
     return items, False
 
 
@@ -120,12 +118,9 @@ def _choose(
 
 
 def _remember(rt: Runtime, arm: Arm, request: tuple[str, str, float], choice: Choice) -> None:
-    """Remember a served slate (with its experiment and variant) for attribution, and in the
-    decision log when that is on; ``request`` is (user id, request id, now).
-
-    Raises:
-        redis.RedisError: Redis failed (nothing, or not all, was remembered).
-    """
+    """Hand a served slate (with its experiment and variant) to the writer, to remember for
+    attribution, and for the decision log when that is on; ``request`` is (user id, request
+    id, now)."""
     (user_id, request_id, now), (slate, items) = request, choice
     served = Served(request_id, user_id, arm.policy.name,
                     {item["post_id"]: item["forum_id"] for item in items},
@@ -134,7 +129,7 @@ def _remember(rt: Runtime, arm: Arm, request: tuple[str, str, float], choice: Ch
     if rt.storage.decisions.maxlen:
         decision = decisions.fields(request_id, now, user_id, slate, items, arm.experiment,
                                     arm.variant)  # fmt: skip
-    rt.storage.serving.serve(served, rt.settings.event_keep_seconds, decision)
+    rt.slates.add((served, rt.settings.event_keep_seconds, decision))
 
 
 def _log_slate(body: dict[str, Any], query: RecommendationBody, seconds: float) -> None:

@@ -117,6 +117,25 @@ SNAPSHOT_SECONDS = Histogram(
     "postbandit_snapshot_refresh_seconds", "Time to refresh the statistics snapshot",
     buckets=LATENCY_BUCKETS, registry=WEB,
 )  # fmt: skip
+SLATES_WRITTEN = Counter(
+    "postbandit_slates_written_total",
+    "Served slates written to Redis behind the responses (app.slate_writer)", registry=WEB,
+)  # fmt: skip
+SLATES_DROPPED = Counter(
+    "postbandit_slates_dropped_total",
+    "Served slates never written: Redis failed while more than the writer holds waited (the "
+    "oldest go), or it still failed at shutdown; their events count unknown_request",
+    registry=WEB,
+)  # fmt: skip
+SLATES_PENDING = Gauge(
+    "postbandit_slates_pending",
+    "Served slates waiting to be written to Redis, summed over the live web processes",
+    multiprocess_mode="livesum", registry=WEB,
+)  # fmt: skip
+SLATE_FLUSH_SECONDS = Histogram(
+    "postbandit_slate_flush_seconds", "Time to write one batch of served slates to Redis",
+    buckets=LATENCY_BUCKETS, registry=WEB,
+)  # fmt: skip
 LIVE_POSTS = Gauge(
     "postbandit_live_posts", "Live candidate posts in the statistics snapshot",
     multiprocess_mode="livemostrecent", registry=WEB,

@@ -3,8 +3,9 @@
 A slate is chosen once, without the member's posts to hide: :meth:`Serving.to_hide` reads them
 in one round trip before the choice (the member's posts clicked recently and at their
 seen-limit, :mod:`core.storage.shown`, under the member's tag; the fresh withdrawals,
-``P:withdrawn``, global), and :meth:`Serving.serve` then remembers the slate (with its
-decision-log entry and experiment count) in another. Nothing is checked at the write: a click,
+``P:withdrawn``, global), and :meth:`Serving.serve_many` later remembers the slate (with its
+decision-log entry and experiment count), batched with others behind the responses
+(app.slate_writer). Nothing is checked at the write: a click,
 an impression at the seen-limit or a withdrawal that lands between the read and the response
 (microseconds, plus however far the workers already lag behind the events) is not seen by
 that request, as one landing just after the response is not; the next request sees it.
@@ -36,6 +37,8 @@ from core.storage.request_ids import member_tag, request_tag
 from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 Decision = Mapping[EncodableT, EncodableT]
+# A slate to remember: the slate, how long (seconds), its decision-log entry (None: no log).
+ToServe = tuple[Served, int, Decision | None]
 
 
 def serve_slate_call(keys: Keys, served: Served, ttl: int) -> ScriptCall:
@@ -104,14 +107,27 @@ class Serving:
             ValueError: the request id was not issued for this member.
             redis.RedisError: Redis failed.
         """
-        call = serve_slate_call(self.keys, served, ttl)
-        arm = slate_arm(served)
+        self.serve_many([(served, ttl, decision)])
+
+    def serve_many(self, slates: Sequence[ToServe]) -> None:
+        """:meth:`serve` for many slates in one non-transactional batch (the slates and the
+        experiment counts first, then the decision-log entries: two steps on a cluster).
+
+        Raises:
+            ValueError: a request id was not issued for its member (nothing was sent).
+            redis.RedisError: Redis failed (some may have been written: writing a slate
+                again writes the same, but an experiment count written twice counts twice).
+        """
         pipe = batch(self.client)
-        run(self.scripts.serve_slate, call, pipe)
-        if arm is not None:
-            self.counts.queue_slate(pipe, arm, served.user_id, ttl + EXPERIMENT_RETENTION_SECONDS)
-        if decision is not None:
-            self.log.queue_decision(pipe, served.user_id, decision)
+        for served, ttl, _ in slates:
+            run(self.scripts.serve_slate, serve_slate_call(self.keys, served, ttl), pipe)
+            arm = slate_arm(served)
+            if arm is not None:
+                retention = ttl + EXPERIMENT_RETENTION_SECONDS
+                self.counts.queue_slate(pipe, arm, served.user_id, retention)
+        for served, _, decision in slates:
+            if decision is not None:
+                self.log.queue_decision(pipe, served.user_id, decision)
         pipe.execute()
 
     def lookup(self, request_ids: Iterable[str]) -> dict[str, Served]:
