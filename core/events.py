@@ -161,9 +161,10 @@ def apply_batch(
 
 
 def _young(request_id: str, now: float, wait: float) -> bool:
-    """Whether ``request_id`` was issued less than ``wait`` seconds before ``now``."""
+    """Whether ``request_id`` was issued less than ``wait`` seconds from ``now`` (either way: a
+    web host's clock ahead of the worker's must not make an event wait longer)."""
     issued = request_time(request_id)
-    return wait > 0 and issued is not None and now - issued < wait
+    return wait > 0 and issued is not None and abs(now - issued) < wait
 
 
 def _remember(
