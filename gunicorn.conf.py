@@ -120,6 +120,16 @@ def post_worker_init(worker: Any) -> None:
         worker.log.exception("could not load the first snapshot")
 
 
+def worker_exit(server: Any, worker: Any) -> None:
+    """Write the slates the worker served and still holds (app.slate_writer) as it exits."""
+    from app import runtime
+
+    try:
+        runtime.stop(worker.wsgi)
+    except Exception:
+        worker.log.exception("could not write the served slates at exit")
+
+
 def pre_request(worker: Any, req: Any) -> None:
     """Start the request's deadline (REQUEST_SECONDS) under gevent, cancelled in post_request.
 

@@ -16,6 +16,7 @@ from celery import Celery
 from flask import Flask, current_app
 
 from app.plans import Plans
+from app.slate_writer import SlateWriter
 from app.snapshot import Refresher, SnapshotCache
 from app.snapshot_file import snapshot_file
 from bandits import make_policy
@@ -36,6 +37,7 @@ class Runtime:
     policy: Policy
     celery: Celery
     generators: PerProcess[np.random.Generator]
+    slates: SlateWriter  # the served slates, written behind the responses
 
     @property
     def rng(self) -> np.random.Generator:
@@ -57,6 +59,7 @@ def make_runtime(settings: Settings) -> Runtime:
         policy=policy,
         celery=make_celery(settings, role="web"),
         generators=PerProcess(lambda: _generator(settings.seed)),
+        slates=SlateWriter(storage.serving.serve_many, settings.slate_flush_seconds),
     )
 
 
@@ -74,6 +77,13 @@ def start(app: Flask) -> None:
     start its refresh; called in each gunicorn worker before it takes requests."""
     rt: Runtime = app.extensions["postbandit"]
     rt.snapshots.start()
+
+
+def stop(app: Flask) -> None:
+    """Write every slate this process served and still holds; called in each gunicorn worker
+    as it exits (after SIGTERM, once its requests are answered)."""
+    rt: Runtime = app.extensions["postbandit"]
+    rt.slates.stop()
 
 
 def runtime() -> Runtime:

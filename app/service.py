@@ -21,7 +21,7 @@ from bandits import Slate, beta_summary, forum_posterior, post_posterior
 from core import metrics, queue
 from core.experiments.statistics import srm_p_value
 from core.queue import QUEUE
-from core.storage import ForumRecord, PostConflict, RequestContext, Served, new_request_id
+from core.storage import ForumRecord, PostConflict, Served, new_request_id
 from core.storage.broker import queue_length
 from core.storage.catalogue import decode_cursor, encode_cursor
 from core.storage.errors import REDIS_ERRORS
@@ -62,34 +62,37 @@ def recommend(rt: Runtime, query: RecommendationBody) -> dict[str, Any]:
 def _serve(
     rt: Runtime, snap: Snapshot, arm: Arm, query: RecommendationBody, request_id: str, now: float
 ) -> tuple[list[dict[str, Any]], bool]:
-    """Choose a slate and remember it; (items, degraded).
+    """Choose a slate once, without the posts to hide from the member, and remember it;
+    (items, degraded).
 
-    The one round trip that remembers the slate also checks it for posts the member clicked
-    recently, was shown as often as the seen-limit allows, or that were just withdrawn (the
-    snapshot cannot know any). When it finds one, nothing is kept and the slate is chosen
-    again without every such post; a third choice, unchecked, only follows a click, an
-    impression or a withdrawal between the two.
+    One round trip before the choice reads the posts the member clicked recently or was shown
+    as often as the seen-limit allows, and the fresh withdrawals (the snapshot cannot know
+    any); the slate is then handed to this process's writer (app.slate_writer), which writes
+    it behind the response (core.storage.serving says what the read cannot see). When the read
+    fails, the slate is chosen without them and not remembered: degraded.
     """
-    hide = (now - rt.settings.reclick_seconds, snap.built_at - WITHDRAWN_MARGIN_SECONDS)
-    hidden: list[str] = []
-    items: list[dict[str, Any]] = []
-    for check in (hide, hide, None):
-        slate, items = _choose(rt, snap, arm, query, hidden, now)
-        if not items:
-            break
-        try:
-            found = _remember(rt, arm, (query.user_id, request_id, now), (slate, items), check)
-        except REDIS_ERRORS as exc:
-            return items, _redis_failed("remember_served", exc)
-        if found is None:
-            break
-        hidden += _to_hide(found, items, arm)
+    try:
+        hidden = _hidden(rt, snap, arm, query.user_id, now)
+    except REDIS_ERRORS as exc:
+        return _choose(rt, snap, arm, query, [], now)[1], _redis_failed("remember_served", exc)
+    slate, items = _choose(rt, snap, arm, query, hidden, now)
+    if items:
+        _remember(rt, arm, (query.user_id, request_id, now), (slate, items))
     return items, False
 
 
-def _to_hide(found: RequestContext, items: list[dict[str, Any]], arm: Arm) -> list[str]:
-    """The posts to choose again without; counts a slate refused for the seen-limit."""
-    if set(found.shown) & {item["post_id"] for item in items}:
+def _hidden(rt: Runtime, snap: Snapshot, arm: Arm, user_id: str, now: float) -> list[str]:
+    """The posts to choose the member's slate without (one round trip); counts a slate chosen
+    while the seen-limit hides a post from the member.
+
+    Raises:
+        redis.RedisError: Redis failed.
+    """
+    found = rt.storage.serving.to_hide(
+        user_id, now - rt.settings.reclick_seconds, snap.built_at - WITHDRAWN_MARGIN_SECONDS,
+        now if rt.settings.seen_limit else None,
+    )  # fmt: skip
+    if found.shown:
         metrics.SEEN_LIMITED.labels(arm.policy.name).inc()
     return [*found.clicked, *found.withdrawn, *found.shown]
 
@@ -114,21 +117,10 @@ def _choose(
     return slate, items
 
 
-def _remember(
-    rt: Runtime,
-    arm: Arm,
-    request: tuple[str, str, float],
-    choice: Choice,
-    hide_since: tuple[float, float] | None,
-) -> RequestContext | None:
-    """Remember a served slate (with its experiment and variant) for attribution, and in the
-    decision log when that is on, unless ``hide_since`` (with the seen-limit, when it is on)
-    finds a post to hide in it: then the posts to hide. ``request`` is (user id, request id,
-    now).
-
-    Raises:
-        redis.RedisError: Redis failed (nothing was remembered).
-    """
+def _remember(rt: Runtime, arm: Arm, request: tuple[str, str, float], choice: Choice) -> None:
+    """Hand a served slate (with its experiment and variant) to the writer, to remember for
+    attribution, and for the decision log when that is on; ``request`` is (user id, request
+    id, now)."""
     (user_id, request_id, now), (slate, items) = request, choice
     served = Served(request_id, user_id, arm.policy.name,
                     {item["post_id"]: item["forum_id"] for item in items},
@@ -137,9 +129,7 @@ def _remember(
     if rt.storage.decisions.maxlen:
         decision = decisions.fields(request_id, now, user_id, slate, items, arm.experiment,
                                     arm.variant)  # fmt: skip
-    seen_at = now if hide_since and rt.settings.seen_limit else None
-    keep = rt.settings.event_keep_seconds
-    return rt.storage.serving.serve(served, keep, decision, hide_since, seen_at)
+    rt.slates.add((served, rt.settings.event_keep_seconds, decision))
 
 
 def _log_slate(body: dict[str, Any], query: RecommendationBody, seconds: float) -> None:

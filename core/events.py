@@ -8,6 +8,12 @@ applies it: the served slate and the de-dup markers are kept for the window plus
 window plus the grace it can no longer count (``expired``): the slate may be gone, and its
 markers with it, so counting it could count it twice. A click whose impression has not been
 counted counts that impression too, so clicks never exceed impressions for any post or forum.
+
+A web process writes the slates it served behind its responses, within milliseconds
+(app.slate_writer), so an event may reach a worker before its slate: an event whose slate
+is not found but whose request id was issued less than ``SLATE_WAIT_SECONDS`` ago is left
+waiting (:attr:`Outcome.waiting`) for the task to apply again later, not counted
+``unknown_request``; past that bound it is.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ NOT_SERVED = "not_served"
 EXPIRED = "expired"
 RESULTS = (COUNTED, DUPLICATE, UNKNOWN_REQUEST, NOT_SERVED, EXPIRED)
 
+# How long after its request id was issued an event waits for its slate to be written: far
+# beyond a web process's flush interval and its retries of a failed write (a slate of a web
+# process killed before its flush is never written; its events end unknown_request then).
+SLATE_WAIT_SECONDS = 30.0
+
 
 # The variant of slates served outside an experiment (the metrics' label; no variant may be
 # called so).
@@ -40,12 +51,14 @@ NO_VARIANT = "none"
 @dataclass(frozen=True)
 class Outcome:
     """What one batch did: counts by result, counted events by the policy that served them,
-    and counted impressions and clicks by (variant or ``none``, event type)."""
+    and counted impressions and clicks by (variant or ``none``, event type); ``waiting``: the
+    events whose slate is not written yet (in no count), to apply again later."""
 
     results: Counter[str]
     by_policy: Counter[str]
     implied_impressions: Counter[str]
     by_variant: Counter[tuple[str, str]] = field(default_factory=Counter)
+    waiting: list[list[str]] = field(default_factory=list)
 
 
 # De-dup markers outlive the last moment their event may be applied by this much, for the
@@ -94,6 +107,7 @@ def apply_batch(
     accepted_at: float | None = None,
     grace: int = 0,
     seen_limit: tuple[int, int] | None = None,
+    wait: float = 0.0,
 ) -> Outcome:
     """Apply a batch of ``(request_id, post_id)`` events of one type, idempotently, at ``now``.
 
@@ -106,6 +120,10 @@ def apply_batch(
     attributable events are also recorded for the members' seen-limit
     (:mod:`core.storage.shown`), duplicates too: the record is idempotent, and a retry after a
     crash between the steps still makes it.
+
+    An event whose slate is not found and whose request id was issued less than ``wait``
+    seconds before ``now`` is left in :attr:`Outcome.waiting` (its slate may not be written
+    yet), counted nowhere.
 
     Raises:
         ValueError: unknown ``event_type``.
@@ -120,10 +138,13 @@ def apply_batch(
     served = storage.serving.lookup(request_id for request_id, _ in events)
     results: Counter[str] = Counter()
     todo: list[tuple[str, str, str]] = []
+    waiting: list[list[str]] = []
     for request_id, post_id in events:
         record = served.get(request_id)
         reason = classify(request_id, post_id, record, accepted, now, limits)
-        if reason is not None:
+        if reason == UNKNOWN_REQUEST and _young(request_id, now, wait):
+            waiting.append([request_id, post_id])
+        elif reason is not None:
             results[reason] += 1
         else:
             assert record is not None
@@ -134,9 +155,16 @@ def apply_batch(
     # web host whose clock runs ahead would otherwise push every counter it touches into
     # the future, where the other hosts' events would weigh almost nothing.
     applied = storage.counting.apply_events(kind, todo, ttl, arms, at=min(accepted, now))
-    outcome = _outcome(kind, todo, applied, served, results)
+    outcome = _outcome(kind, todo, applied, served, results, waiting)
     _remember(storage, kind, todo, served, (accepted, now), (seen_limit, reclick_window))
     return outcome
+
+
+def _young(request_id: str, now: float, wait: float) -> bool:
+    """Whether ``request_id`` was issued less than ``wait`` seconds from ``now`` (either way: a
+    web host's clock ahead of the worker's must not make an event wait longer)."""
+    issued = request_time(request_id)
+    return wait > 0 and issued is not None and abs(now - issued) < wait
 
 
 def _remember(
@@ -178,6 +206,7 @@ def _outcome(
     applied: list[int],
     served: dict[str, Served],
     results: Counter[str],
+    waiting: list[list[str]],
 ) -> Outcome:
     by_policy: Counter[str] = Counter()
     implied: Counter[str] = Counter()
@@ -192,4 +221,4 @@ def _outcome(
         if status == 2:
             implied[served[request_id].policy] += 1
             by_variant[variant, "impression"] += 1
-    return Outcome(results, by_policy, implied, by_variant)
+    return Outcome(results, by_policy, implied, by_variant, waiting)

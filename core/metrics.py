@@ -106,8 +106,8 @@ EXPERIMENT_SLATES = Counter(
 )  # fmt: skip
 SEEN_LIMITED = Counter(
     "postbandit_seen_limited_slates_total",
-    "Slates chosen again because they held a post shown to the member as often as the "
-    "seen-limit allows", ["policy"], registry=WEB,
+    "Slates chosen while the seen-limit hid from the member a post shown to them as often "
+    "as it allows", ["policy"], registry=WEB,
 )  # fmt: skip
 EVENTS_RECEIVED = Counter(
     "postbandit_events_received_total", "Events accepted (202) and queued for the workers",
@@ -115,6 +115,25 @@ EVENTS_RECEIVED = Counter(
 )  # fmt: skip
 SNAPSHOT_SECONDS = Histogram(
     "postbandit_snapshot_refresh_seconds", "Time to refresh the statistics snapshot",
+    buckets=LATENCY_BUCKETS, registry=WEB,
+)  # fmt: skip
+SLATES_WRITTEN = Counter(
+    "postbandit_slates_written_total",
+    "Served slates written to Redis behind the responses (app.slate_writer)", registry=WEB,
+)  # fmt: skip
+SLATES_DROPPED = Counter(
+    "postbandit_slates_dropped_total",
+    "Served slates never written: Redis failed while more than the writer holds waited (the "
+    "oldest go), or it still failed at shutdown; their events count unknown_request",
+    registry=WEB,
+)  # fmt: skip
+SLATES_PENDING = Gauge(
+    "postbandit_slates_pending",
+    "Served slates waiting to be written to Redis, summed over the live web processes",
+    multiprocess_mode="livesum", registry=WEB,
+)  # fmt: skip
+SLATE_FLUSH_SECONDS = Histogram(
+    "postbandit_slate_flush_seconds", "Time to write one batch of served slates to Redis",
     buckets=LATENCY_BUCKETS, registry=WEB,
 )  # fmt: skip
 LIVE_POSTS = Gauge(

@@ -227,6 +227,12 @@ class Settings(BaseSettings):
         1.0, alias="BANDIT_REFRESH_SECONDS", ge=0.05, le=300.0,
         description="how often each web process refreshes its statistics snapshot",
     )  # fmt: skip
+    slate_flush_seconds: Number = Field(
+        0.005, alias="BANDIT_SLATE_FLUSH_SECONDS", ge=0.001, le=10.0,
+        description="how often each web process writes the slates it served, behind the "
+        "responses, in one batch (sooner once 256 wait); a web process killed with SIGKILL "
+        "loses the slates of its last interval",
+    )  # fmt: skip
     snapshot_dir: str = Field(
         "var/snapshots", alias="BANDIT_SNAPSHOT_DIR", pattern=r"^(?:\S(?:.*\S)?)?$",
         description="where web processes keep the last good snapshot, for a worker that starts "

@@ -84,6 +84,7 @@ def app(config: dict[str, Any]) -> Iterator[Flask]:
     yield flask_app
     runtime: Runtime = flask_app.extensions["postbandit"]
     runtime.snapshots.stop()
+    runtime.slates.stop()
     runtime.storage.client.close()  # else their sockets close at exit, with a ResourceWarning
     runtime.broker.close()
 
@@ -109,6 +110,13 @@ def register(client: FlaskClient, post_id: str, forum_id: str, **body: Any) -> N
         f"/v1/posts/{post_id}", json={"forum_id": forum_id, **body}, headers=ADMIN
     )
     assert response.status_code in (200, 201), response.json
+
+
+def written(client: FlaskClient) -> None:
+    """Wait until the app has written every slate it served (they are written behind the
+    responses: app.slate_writer); a flush returns once they are in Redis."""
+    runtime: Runtime = client.application.extensions["postbandit"]
+    runtime.slates.flush()
 
 
 @pytest.fixture

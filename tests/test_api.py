@@ -15,7 +15,7 @@ from app.runtime import Runtime
 from bandits import post_posterior
 from core.events import apply_batch
 from core.queue import QUEUE
-from tests.conftest import ADMIN, register
+from tests.conftest import ADMIN, register, written
 
 FORUMS = {"maths": 4, "physics": 3, "jobs": 2}
 
@@ -33,6 +33,7 @@ def catalogue(client: FlaskClient) -> dict[str, str]:
 def recommend(client: FlaskClient, **params: Any) -> dict[str, Any]:
     response = client.get("/v1/recommendations", query_string={"user_id": "u1", **params})
     assert response.status_code == 200, response.json
+    written(client)
     body: dict[str, Any] = response.json  # type: ignore[assignment]
     return body
 

@@ -76,7 +76,7 @@ def test_forums_are_listed_paged_and_counted(storage: Storage) -> None:
 
 def serve(storage: Storage, user: str, posts: dict[str, str]) -> str:
     served = Served(new_request_id(user), user, "two_level_ts", posts)
-    assert storage.serving.serve(served, 600, {"r": served.request_id}) is None
+    storage.serving.serve(served, 600, {"r": served.request_id})
     return served.request_id
 
 
@@ -93,13 +93,9 @@ def test_slates_are_served_looked_up_and_checked(
     assert len(masters_of(cluster_client, shards)) > 1  # the decisions spread over masters
     storage.serving.remember_clicks([("member0", "sports-a")], NOW, 600)
     storage.catalogue.delete_post("films-a", NOW)
-    hidden = Served(new_request_id("member0"), "member0", "two_level_ts",
-                    {"sports-a": "sports", "films-a": "films"})  # fmt: skip
-    context = storage.serving.serve(hidden, 600, {"r": hidden.request_id}, (NOW - 60, NOW - 60))
-    assert context is not None
+    context = storage.serving.to_hide("member0", NOW - 60, NOW - 60, NOW)  # two masters
     assert (context.clicked, context.withdrawn) == (["sports-a"], ["films-a"])
-    assert storage.serving.lookup([hidden.request_id]) == {}
-    assert storage.decisions.kept() == 8  # its decision was removed again
+    assert storage.serving.to_hide("member1", NOW - 60, NOW - 60).clicked == []
     merged = storage.decisions.read_decisions("-", "+", 5)  # every shard, in id order
     assert sorted(e["r"] for _, e in storage.decisions.read_decisions("-", "+", 100)) == sorted(
         slates.values()
@@ -123,13 +119,8 @@ def test_impressions_are_recorded_and_checked_in_each_members_slot(
                           seen_limit=(600, 3))  # fmt: skip
     assert outcome.results == {"counted": len(events), "duplicate": 2}
     for member, times in shown.items():
-        served = Served(new_request_id(member), member, "two_level_ts",
-                        {"maths-a": "maths", "sports-a": "sports"})  # fmt: skip
-        context = storage.serving.serve(served, 600, {"r": served.request_id}, (now - 60, now),
-                                        now)  # fmt: skip
-        assert (context is not None) == (times == 3), member
-        assert context is None or context.shown == ["maths-a"]
-        assert bool(storage.serving.lookup([served.request_id])) == (context is None)
+        context = storage.serving.to_hide(member, now - 60, now, now)
+        assert context.shown == (["maths-a"] if times == 3 else []), member
 
 
 def test_events_count_once_across_masters_and_are_logged(

@@ -21,7 +21,7 @@ from core.events import apply_batch
 from core.storage import Served, Storage, new_request_id
 from core.storage.decision_log import stream_id
 from core.storage.keys import DECISION_SHARDS, decision_shard
-from tests.conftest import register
+from tests.conftest import register, written
 
 FORUMS = {"maths": 4, "physics": 3, "jobs": 2}
 WINDOW = 86_400
@@ -37,6 +37,7 @@ def catalogue(client: FlaskClient) -> None:
 def recommend(client: FlaskClient, **params: Any) -> dict[str, Any]:
     response = client.get("/v1/recommendations", query_string={"user_id": "u1", **params})
     assert response.status_code == 200, response.json
+    written(client)
     body: dict[str, Any] = response.json  # type: ignore[assignment]
     return body
 

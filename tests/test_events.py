@@ -53,18 +53,9 @@ def test_click_before_impression_counts_both_once(storage: Storage) -> None:
 def test_clicked_posts_are_remembered_for_the_member(storage: Storage) -> None:
     rid = setup_served(storage, user="alice")
     apply(storage, "click", [[rid, "p1"]])
-    since = (time.time() - WINDOW, time.time())
-    slate = {"p1": "f1", "p2": "f2"}
-    hidden = storage.serving.serve(
-        Served(new_request_id("alice"), "alice", "random", slate), 60, None, since
-    )
-    assert hidden is not None and hidden.clicked == ["p1"]
-    assert (
-        storage.serving.serve(
-            Served(new_request_id("bob"), "bob", "random", slate), 60, None, since
-        )
-        is None
-    )
+    since = time.time() - WINDOW
+    assert storage.serving.to_hide("alice", since, since).clicked == ["p1"]
+    assert storage.serving.to_hide("bob", since, since).clicked == []
 
 
 def test_replaying_a_batch_changes_nothing(storage: Storage) -> None:

@@ -15,7 +15,7 @@ from app.runtime import Runtime
 from core.events import apply_batch
 from core.experiments.assignment import member_bucket
 from core.settings import Settings
-from tests.conftest import ADMIN, register
+from tests.conftest import ADMIN, register, written
 from workers.sweeper import prune
 
 AB = [
@@ -48,6 +48,7 @@ def stop(client: FlaskClient, rt: Runtime, experiment_id: str) -> None:
 def slate(client: FlaskClient, user: str) -> dict[str, Any]:
     answer = client.get("/v1/recommendations", query_string={"user_id": user, "n": 3})
     assert answer.status_code == 200, answer.json
+    written(client)
     body: dict[str, Any] = answer.json
     return body
 

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from app.runtime import Runtime
 from core.events import apply_batch
 from core.experiments.assignment import Allocation
-from tests.conftest import ADMIN, register
+from tests.conftest import ADMIN, register, written
 
 GREEDY_AB = [
     {"name": "a", "policy": "greedy", "weight": 1},
@@ -35,6 +35,7 @@ def posts(client: FlaskClient) -> list[str]:
 def slate(client: FlaskClient, user: str, n: int = 6) -> dict[str, Any]:
     answer = client.get("/v1/recommendations", query_string={"user_id": user, "n": n})
     assert answer.status_code == 200, answer.json
+    written(client)
     body: dict[str, Any] = answer.json
     return body
 

@@ -14,7 +14,7 @@ from flask.testing import FlaskClient
 
 from app import create_app
 from app.runtime import Runtime
-from tests.conftest import ADMIN, register
+from tests.conftest import ADMIN, register, written
 
 TWO = {
     "variants": [
@@ -194,6 +194,7 @@ def test_stopping_an_unknown_experiment_or_promoting_an_unknown_variant(
 def recommend(client: FlaskClient, user_id: str = "alice") -> dict[str, Any]:
     answer = client.get("/v1/recommendations", query_string={"user_id": user_id, "n": 2})
     assert answer.status_code == 200, answer.json
+    written(client)
     body: dict[str, Any] = answer.json
     return body
 

@@ -19,7 +19,7 @@ from app import create_app
 from app.runtime import Runtime
 from app.snapshot_file import SnapshotFile
 from core.experiments.assignment import Allocation, assignment_bucket
-from tests.conftest import ADMIN, register
+from tests.conftest import ADMIN, register, written
 
 
 def start(client: FlaskClient, experiment_id: str, variants: list[dict[str, Any]]) -> None:
@@ -31,6 +31,7 @@ def start(client: FlaskClient, experiment_id: str, variants: list[dict[str, Any]
 def slate(client: FlaskClient, user_id: str, n: int = 3, **query: Any) -> dict[str, Any]:
     answer = client.get("/v1/recommendations", query_string={"user_id": user_id, "n": n, **query})
     assert answer.status_code == 200, answer.json
+    written(client)
     body: dict[str, Any] = answer.json
     return body
 

@@ -194,7 +194,7 @@ def test_an_old_journals_batch_applied_before_its_move_counts_once(
     now = time.time()
     storage.catalogue.put_post("p1", "f1", now, now + 3600, 60)
     served = Served(new_request_id("u1"), "u1", "explore", {"p1": "f1"})
-    assert storage.serving.serve(served, WINDOW) is None
+    storage.serving.serve(served, WINDOW)
     batch = EventBatch("impression", [[served.request_id, "p1"]], now - 900)
     pipe = storage.client.pipeline(transaction=True)
     pipe.hset(storage.keys.legacy_pending, "a" * 32, batch.to_json())

@@ -416,9 +416,12 @@ def test_a_batch_no_worker_applies_fires_the_alert_until_a_worker_applies_it(
         with running_prometheus(config, tmp_path) as prom:
             assert requests.put(f"{base}/v1/posts/p", json={"forum_id": "f"}, headers=ADMIN,
                                 timeout=5).status_code == 201  # fmt: skip
-            rid = requests.get(f"{base}/v1/recommendations", params={"user_id": "u"},
-                               timeout=5).json()["request_id"]  # fmt: skip
-            events = {"events": [{"request_id": rid, "post_id": "p"}]}
+            # A slate that holds p: an event of an empty one would wait for its slate 30 s.
+            wait_for_fresh_snapshots(base, after=time.time())
+            body = requests.get(f"{base}/v1/recommendations", params={"user_id": "u"},
+                                timeout=5).json()  # fmt: skip
+            assert [item["post_id"] for item in body["items"]] == ["p"], body
+            events = {"events": [{"request_id": body["request_id"], "post_id": "p"}]}
             assert requests.post(f"{base}/v1/clicks", json=events, timeout=5).status_code == 202
             wait_for(lambda: bool(prom.query(firing)), 30, "the alert to fire", step=0.5)
             procs.append(start_worker(env, tmp_path))

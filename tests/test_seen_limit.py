@@ -1,6 +1,6 @@
 """The seen-limit against a real Redis: the impressions the worker records per member and the
-posts it finds at the limit (core.storage.shown, lua/record_shown.lua), and the serve step
-that checks them (lua/serve_slate.lua).
+posts it finds at the limit (core.storage.shown, lua/record_shown.lua), and the read before a
+slate is chosen that finds them (Serving.to_hide).
 
 Time is the tests' own: request ids and event times are built from ``NOW``, so the window
 is crossed by choosing scores, never by waiting.
@@ -28,7 +28,7 @@ def shown_to(storage: Storage, user: str, post: str, at: float, limit: int = LIM
     """Serve ``post`` to ``user`` at ``at`` and apply its impression as the worker does (a
     second later); the slate's request id."""
     request_id = new_request_id(user, at)
-    assert storage.serving.serve(Served(request_id, user, "random", {post: "f1"}), DAY) is None
+    storage.serving.serve(Served(request_id, user, "random", {post: "f1"}), DAY)
     apply_batch(storage, "impression", [[request_id, post]], at + 1, DAY, DAY,
                 seen_limit=(DAY, limit))  # fmt: skip
     return request_id
@@ -38,13 +38,11 @@ def check(
     storage: Storage, user: str, posts: list[str], now: float = NOW,
     clicked_since: float | None = None,
 ) -> RequestContext | None:  # fmt: skip
-    """Serve ``posts`` to ``user`` at ``now`` with the seen-limit checked."""
-    served = Served(new_request_id(user, now), user, "random", {p: "f1" for p in posts})
-    since = (now - DAY if clicked_since is None else clicked_since, now)
-    found = storage.serving.serve(served, DAY, None, since, seen_at=now)
-    written = storage.serving.lookup([served.request_id])
-    assert bool(written) == (found is None)  # a refused slate leaves nothing behind
-    return found
+    """What the web tier reads before choosing ``user``'s slate at ``now`` with the seen-limit
+    on, when it hides one of ``posts`` (else None)."""
+    since = now - DAY if clicked_since is None else clicked_since
+    found = storage.serving.to_hide(user, since, now, seen_at=now)
+    return found if {*found.clicked, *found.shown} & set(posts) else None
 
 
 def test_a_post_shown_the_limit_times_without_a_click_is_refused_to_that_member_only(
@@ -177,8 +175,7 @@ def test_without_the_seen_limit_nothing_is_recorded_or_checked(
     for i in range(LIMIT):
         shown_to(storage, "u1", "p", NOW - 50 + i)
     assert check(storage, "u1", ["p"]) is not None
-    served = Served(new_request_id("u1", NOW), "u1", "random", {"p": "f1"})
-    assert storage.serving.serve(served, DAY, None, (NOW - DAY, NOW)) is None  # no seen check
+    assert storage.serving.to_hide("u1", NOW - DAY, NOW) == RequestContext()  # no seen check
 
 
 def test_only_request_ids_the_server_issued_are_recorded(storage: Storage) -> None:

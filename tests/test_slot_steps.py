@@ -110,15 +110,14 @@ def exercise(storage: Storage) -> None:
     for user in ("u1", "u2", "u3"):
         rid = new_request_id(user)
         served = Served(rid, user, "explore", {f"{f}-a": f for f in forums}, "x1", "a")
-        storage.serving.serve(served, 600, {"request_id": rid}, (now - 60, now - 60))
+        storage.serving.serve(served, 600, {"request_id": rid})
         rids.append(rid)
     storage.serving.remember_clicks([("u1", "sports-b")], now, 600)
     storage.shown.remember_impressions(
         [(u, "maths-a", r) for u, r in zip(("u1", "u2", "u3"), rids, strict=True)], now, (3, 600)
     )
     storage.shown.remember_clicks([("u2", "maths-a")], now, now, (3, 600), reclick=600)
-    hidden = Served(new_request_id("u1"), "u1", "explore", {"sports-b": "sports"})
-    assert storage.serving.serve(hidden, 600, {"r": hidden.request_id}, (now - 60, now - 60))
+    assert storage.serving.to_hide("u1", now - 60, now - 60, now).clicked == ["sports-b"]
     storage.serving.lookup(rids)
     events = [(r, f"{f}-a", f) for r in rids for f in forums]
     storage.counting.apply_events("c", events, 600, {r: arm for r in rids})

@@ -13,7 +13,14 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from core.storage import PostConflict, Served, Storage, new_request_id, request_time
+from core.storage import (
+    PostConflict,
+    RequestContext,
+    Served,
+    Storage,
+    new_request_id,
+    request_time,
+)
 
 NOW = 1_700_000_000.0
 
@@ -95,27 +102,22 @@ def test_events_count_once_and_click_implies_impression(storage: Storage) -> Non
     assert forum.policy_counts == (2, 1)
 
 
-def test_a_slate_with_a_post_to_hide_is_not_remembered(
+def test_the_posts_to_hide_are_read_in_one_step_and_a_slate_is_remembered_as_served(
     storage: Storage, rclient: redis.Redis
 ) -> None:
     storage = Storage(rclient, "pb", decision_log_maxlen=10)
     put(storage, "p1", "f1")
     storage.serving.remember_clicks([("u1", "clicked")], NOW, 3600)
     storage.catalogue.delete_post("p1", NOW)
-    since = (NOW - 60, NOW - 5)
-    for posts, hidden in (
-        ({"x": "f1", "clicked": "f1"}, (["clicked"], ["p1"])),
-        ({"p1": "f1", "x": "f1"}, (["clicked"], ["p1"])),
-    ):
-        served = Served(new_request_id("u1"), "u1", "two_level_ts", posts)
-        found = storage.serving.serve(served, 60, {"request_id": served.request_id}, since)
-        assert found is not None and (found.clicked, found.withdrawn) == hidden
-        assert not rclient.exists(storage.keys.served(served.request_id))
-    assert storage.decisions.kept() == 0
-    later = (NOW + 1, NOW + 1)  # the click and the withdrawal are older: nothing to hide
+    found = storage.serving.to_hide("u1", NOW - 60, NOW - 5)
+    assert (found.clicked, found.withdrawn, found.shown) == (["clicked"], ["p1"], [])
+    assert storage.serving.to_hide("u2", NOW - 60, NOW - 5).clicked == []  # another member
+    # The click and the withdrawal are older: nothing to hide.
+    assert storage.serving.to_hide("u1", NOW + 1, NOW + 1, seen_at=NOW) == RequestContext()
     served = Served(new_request_id("u1"), "u1", "two_level_ts", {"p1": "f1", "clicked": "f1"})
-    assert storage.serving.serve(served, 60, {"request_id": served.request_id}, later) is None
+    storage.serving.serve(served, 60, {"request_id": served.request_id})
     assert storage.serving.lookup([served.request_id])[served.request_id] == served
+    assert 0 < rclient.ttl(storage.keys.served(served.request_id)) <= 60
     assert storage.decisions.kept() == 1
 
 

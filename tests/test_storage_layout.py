@@ -24,7 +24,7 @@ from core.storage.keys import DECISION_SHARDS, JOURNAL_SHARDS, decision_shard, j
 from core.storage.scripts import LUA_DIR, SCRIPTS, ScriptCall, source
 from core.storage.serving import serve_slate_call
 from core.storage.shown import record_shown_call
-from tests.conftest import register
+from tests.conftest import register, written
 
 # Ids as the API accepts them (1-64 of A-Z a-z 0-9 _ . : -), the odd ones included.
 IDS = ["f", "_u", "_p", "_t", "u", "p", "i:x", "_i", "a.b-c:d_e", ":", "-", ".", "Z" * 64]
@@ -43,7 +43,7 @@ def calls(keys: Keys, forum: str, post: str, user: str) -> dict[str, ScriptCall]
         "prune_expired": prune_expired_call(
             keys, forum, time.time(), 1000, {post: ["a", "b"], user + "x": ["c"]}
         ),
-        "serve_slate": serve_slate_call(keys, served, 60, time.time() - 60, time.time()),
+        "serve_slate": serve_slate_call(keys, served, 60),
         "record_shown": record_shown_call(keys, user, "c", {post: 1.0}, 2.0, (60, 3), 600),
         "claim_post_id": claim_post_id_call(keys, post, forum, 3600),
         "put_post": put_post_call(keys, post, forum, time.time(), (None, 60.0, 3600.0), 60, 10**8),
@@ -81,7 +81,7 @@ def test_a_brace_in_the_prefix_is_refused() -> None:
 def test_a_slate_is_only_served_under_its_members_request_id() -> None:
     served = Served(new_request_id("alice"), "bob", "two_level_ts", {"p": "f"})
     with pytest.raises(ValueError, match="not issued to this member"):
-        serve_slate_call(Keys("pb"), served, 60, None)
+        serve_slate_call(Keys("pb"), served, 60)
 
 
 def test_every_script_documents_its_keys_and_args_and_is_found_from_any_directory(
@@ -113,6 +113,7 @@ def test_posts_named_like_metadata_count_on_their_own_post_and_forum(
         register(client, post_id, forum_id)
     user = "Az09_.:-user"
     body = client.get("/v1/recommendations", query_string={"user_id": user, "n": 50}).json
+    written(client)
     assert body is not None
     slate = {item["post_id"]: item["forum_id"] for item in body["items"]}
     assert slate == posts
@@ -140,6 +141,7 @@ def test_a_served_slate_is_kept_for_the_window_plus_the_grace(
 ) -> None:
     register(client, "p1", "f1")
     body = client.get("/v1/recommendations", query_string={"user_id": "u1"}).json
+    written(client)
     assert body is not None and body["items"]
     keep = rt.settings.attribution_seconds + rt.settings.event_grace_seconds
     assert rt.settings.event_grace_seconds > 0

@@ -83,13 +83,6 @@ class DecisionLog:
             pipe.xlen(stream)
         return sum(pipe.execute())
 
-    def queue_removal(
-        self, pipe: redis.client.Pipeline, user_id: str, entry_id: bytes | str
-    ) -> None:
-        """Queue the removal of a decision about a slate served to ``user_id`` that was
-        appended (:meth:`queue_decision`) but not served after all."""
-        pipe.xdel(self.keys.decisions(decision_shard(user_id)), entry_id)
-
     def read_decisions(self, start: str, end: str, count: int) -> list[StreamEntry]:
         """Decision-log entries of every shard with ids in [start, end] (XRANGE syntax), in
         id order: see :meth:`read_merged` for ``count``."""

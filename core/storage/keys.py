@@ -112,9 +112,10 @@ members in the experiment's own slot ``{xres:X}``, written when a slate is serve
                                           pruning finds an experiment's counts through it
 ==============================  ========  ==================================================
 
-Why the served slate is keyed by member: serving checks the slate against the member's
-recently clicked posts and the posts at their seen-limit, and writes it, in one atomic step,
-so these keys share the member's tag.
+Why the served slate is keyed by member: a request reads the member's recently clicked posts
+and the posts at their seen-limit before it chooses the slate, and writes the slate after,
+each on the member's shard; the worker's seen-limit step writes the clicked and limited keys
+in one atomic step, so these keys share the member's tag.
 The worker knows only ``(request_id, post_id)`` of an event; the request id carries the tag
 (:mod:`core.storage.request_ids`), so the slate's key follows from the request id alone.
 

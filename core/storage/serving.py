@@ -1,20 +1,21 @@
-"""Served slates and members' clicks: what the request path writes and attribution reads.
+"""Served slates and members' clicks: what the request path reads and writes and attribution reads.
 
-A slate is remembered under its member's tag together with the member's clicked posts and
-posts at their seen-limit (:mod:`core.storage.shown`), so the check for either and the write
-are one atomic step in one hash slot (``lua/serve_slate.lua``).
-Withdrawals are global (``P:withdrawn``, another slot): the same
-round trip reads the fresh ones, and a slate found holding one is removed again before its
-request id is ever given out. The decision-log entry is a command of its own in that round
-trip (on the member's shard of the decision stream), removed again with a slate that was not
-served (the log is not atomic with the slate: a process that dies in between leaves the entry
-of a slate nobody saw).
+A slate is chosen once, without the member's posts to hide: :meth:`Serving.to_hide` reads them
+in one round trip before the choice (the member's posts clicked recently and at their
+seen-limit, :mod:`core.storage.shown`, under the member's tag; the fresh withdrawals,
+``P:withdrawn``, global), and :meth:`Serving.serve_many` later remembers the slate (with its
+decision-log entry and experiment count), batched with others behind the responses
+(app.slate_writer). Nothing is checked at the write: a click,
+an impression at the seen-limit or a withdrawal that lands between the read and the response
+(microseconds, plus however far the workers already lag behind the events) is not seen by
+that request, as one landing just after the response is not; the next request sees it.
+(Until this change the write checked the slate in the same Lua step and, finding a post to
+hide, removed what it had written and the slate was chosen again.)
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
 
 import redis
 from redis.typing import EncodableT
@@ -36,14 +37,12 @@ from core.storage.request_ids import member_tag, request_tag
 from core.storage.scripts import ScriptCall, Scripts, batch, run
 
 Decision = Mapping[EncodableT, EncodableT]
+# A slate to remember: the slate, how long (seconds), its decision-log entry (None: no log).
+ToServe = tuple[Served, int, Decision | None]
 
 
-def serve_slate_call(
-    keys: Keys, served: Served, ttl: int, clicked_since: float | None,
-    seen_at: float | None = None,
-) -> ScriptCall:  # fmt: skip
-    """KEYS/ARGV of ``lua/serve_slate.lua``; ``clicked_since`` None: no check; ``seen_at``
-    (now) None: no seen-limit.
+def serve_slate_call(keys: Keys, served: Served, ttl: int) -> ScriptCall:
+    """KEYS/ARGV of ``lua/serve_slate.lua``.
 
     Raises:
         ValueError: the request id was not issued for this member (its tag differs).
@@ -55,11 +54,7 @@ def serve_slate_call(
         fields += [SERVED_EXPERIMENT, served.experiment, SERVED_VARIANT, served.variant]
     for post_id, forum_id in served.forums.items():
         fields += [POST_FIELD + post_id, forum_id]
-    since = "" if clicked_since is None else clicked_since
-    now = "" if seen_at is None else seen_at
-    slate_keys = [keys.served(served.request_id), keys.clicked(served.user_id),
-                  keys.limited(served.user_id)]  # fmt: skip
-    return ScriptCall(slate_keys, [ttl, since, now, *fields])
+    return ScriptCall([keys.served(served.request_id)], [ttl, *fields])
 
 
 def slate_arm(served: Served) -> SlateArm | None:
@@ -82,69 +77,58 @@ class Serving:
         self.log = log
         self.counts = counts
 
-    def serve(
-        self,
-        served: Served,
-        ttl: int,
-        decision: Decision | None = None,
-        hide_since: tuple[float, float] | None = None,
+    def to_hide(
+        self, user_id: str, clicked_since: float, withdrawn_since: float,
         seen_at: float | None = None,
-    ) -> RequestContext | None:
+    ) -> RequestContext:  # fmt: skip
+        """The posts to hide from ``user_id``'s next slate, in one round trip: the ones they
+        clicked since ``clicked_since``, the ones withdrawn since ``withdrawn_since`` and, with
+        ``seen_at`` (now; None: no seen-limit), the ones at their seen-limit then. Read only.
+
+        Raises:
+            redis.RedisError: Redis failed.
+        """
+        pipe = batch(self.client)
+        pipe.zrangebyscore(self.keys.withdrawn, withdrawn_since, "+inf")
+        pipe.zrangebyscore(self.keys.clicked(user_id), clicked_since, "+inf")
+        if seen_at is not None:
+            pipe.zrangebyscore(self.keys.limited(user_id), seen_at, "+inf")
+        withdrawn, clicked, *limited = ([str(text(p)) for p in r] for r in pipe.execute())
+        return RequestContext(clicked, withdrawn, limited[0] if limited else [])
+
+    def serve(self, served: Served, ttl: int, decision: Decision | None = None) -> None:
         """Remember a served slate for attribution of its events (expires after ``ttl``: the
         attribution window plus the grace, so events accepted late in the window that a worker
-        applies after it still find it), and
-        append ``decision`` (stream fields) to the decision log when the log is on: one round
-        trip.
-
-        With ``hide_since = (clicked since, withdrawn since)`` the slate is checked too: when
-        it holds a post that the member clicked or that was withdrawn since then, or, with
-        ``seen_at`` (now) too, a post at the member's seen-limit then
-        (:mod:`core.storage.shown`), nothing is kept (a second round trip removes what was
-        written after a withdrawal) and the member's recently clicked, the recently withdrawn
-        and the posts at the seen-limit are returned, to choose again. None when the slate
-        was remembered.
+        applies after it still find it), count it in its experiment, and append ``decision``
+        (stream fields) to the decision log when the log is on: one round trip, not atomic
+        (a process that dies in it may leave some of these without the others).
 
         Raises:
             ValueError: the request id was not issued for this member.
             redis.RedisError: Redis failed.
         """
-        clicked_since = None if hide_since is None else hide_since[0]
-        seen_at = None if hide_since is None else seen_at  # only a checked slate is refused
-        call = serve_slate_call(self.keys, served, ttl, clicked_since, seen_at)
-        arm = slate_arm(served)
-        pipe = batch(self.client)
-        if hide_since is not None:
-            pipe.zrangebyscore(self.keys.withdrawn, hide_since[1], "+inf")
-        run(self.scripts.serve_slate, call, pipe)
-        if arm is not None:
-            self.counts.queue_slate(pipe, arm, served.user_id, ttl + EXPERIMENT_RETENTION_SECONDS)
-        logged = decision is not None and self.log.queue_decision(pipe, served.user_id, decision)
-        replies = pipe.execute()
-        withdrawn = [str(text(p)) for p in replies.pop(0)] if hide_since is not None else []
-        written, *refused = replies[0]
-        if written and not set(withdrawn) & served.forums.keys():
-            return None
-        assert hide_since is not None  # an unchecked slate is always written and kept
-        entry = replies[-1] if logged else None
-        found = self._unserve(served, hide_since[0], entry, ttl)
-        if not refused:
-            return RequestContext(found, withdrawn)
-        clicked, shown = ([str(text(p)) for p in posts] for posts in refused)
-        return RequestContext(clicked, withdrawn, shown)
+        self.serve_many([(served, ttl, decision)])
 
-    def _unserve(self, served: Served, clicked_since: float, entry_id: Any, ttl: int) -> list[str]:
-        """Remove a slate that will not be served, its decision-log entry if any and its count
-        in its experiment; the member's posts clicked since ``clicked_since``."""
+    def serve_many(self, slates: Sequence[ToServe]) -> None:
+        """:meth:`serve` for many slates in one non-transactional batch (the slates and the
+        experiment counts first, then the decision-log entries: two steps on a cluster).
+
+        Raises:
+            ValueError: a request id was not issued for its member (nothing was sent).
+            redis.RedisError: Redis failed (some may have been written: writing a slate
+                again writes the same, but an experiment count written twice counts twice).
+        """
         pipe = batch(self.client)
-        pipe.zrangebyscore(self.keys.clicked(served.user_id), clicked_since, "+inf")
-        pipe.delete(self.keys.served(served.request_id))
-        if entry_id is not None:
-            self.log.queue_removal(pipe, served.user_id, entry_id)
-        arm = slate_arm(served)
-        if arm is not None:
-            retention = ttl + EXPERIMENT_RETENTION_SECONDS
-            self.counts.queue_slate(pipe, arm, served.user_id, retention, slates=-1)
-        return [str(text(p)) for p in pipe.execute()[0]]
+        for served, ttl, _ in slates:
+            run(self.scripts.serve_slate, serve_slate_call(self.keys, served, ttl), pipe)
+            arm = slate_arm(served)
+            if arm is not None:
+                retention = ttl + EXPERIMENT_RETENTION_SECONDS
+                self.counts.queue_slate(pipe, arm, served.user_id, retention)
+        for served, _, decision in slates:
+            if decision is not None:
+                self.log.queue_decision(pipe, served.user_id, decision)
+        pipe.execute()
 
     def lookup(self, request_ids: Iterable[str]) -> dict[str, Served]:
         """The served slates among ``request_ids`` that are still remembered (ids the server
