@@ -11,9 +11,9 @@ counted counts that impression too, so clicks never exceed impressions for any p
 
 A web process writes the slates it served behind its responses, within milliseconds
 (app.slate_writer), so an event may reach a worker before its slate: an event whose slate
-is not found but whose request id was issued less than ``SLATE_WAIT_SECONDS`` ago is left
-waiting (:attr:`Outcome.waiting`) for the task to apply again later, not counted
-``unknown_request``; past that bound it is.
+is not found but whose request id was issued, and which was accepted, less than
+``SLATE_WAIT_SECONDS`` ago is left waiting (:attr:`Outcome.waiting`) for the task to apply
+again later, not counted ``unknown_request``; past that bound it is.
 """
 
 from __future__ import annotations
@@ -121,9 +121,9 @@ def apply_batch(
     (:mod:`core.storage.shown`), duplicates too: the record is idempotent, and a retry after a
     crash between the steps still makes it.
 
-    An event whose slate is not found and whose request id was issued less than ``wait``
-    seconds before ``now`` is left in :attr:`Outcome.waiting` (its slate may not be written
-    yet), counted nowhere.
+    An event whose slate is not found, whose request id was issued less than ``wait``
+    seconds from ``now`` and which was accepted less than ``wait`` seconds before ``now`` is
+    left in :attr:`Outcome.waiting` (its slate may not be written yet), counted nowhere.
 
     Raises:
         ValueError: unknown ``event_type``.
@@ -142,7 +142,7 @@ def apply_batch(
     for request_id, post_id in events:
         record = served.get(request_id)
         reason = classify(request_id, post_id, record, accepted, now, limits)
-        if reason == UNKNOWN_REQUEST and _young(request_id, now, wait):
+        if reason == UNKNOWN_REQUEST and _young(request_id, accepted, now, wait):
             waiting.append([request_id, post_id])
         elif reason is not None:
             results[reason] += 1
@@ -160,11 +160,14 @@ def apply_batch(
     return outcome
 
 
-def _young(request_id: str, now: float, wait: float) -> bool:
-    """Whether ``request_id`` was issued less than ``wait`` seconds from ``now`` (either way: a
-    web host's clock ahead of the worker's must not make an event wait longer)."""
+def _young(request_id: str, accepted: float, now: float, wait: float) -> bool:
+    """Whether an event of ``request_id``, accepted at ``accepted``, may still wait for its
+    slate at ``now``: its id was issued less than ``wait`` seconds from ``now`` (either way),
+    and the event accepted less than ``wait`` seconds ago. Its slate was handed to the writer
+    before the response that gave the id out, so before the event was accepted: an id ahead
+    of ``now`` (a web host's clock ahead, or an id a client made up) waits no longer either."""
     issued = request_time(request_id)
-    return wait > 0 and issued is not None and abs(now - issued) < wait
+    return wait > 0 and issued is not None and abs(now - issued) < wait and now - accepted < wait
 
 
 def _remember(

@@ -55,6 +55,24 @@ def test_an_event_of_a_young_request_id_waits_for_its_slate_and_an_old_one_does_
     assert record is not None and record.impressions == 2
 
 
+def test_an_event_of_a_request_id_ahead_of_the_clock_waits_no_longer_than_after_acceptance(
+    storage: Storage,
+) -> None:
+    # A request id that a client made up, or from a web host whose clock runs ahead: within
+    # the bound of the worker's clock still, 31 s after it was accepted, it must not wait.
+    now = time.time()
+    put_posts(storage, now)
+    forged = slate("u1", now + SLATE_WAIT_SECONDS - 5)
+    events = [[forged.request_id, "p1"]]
+    fresh = apply_batch(storage, "impression", events, now, WINDOW, WINDOW,
+                        accepted_at=now - 1, wait=SLATE_WAIT_SECONDS)  # fmt: skip
+    assert fresh.waiting == events and not fresh.results
+    accepted = now - SLATE_WAIT_SECONDS - 1
+    late = apply_batch(storage, "impression", events, now, WINDOW, WINDOW,
+                       accepted_at=accepted, wait=SLATE_WAIT_SECONDS)  # fmt: skip
+    assert late.results == {"unknown_request": 1} and not late.waiting
+
+
 def journalled(storage: Storage, batch_id: str) -> Any:
     payload = storage.client.hget(storage.keys.pending(journal_shard(batch_id)), batch_id)
     return None if payload is None else json.loads(payload)
