@@ -59,7 +59,7 @@ def make_runtime(settings: Settings) -> Runtime:
         policy=policy,
         celery=make_celery(settings, role="web"),
         generators=PerProcess(lambda: _generator(settings.seed)),
-        slates=SlateWriter(storage.serving.serve_many, settings.slate_flush_seconds),
+        slates=SlateWriter(storage.serving.steps, settings.slate_flush_seconds),
     )
 
 

@@ -2,16 +2,19 @@
 
 A recommendation hands its slate (with its decision-log entry and experiment count) to this
 process's writer and answers at once; one background thread (a greenlet under gunicorn's
-gevent worker, which patches threading) writes what waits in one non-transactional batch
-(``Serving.serve_many``) every ``BANDIT_SLATE_FLUSH_SECONDS``, or as soon as ``MAX_BATCH``
-wait. Workers wait for a slate not written yet (core.events.SLATE_WAIT_SECONDS), so events
-posted right after the response still count.
+gevent worker, which patches threading) writes what waits every
+``BANDIT_SLATE_FLUSH_SECONDS``, or as soon as ``MAX_BATCH`` wait, in the non-transactional
+batches of ``Serving.steps`` (a batch that fails partway is written again from the step that
+failed, so a slate is not counted in its experiment again because another slate's write
+failed). Workers wait for a slate not written yet
+(core.events.SLATE_WAIT_SECONDS), so events posted right after the response still count.
 
 What can be lost: on a Redis failure the writer keeps the slates and tries again with a
 back-off, holding at most ``MAX_PENDING`` (beyond, the oldest are dropped, counted in
 ``postbandit_slates_dropped_total`` and logged); a stopped process (gunicorn's ``worker_exit``,
-after SIGTERM) writes every slate it holds; a process killed with SIGKILL loses the slates of
-its last flush interval, whose events then count ``unknown_request``.
+after SIGTERM) writes every slate it holds; a process killed with SIGKILL loses the slates it
+holds (of its last flush interval, or all it kept while Redis failed), whose events then
+count ``unknown_request``.
 """
 
 from __future__ import annotations
@@ -21,11 +24,11 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from core import metrics
 from core.storage.errors import REDIS_ERRORS
-from core.storage.serving import ToServe
+from core.storage.serving import ToServe, WriteStep
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +38,22 @@ MAX_PENDING = 10_000  # about 20 MB of slates and decision entries
 BACKOFF_SECONDS = (0.05, 5.0)
 
 
+# A slate held, with how many of the writer's steps it has been through.
+_Held = tuple[int, ToServe]
+
+
 class SlateWriter:
     """The slates this process served and has not written yet, and the thread writing them
-    with ``write`` (which raises a Redis error when nothing, or not all, was written)."""
+    with ``steps``, in turn (each raises a Redis error when nothing, or not all, was written;
+    a slate goes through each step once it went through the ones before)."""
 
-    def __init__(self, write: Callable[[Sequence[ToServe]], None], interval: float) -> None:
-        self.write = write
+    def __init__(self, steps: Sequence[WriteStep], interval: float) -> None:
+        self.steps = tuple(steps)
         self.interval = interval
         self._reset()
 
     def _reset(self) -> None:
-        self._pending: collections.deque[ToServe] = collections.deque()
+        self._pending: collections.deque[_Held] = collections.deque()
         self._lock = threading.Lock()
         self._flushing = threading.Lock()  # one flush at a time: see flush()
         self._wake = threading.Event()
@@ -60,7 +68,7 @@ class SlateWriter:
         if self._thread is None:
             self._start()
         with self._lock:
-            self._pending.append(slate)
+            self._pending.append((0, slate))
             size = len(self._pending)
         metrics.SLATES_PENDING.inc()
         if size >= MAX_BATCH:
@@ -87,26 +95,38 @@ class SlateWriter:
         written = 0
         while chunk := self._take():
             started = time.perf_counter()
-            try:
-                self.write(chunk)
-            except REDIS_ERRORS:
-                self._give_back(chunk)
-                raise
-            except Exception:
-                self._dropped(len(chunk), "they could not be written")
-                raise
+            self._write(chunk)
             metrics.SLATE_FLUSH_SECONDS.observe(time.perf_counter() - started)
             metrics.SLATES_WRITTEN.inc(len(chunk))
             metrics.SLATES_PENDING.dec(len(chunk))
             written += len(chunk)
         return written
 
-    def _take(self) -> list[ToServe]:
+    def _write(self, chunk: list[_Held]) -> None:
+        """Take ``chunk`` through the steps each slate has not been through yet.
+
+        Raises:
+            redis.RedisError: a step failed; the chunk is held again, each slate with the
+                steps it went through (the failed one not among them).
+        """
+        for step, write in enumerate(self.steps):
+            todo = [slate for done, slate in chunk if done <= step]
+            try:
+                if todo:
+                    write(todo)
+            except REDIS_ERRORS:
+                self._give_back([(max(done, step), slate) for done, slate in chunk])
+                raise
+            except Exception:
+                self._dropped(len(chunk), "they could not be written")
+                raise
+
+    def _take(self) -> list[_Held]:
         with self._lock:
             count = min(MAX_BATCH, len(self._pending))
             return [self._pending.popleft() for _ in range(count)]
 
-    def _give_back(self, chunk: list[ToServe]) -> None:
+    def _give_back(self, chunk: list[_Held]) -> None:
         """Hold ``chunk`` again, oldest first; drop the oldest beyond ``MAX_PENDING``."""
         with self._lock:
             self._pending.extendleft(reversed(chunk))

@@ -32,7 +32,7 @@ def stored(storage: Storage, batch: list[ToServe]) -> int:
 def test_slates_are_written_by_the_thread_and_sooner_once_a_batch_is_full(
     storage: Storage,
 ) -> None:
-    writer = SlateWriter(storage.serving.serve_many, interval=0.01)
+    writer = SlateWriter(storage.serving.steps, interval=0.01)
     try:
         first = slates(3)
         for slate in first:
@@ -40,7 +40,7 @@ def test_slates_are_written_by_the_thread_and_sooner_once_a_batch_is_full(
         wait_for(lambda: stored(storage, first) == 3, 10, "the thread to write the slates")
     finally:
         writer.stop()
-    slow = SlateWriter(storage.serving.serve_many, interval=60.0)
+    slow = SlateWriter(storage.serving.steps, interval=60.0)
     try:
         full = slates(slate_writer.MAX_BATCH)
         for slate in full:
@@ -72,7 +72,7 @@ def test_a_failing_redis_keeps_the_slates_drops_the_oldest_beyond_the_bound_and_
 ) -> None:
     monkeypatch.setattr(slate_writer, "MAX_PENDING", 5)
     switch = Switch(storage)
-    writer = SlateWriter(switch.write, interval=0.01)
+    writer = SlateWriter([switch.write], interval=0.01)
     dropped = dropped_total()
     batch = slates(8)
     try:
@@ -89,10 +89,33 @@ def test_a_failing_redis_keeps_the_slates_drops_the_oldest_beyond_the_bound_and_
 
 
 def test_stop_writes_every_slate_held(storage: Storage) -> None:
-    writer = SlateWriter(storage.serving.serve_many, interval=60.0)
+    writer = SlateWriter(storage.serving.steps, interval=60.0)
     batch = slates(10)
     for slate in batch:
         writer.add(slate)
     assert stored(storage, batch) == 0
     writer.stop()
     assert stored(storage, batch) == 10 and writer.pending == 0
+
+
+def test_a_batch_that_fails_partway_is_written_again_from_the_failed_step_only(
+    rclient: redis.Redis,
+) -> None:
+    # One slate's key cannot take it (as when its slot's master is down on a Redis Cluster):
+    # every write of the batch fails, again and again, while the other slate's own write
+    # succeeds. Its experiment count and decision must not be repeated with each try.
+    storage = Storage(rclient, "pb", decision_log_maxlen=1000)
+    broken, fine = (Served(new_request_id(u), u, "random", {"p": "f"}, "x1", "A") for u in "ab")
+    rclient.set(storage.keys.served(broken.request_id), "not a hash")
+    writer = SlateWriter(storage.serving.steps, interval=60.0)
+    for served in (broken, fine):
+        writer.add((served, TTL, {"r": served.request_id}))
+    for _ in range(3):
+        with pytest.raises(redis.ResponseError):
+            writer.flush()
+    rclient.delete(storage.keys.served(broken.request_id))
+    assert writer.flush() == 2
+    counts = rclient.hgetall(storage.keys.experiment_counts("x1"))
+    assert sum(int(v) for k, v in counts.items() if k.endswith(b"|s")) == 2
+    assert sum(rclient.xlen(key) for key in storage.keys.decision_streams) == 2
+    assert stored(storage, [(broken, TTL, None), (fine, TTL, None)]) == 2

@@ -3,7 +3,7 @@
 A slate is chosen once, without the member's posts to hide: :meth:`Serving.to_hide` reads them
 in one round trip before the choice (the member's posts clicked recently and at their
 seen-limit, :mod:`core.storage.shown`, under the member's tag; the fresh withdrawals,
-``P:withdrawn``, global), and :meth:`Serving.serve_many` later remembers the slate (with its
+``P:withdrawn``, global), and :attr:`Serving.steps` later remember the slate (with its
 decision-log entry and experiment count), batched with others behind the responses
 (app.slate_writer). Nothing is checked at the write: a click,
 an impression at the seen-limit or a withdrawal that lands between the read and the response
@@ -15,7 +15,7 @@ hide, removed what it had written and the slate was chosen again.)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import redis
 from redis.typing import EncodableT
@@ -39,6 +39,8 @@ from core.storage.scripts import ScriptCall, Scripts, batch, run
 Decision = Mapping[EncodableT, EncodableT]
 # A slate to remember: the slate, how long (seconds), its decision-log entry (None: no log).
 ToServe = tuple[Served, int, Decision | None]
+# One step of writing slates (:attr:`Serving.steps`).
+WriteStep = Callable[[Sequence[ToServe]], None]
 
 
 def serve_slate_call(keys: Keys, served: Served, ttl: int) -> ScriptCall:
@@ -100,8 +102,9 @@ class Serving:
         """Remember a served slate for attribution of its events (expires after ``ttl``: the
         attribution window plus the grace, so events accepted late in the window that a worker
         applies after it still find it), count it in its experiment, and append ``decision``
-        (stream fields) to the decision log when the log is on: one round trip, not atomic
-        (a process that dies in it may leave some of these without the others).
+        (stream fields) to the decision log when the log is on: a round trip per
+        :attr:`steps` that has something to write, not atomic (a process that dies in it may
+        leave some of these without the others).
 
         Raises:
             ValueError: the request id was not issued for this member.
@@ -110,25 +113,72 @@ class Serving:
         self.serve_many([(served, ttl, decision)])
 
     def serve_many(self, slates: Sequence[ToServe]) -> None:
-        """:meth:`serve` for many slates in one non-transactional batch (the slates and the
-        experiment counts first, then the decision-log entries: two steps on a cluster).
+        """:meth:`serve` for many slates: the :attr:`steps` in turn (one round trip each).
 
         Raises:
             ValueError: a request id was not issued for its member (nothing was sent).
-            redis.RedisError: Redis failed (some may have been written: writing a slate
-                again writes the same, but an experiment count written twice counts twice).
+            redis.RedisError: Redis failed (see :attr:`steps`).
+        """
+        for step in self.steps:
+            step(slates)
+
+    @property
+    def steps(self) -> tuple[WriteStep, ...]:
+        """How slates are written, one non-transactional batch per step, in this order: the
+        slates (written again, the same), their decision-log entries, their experiment counts.
+
+        A step that fails raises a Redis error after it may have written part of its batch;
+        writing on from that step does not repeat the steps before it. So a batch that fails
+        partway, such as on a Redis Cluster one of whose masters is down, is written again
+        from the failed step: a slate's experiment count is never repeated because another
+        slate's slot, or a decision-log shard, was down (only a reply lost after the counts
+        step ran counts them again, once per such loss); decision-log entries written on the
+        masters that answered are written again, the same entries (their request ids tell
+        them apart).
+        """
+        return (self.remember_many, self.log_many, self.count_many)
+
+    def remember_many(self, slates: Sequence[ToServe]) -> None:
+        """Remember the slates for attribution (idempotent: a slate written twice is the same).
+
+        Raises:
+            ValueError: a request id was not issued for its member (nothing was sent).
+            redis.RedisError: Redis failed (some may have been written).
+        """
+        calls = [serve_slate_call(self.keys, served, ttl) for served, ttl, _ in slates]
+        pipe = batch(self.client)
+        for call in calls:
+            run(self.scripts.serve_slate, call, pipe)
+        pipe.execute()
+
+    def log_many(self, slates: Sequence[ToServe]) -> None:
+        """Append the slates' decisions to the decision log (those that have one).
+
+        Raises:
+            redis.RedisError: Redis failed (some may have been appended; again, twice).
+        """
+        pipe = batch(self.client)
+        for served, _, decision in slates:
+            if decision is not None:
+                self.log.queue_decision(pipe, served.user_id, decision)
+        if len(pipe):
+            pipe.execute()
+
+    def count_many(self, slates: Sequence[ToServe]) -> None:
+        """Count the slates served in an experiment, and their members once (one slot per
+        experiment: a batch of one experiment's slates runs on one node).
+
+        Raises:
+            redis.RedisError: Redis failed (some may have been counted; again, twice).
         """
         pipe = batch(self.client)
         for served, ttl, _ in slates:
-            run(self.scripts.serve_slate, serve_slate_call(self.keys, served, ttl), pipe)
             arm = slate_arm(served)
             if arm is not None:
                 retention = ttl + EXPERIMENT_RETENTION_SECONDS
                 self.counts.queue_slate(pipe, arm, served.user_id, retention)
-        for served, _, decision in slates:
-            if decision is not None:
-                self.log.queue_decision(pipe, served.user_id, decision)
-        pipe.execute()
+        if len(pipe):
+            pipe.execute()
 
     def lookup(self, request_ids: Iterable[str]) -> dict[str, Served]:
         """The served slates among ``request_ids`` that are still remembered (ids the server
