@@ -58,6 +58,7 @@ class SlateWriter:
         self._flushing = threading.Lock()  # one flush at a time: see flush()
         self._wake = threading.Event()
         self._stopping = False
+        self._full = False  # slates were dropped as they came, since the last flush
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
 
@@ -70,7 +71,12 @@ class SlateWriter:
         with self._lock:
             self._pending.append((0, slate))
             size = len(self._pending)
+            if size > MAX_PENDING:  # Redis has been failing: the thread waits out a back-off
+                self._pending.popleft()
         metrics.SLATES_PENDING.inc()
+        if size > MAX_PENDING:
+            self._dropped(1, f"more than {MAX_PENDING} slates wait to be written", self._full)
+            self._full = True  # logged once until a flush succeeds, not once a request
         if size >= MAX_BATCH:
             self._wake.set()
 
@@ -136,10 +142,12 @@ class SlateWriter:
         if over:
             self._dropped(over, f"more than {MAX_PENDING} slates wait to be written")
 
-    def _dropped(self, count: int, why: str) -> None:
+    def _dropped(self, count: int, why: str, quiet: bool = False) -> None:
         metrics.SLATES_DROPPED.inc(count)
         metrics.SLATES_PENDING.dec(count)
-        log.error("dropped %d served slates (%s): their events count unknown_request", count, why)
+        if not quiet:
+            log.error("dropped %d served slates (%s): their events count unknown_request",
+                      count, why)  # fmt: skip
 
     def _run(self) -> None:
         delay = self.interval
@@ -150,7 +158,7 @@ class SlateWriter:
                 return
             try:
                 self.flush()
-                delay = self.interval
+                delay, self._full = self.interval, False
             except REDIS_ERRORS as exc:
                 metrics.redis_failed(log, "remember_served", exc)
                 first, last = BACKOFF_SECONDS

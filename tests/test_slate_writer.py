@@ -88,6 +88,26 @@ def test_a_failing_redis_keeps_the_slates_drops_the_oldest_beyond_the_bound_and_
     assert stored(storage, batch[:3]) == 0 and stored(storage, batch[3:]) == 5
 
 
+def test_slates_beyond_the_bound_are_dropped_as_they_come_not_only_after_a_failed_write(
+    storage: Storage, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Between two tries the thread waits out its back-off (up to 5 s), while requests go on.
+    monkeypatch.setattr(slate_writer, "MAX_PENDING", 5)
+    switch = Switch(storage)
+    writer = SlateWriter([switch.write], interval=60.0)
+    dropped = dropped_total()
+    batch = slates(8)
+    try:
+        for slate in batch:
+            writer.add(slate)
+        assert writer.pending == 5 and dropped_total() - dropped == 3
+        switch.live = True
+    finally:
+        writer.stop()
+        switch.dead.client.close()
+    assert stored(storage, batch[:3]) == 0 and stored(storage, batch[3:]) == 5
+
+
 def test_stop_writes_every_slate_held(storage: Storage) -> None:
     writer = SlateWriter(storage.serving.steps, interval=60.0)
     batch = slates(10)
