@@ -115,7 +115,8 @@ WORKERS = (
     Panel("Task failures per second", "ops", (
         (f"sum by (task, outcome) (rate(postbandit_task_failures_total[{RATE}]))",
          "{{task}} {{outcome}}"),
-    ), "retried: a Redis error, the task runs again. failed: given up, its events are lost."),
+    ), "retried: a Redis error, or events waiting for their slate to be written (up to 30 s); "
+       "the task runs again. failed: given up, its events are lost."),
     Panel("Redis reachable (1 = yes)", "short", (
         ("min by (role) (postbandit_redis_up)", "{{role}}"),
     )),
