@@ -230,8 +230,8 @@ class Settings(BaseSettings):
     slate_flush_seconds: Number = Field(
         0.005, alias="BANDIT_SLATE_FLUSH_SECONDS", ge=0.001, le=10.0,
         description="how often each web process writes the slates it served, behind the "
-        "responses, in one batch (sooner once 256 wait); a web process killed with SIGKILL "
-        "loses the slates of its last interval",
+        "responses, in batches (sooner once 256 wait); a web process killed with SIGKILL "
+        "loses the slates it holds: those of its last interval (while Redis fails, more)",
     )  # fmt: skip
     snapshot_dir: str = Field(
         "var/snapshots", alias="BANDIT_SNAPSHOT_DIR", pattern=r"^(?:\S(?:.*\S)?)?$",
