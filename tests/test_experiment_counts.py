@@ -54,6 +54,9 @@ def slate(client: FlaskClient, user: str) -> dict[str, Any]:
 
 
 def apply(rt: Runtime, kind: str, events: list[tuple[str, str]]) -> Counter[str]:
+    """Apply events as a worker does, once every slate served so far is written (they are
+    written behind the responses: an event of a slate not written yet waits)."""
+    rt.slates.flush()
     outcome = apply_batch(rt.storage, kind, [list(e) for e in events], time.time(), 3600, 60)
     return outcome.results
 
