@@ -52,6 +52,8 @@ def recommend(rt: Runtime, query: RecommendationBody) -> dict[str, Any]:
     request_id = new_request_id(query.user_id, now)
     arm = snap.plan.arm(query.user_id) if snap.plan is not None else Arm(rt.policy)
     items, degraded = _serve(rt, snap, arm, query, request_id, now)
+    if degraded or not items:  # never written: its events need not wait for it (core.events)
+        request_id = new_request_id(query.user_id, now, written=False)
     _count_slate(arm, len(items), degraded)
     body = {"request_id": request_id, "policy": arm.policy.name, "experiment": arm.experiment,
             "variant": arm.variant, "items": items, "degraded": degraded}  # fmt: skip

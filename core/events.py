@@ -13,7 +13,9 @@ A web process writes the slates it served behind its responses, within milliseco
 (app.slate_writer), so an event may reach a worker before its slate: an event whose slate
 is not found but whose request id was issued, and which was accepted, less than
 ``SLATE_WAIT_SECONDS`` ago is left waiting (:attr:`Outcome.waiting`) for the task to apply
-again later, not counted ``unknown_request``; past that bound it is.
+again later, not counted ``unknown_request``; past that bound it is. A slate that is never
+written (served degraded, or empty) says so in its request id
+(:func:`core.storage.request_ids.never_written`): its events count ``unknown_request`` at once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.storage import Served, SlateArm, Storage, request_time
+from core.storage.request_ids import never_written
 from core.storage.serving import slate_arm
 
 # The event types of the API, and the one-letter kind each is stored as.
@@ -165,9 +168,12 @@ def _young(request_id: str, accepted: float, now: float, wait: float) -> bool:
     slate at ``now``: its id was issued less than ``wait`` seconds from ``now`` (either way),
     and the event accepted less than ``wait`` seconds ago. Its slate was handed to the writer
     before the response that gave the id out, so before the event was accepted: an id ahead
-    of ``now`` (a web host's clock ahead, or an id a client made up) waits no longer either."""
+    of ``now`` (a web host's clock ahead, or an id a client made up) waits no longer either.
+    An id whose slate is never written (served degraded, or empty) does not wait at all."""
     issued = request_time(request_id)
-    return wait > 0 and issued is not None and abs(now - issued) < wait and now - accepted < wait
+    if wait <= 0 or issued is None or never_written(request_id):
+        return False
+    return abs(now - issued) < wait and now - accepted < wait
 
 
 def _remember(

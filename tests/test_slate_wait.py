@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from flask.testing import FlaskClient
 
 from core.events import SLATE_WAIT_SECONDS, apply_batch
 from core.queue import EventBatch, make_celery, publish
 from core.settings import Settings
-from core.storage import Served, Storage, new_request_id
+from core.storage import Served, Storage, new_request_id, request_time
 from core.storage.keys import journal_shard
+from core.storage.request_ids import never_written
 from tests.processes import drained, service_env, start_worker, stop_all, wait_for
 
 WINDOW = 3600
@@ -71,6 +73,27 @@ def test_an_event_of_a_request_id_ahead_of_the_clock_waits_no_longer_than_after_
     late = apply_batch(storage, "impression", events, now, WINDOW, WINDOW,
                        accepted_at=accepted, wait=SLATE_WAIT_SECONDS)  # fmt: skip
     assert late.results == {"unknown_request": 1} and not late.waiting
+
+
+def test_an_event_of_a_slate_that_is_never_written_does_not_wait(
+    storage: Storage, client: FlaskClient
+) -> None:
+    """A slate served degraded or empty is never written, and its request id says so: its
+    events count unknown_request at once, while a remembered slate's id never says so."""
+    now = time.time()
+    put_posts(storage, now)
+    unwritten = new_request_id("u1", now, written=False)
+    ids = [new_request_id("u1", now) for _ in range(2_000)]
+    assert never_written(unwritten) and not any(never_written(i) for i in ids)
+    assert request_time(unwritten) == request_time(ids[0]) and len(unwritten) == len(ids[0])
+    outcome = apply_batch(storage, "impression", [[unwritten, "p1"], [ids[0], "p1"]], now,
+                          WINDOW, WINDOW, wait=SLATE_WAIT_SECONDS)  # fmt: skip
+    assert outcome.results == {"unknown_request": 1} and outcome.waiting == [[ids[0], "p1"]]
+    empty = client.get("/v1/recommendations", query_string={"user_id": "u2", "forums": "none"})
+    assert empty.status_code == 200 and empty.json["items"] == []
+    assert never_written(empty.json["request_id"])
+    full = client.get("/v1/recommendations", query_string={"user_id": "u2"})
+    assert full.json["items"] and not never_written(full.json["request_id"])
 
 
 def journalled(storage: Storage, batch_id: str) -> Any:

@@ -3,7 +3,11 @@
 ``<12 hex: milliseconds><4 hex: member tag><12 hex: random>``, 28 characters. The time lets a
 worker tell an expired request from an unknown one; the member tag is the hash tag of the
 served slate's key (see :mod:`core.storage.keys`), so a worker finds the slate from the request
-id alone, in the slot that also holds the member's clicked posts.
+id alone, in the slot that also holds the member's clicked posts. The random part's first digit
+is :data:`UNWRITTEN` exactly when the slate will never be written (served degraded, or empty),
+so a worker counts its events ``unknown_request`` at once rather than wait for the slate
+(core.events); ids issued before that rule have it by chance, and their slates were written
+before their answers, so a worker finds them or nothing would come.
 """
 
 from __future__ import annotations
@@ -23,10 +27,22 @@ def member_tag(user_id: str) -> str:
     return hashlib.blake2b(user_id.encode(), digest_size=2).hexdigest()
 
 
-def new_request_id(user_id: str, now: float | None = None) -> str:
-    """A time-ordered id for a slate served to ``user_id``."""
+#: The first digit of a request id's random part when its slate is never written.
+UNWRITTEN = "0"
+_WRITTEN_DIGITS = "123456789abcdef"
+
+
+def new_request_id(user_id: str, now: float | None = None, *, written: bool = True) -> str:
+    """A time-ordered id for a slate served to ``user_id``; ``written``: whether the slate
+    will be written (see the module docstring)."""
     millis = int((time.time() if now is None else now) * 1000)
-    return f"{millis:012x}{member_tag(user_id)}{secrets.token_hex(6)}"
+    first = _WRITTEN_DIGITS[secrets.randbelow(15)] if written else UNWRITTEN
+    return f"{millis:012x}{member_tag(user_id)}{first}{secrets.token_hex(6)[1:]}"
+
+
+def never_written(request_id: str) -> bool:
+    """Whether a request id from :func:`new_request_id` says its slate is never written."""
+    return bool(_FORMAT.fullmatch(request_id)) and request_id[16] == UNWRITTEN
 
 
 def request_time(request_id: str) -> float | None:
