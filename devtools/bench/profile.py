@@ -62,8 +62,13 @@ def frame_name(frame: str) -> str:
 # (part of the work, a frame that identifies it), checked in this order.
 PARTS = (
     ("snapshot refresh (background thread)", "SnapshotCache._run"),
-    ("Redis round trip of the request (check, served slate, decision log)", "Serving.serve"),
+    (
+        "slate writer: served slates and decision entries, batched (background thread)",
+        "SlateWriter._run",
+    ),
+    ("Redis read of the request (posts to hide)", "Serving.to_hide"),
     ("decision-log entry (scores as JSON)", "fields (app/decisions.py)"),
+    ("Thompson draw and ranking (pruned draw or policy.select)", "Snapshot.select"),
     ("policy.select (bandits/, Thompson draw and ranking)", "Policy.select"),
     ("eligible count for the decision log", "eligible_pool"),
     ("request log line (JSON)", "_log_slate"),
