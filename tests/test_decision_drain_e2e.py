@@ -17,6 +17,7 @@ import redis
 import requests
 
 from core.decision_files.drain import CLOSE_MARGIN_MS
+from core.events import SLATE_WAIT_SECONDS
 from core.storage.keys import Keys
 from devtools.redis_server import RedisServer, free_port
 from tests.exposition import samples
@@ -203,7 +204,10 @@ def test_a_worker_killed_while_draining_leaves_every_slate_once_in_the_files(
     traffic.after(2, 60)
     stream = traffic.finish()
 
-    wait_drained(stack.base, stats, broker, 30 + VISIBILITY)
+    # A batch whose events wait for their slate (written behind the response) runs again as a
+    # retry that the killed worker may have held: back after the visibility timeout, and its
+    # events wait at most SLATE_WAIT_SECONDS.
+    wait_drained(stack.base, stats, broker, 30 + VISIBILITY + SLATE_WAIT_SECONDS)
     outcome_keys = [f"pb:{{f:f{f}}}:outcomes" for f in range(FORUMS)]
     last = {
         "decisions": newest_ms(stats, Keys("pb").decision_streams),
