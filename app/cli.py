@@ -15,9 +15,6 @@ from flask.cli import with_appcontext
 from app import decisions, demo, experiment_results
 from app.errors import NotFound
 from app.runtime import runtime
-from core.decision_files import obd
-from core.decision_files.read import read_joined
-from core.decision_files.store import Store, StoreError
 from core.experiments.statistics import render_table
 
 # The streams are keyed by unix milliseconds: a time outside these cannot be read from them.
@@ -151,6 +148,13 @@ def _export_obd(
             "--format obd reads the decision files: set BANDIT_DECISION_LOG_URL or --log-url",
             param_hint="'--log-url'",
         )
+    # Here, not at the top: pyarrow and pandas weigh about 100 MB, and every web process
+    # imports this module (the app registers its commands), while only this command reads
+    # the files.
+    from core.decision_files import obd
+    from core.decision_files.read import read_joined
+    from core.decision_files.store import Store, StoreError
+
     try:
         store = Store(url)
     except StoreError as exc:

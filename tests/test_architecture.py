@@ -20,6 +20,17 @@ def loaded_modules(statement: str) -> set[str]:
     return {name.split(".")[0] for name in out.split()}
 
 
+def test_a_web_process_loads_no_decision_file_reader() -> None:
+    """pyarrow and pandas (about 75 MB of a web process's memory, docs/benchmarks.md) are for
+    the commands and workers that read or write decision files, not for serving."""
+    loaded = loaded_modules(
+        "import os\nos.environ['BANDIT_ENV'] = 'development'\n"
+        "from app import create_app\ncreate_app()"
+    )
+    assert {"app", "flask", "core"} <= loaded
+    assert not loaded & {"pyarrow", "pandas"}
+
+
 @pytest.mark.parametrize("statement", ["import workers.tasks", "import workers.main"])
 def test_the_worker_loads_no_flask_and_no_web_app(statement: str) -> None:
     loaded = loaded_modules(statement)
