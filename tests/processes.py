@@ -165,7 +165,7 @@ def start_web(env: dict[str, str], tmp: Path, workers: int = 2) -> tuple[Proc, s
     }
     proc = Proc("web", web_command(), env, tmp / "web.log").start()
     base = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _healthy(base) or not proc.alive(), 30, "gunicorn to answer /healthz")
+    wait_for(lambda: healthy(base) or not proc.alive(), 30, "gunicorn to answer /healthz")
     assert proc.alive(), proc.output()
     return proc, base
 
@@ -207,7 +207,8 @@ def web_and_worker(env: dict[str, str], tmp: Path, web_workers: int = 2) -> Iter
         stop_all(procs)
 
 
-def _healthy(base: str) -> bool:
+def healthy(base: str) -> bool:
+    """Whether the server at ``base`` answers /healthz with 200 now."""
     try:
         return requests.get(f"{base}/healthz", timeout=1).status_code == 200
     except requests.RequestException:

@@ -19,6 +19,7 @@ from core.storage import Storage
 from tests.exposition import value
 from tests.processes import (
     Proc,
+    healthy,
     service_env,
     start_web,
     stop_all,
@@ -79,20 +80,13 @@ def test_sigkill_loses_only_the_slates_of_the_last_flush_interval(
         os.kill(worker.pid, signal.SIGKILL)
         wait_for(lambda: not worker.is_running() or worker.status() == "zombie", 10, "the kill")
         # The master starts another worker; the dead one's counters stay in the sum.
-        wait_for(lambda: bool(_answers(base)), 30, "a new worker")
+        wait_for(lambda: healthy(base), 30, "a new worker")
         total = written(base)
     finally:
         stop_all([web])
     present = storage.serving.lookup(flushed + last)
     assert set(flushed) <= present.keys()  # every slate of a completed flush is in Redis
     assert total == len(present) == len(flushed)  # and only those: the last interval is lost
-
-
-def _answers(base: str) -> bool:
-    try:
-        return requests.get(f"{base}/healthz", timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_sigterm_writes_every_slate_served(
